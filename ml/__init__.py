@@ -1,0 +1,1 @@
+"""journeylake models: segmentation, propensity, churn, explanations."""

@@ -1,0 +1,3 @@
+"""journeylake streaming pipelines: sources -> bronze -> silver -> gold -> decisions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Where events come from: the event contracts' producers (the bank simulator, Kafka)."""
