@@ -1,0 +1,327 @@
+"""Configuration: layered YAML, validated, with every path resolved.
+
+``conf/base.yml`` is read first, then the target overlay ``conf/targets/<target>.yml``
+(target from the argument, else ``JOURNEYLAKE_TARGET``, else ``local``), then ``overrides``; each
+layer is deep-merged onto the one before. Unknown keys and wrong types are errors that name the
+file and the dotted key at fault::
+
+    conf/targets/local.yml: spark.shuffle_partitions: expected an integer, got 'many'
+
+Environment overrides: ``JOURNEYLAKE_HOME`` (the folder holding all local state),
+``JOURNEYLAKE_METASTORE_PORT`` (the shared catalog's port) and ``JOURNEYLAKE_CONF_DIR`` (another
+``conf/`` folder).
+
+Usage::
+
+    cfg = load_config()                      # or load_config("databricks", {"spark.shuffle_partitions": 2})
+    cfg.paths.landing                        # absolute Path under the home folder
+    cfg.spark.shuffle_partitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TARGET = "local"
+ENV_TARGET = "JOURNEYLAKE_TARGET"
+ENV_HOME = "JOURNEYLAKE_HOME"
+ENV_METASTORE_PORT = "JOURNEYLAKE_METASTORE_PORT"
+ENV_CONF_DIR = "JOURNEYLAKE_CONF_DIR"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Section):
+    """Where state lives. After loading, every path is absolute."""
+
+    home: Path = Path(".journeylake")
+    landing: Path = Path("landing")
+    warehouse: Path = Path("warehouse")
+    checkpoints: Path = Path("checkpoints")
+    metastore: Path = Path("metastore")
+    mlflow: Path = Path("mlflow")
+    exports: Path = Path("exports")
+    logs: Path = Path("logs")
+
+
+class SparkConfig(_Section):
+    master: str | None = "local[*]"
+    app_name: str = "journeylake"
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "2g"
+    ui_enabled: bool = False
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class MetastoreConfig(_Section):
+    kind: Literal["derby-server", "embedded", "unity"] = "derby-server"
+    host: str = "127.0.0.1"
+    port: int = Field(15270, ge=1, le=65535)
+    heap: str = "256m"
+
+
+class SchemasConfig(_Section):
+    bronze: str = "bronze"
+    silver: str = "silver"
+    gold: str = "gold"
+
+
+class CatalogConfig(_Section):
+    name: str | None = None
+    schemas: SchemasConfig = Field(default_factory=SchemasConfig)
+    metastore: MetastoreConfig = Field(default_factory=MetastoreConfig)
+
+
+class IngestConfig(_Section):
+    trigger_interval: str = "10 seconds"
+    max_files_per_trigger: int = Field(50, ge=1)
+    dedup_watermark: str = "6 hours"
+    pii_key_env: str = "JOURNEYLAKE_PII_KEY"
+    pii_key_default: str | None = None
+
+
+class KafkaConfig(_Section):
+    enabled: bool = False
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "journeylake."
+
+
+class Config(_Section):
+    """The whole configuration of one target, with absolute paths."""
+
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    target: str = DEFAULT_TARGET
+    sources: tuple[str, ...] = ()  # the files (and "overrides") this config was built from
+
+    @property
+    def home(self) -> Path:
+        return self.paths.home
+
+    @property
+    def is_local(self) -> bool:
+        return self.catalog.metastore.kind != "unity"
+
+    def pii_key(self) -> str:
+        """The pseudonymization key: from the environment, else the target's development default."""
+        key = os.environ.get(self.ingest.pii_key_env) or self.ingest.pii_key_default
+        if not key:
+            raise ConfigError(
+                f"no pseudonymization key: set the environment variable {self.ingest.pii_key_env} "
+                f"(target {self.target} has no ingest.pii_key_default)"
+            )
+        return key
+
+
+def conf_dir() -> Path:
+    override = os.environ.get(ENV_CONF_DIR)
+    return Path(override).resolve() if override else PROJECT_ROOT / "conf"
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{_display(path)}: configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{_display(path)}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{_display(path)}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_display(path)}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
+    """{"spark.shuffle_partitions": 2} -> {"spark": {"shuffle_partitions": 2}}; nested dicts pass."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        node = nested
+        parts = str(key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict, layer: dict, origin: str, provenance: dict[str, str], prefix: str = "") -> dict:
+    """Deep-merge ``layer`` onto ``base``, recording which source set each dotted key."""
+    out = dict(base)
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, origin, provenance, f"{dotted}.")
+        else:
+            out[key] = copy.deepcopy(value)
+            provenance[dotted] = origin
+            if isinstance(value, dict):
+                for sub in _leaves(value, f"{dotted}."):
+                    provenance[sub] = origin
+    return out
+
+
+def _leaves(data: dict, prefix: str) -> list[str]:
+    keys = []
+    for key, value in data.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys.extend(_leaves(value, f"{prefix}{key}."))
+    return keys
+
+
+_EXPECTED = {
+    "int_parsing": "expected an integer",
+    "int_type": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected a text value",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "path_type": "expected a path",
+}
+
+
+def _describe(error: dict) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    got = error.get("input")
+    if kind in _EXPECTED:
+        return f"{_EXPECTED[kind]}, got {got!r}"
+    if kind == "literal_error":
+        allowed = error.get("ctx", {}).get("expected", "")
+        return f"expected one of {allowed}, got {got!r}"
+    return f"{error['msg'].lower()}, got {got!r}"
+
+
+def _dotted(loc: tuple) -> str:
+    # Union types add their branch name to the location (e.g. "str", "int"); drop those.
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p in {"str", "int", "float", "bool"})]
+    return ".".join(parts)
+
+
+def _origin(dotted: str, provenance: dict[str, str], default: str) -> str:
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        origin = provenance.get(".".join(parts[:n]))
+        if origin:
+            return origin
+    return default
+
+
+def _resolve_paths(paths: PathsConfig) -> PathsConfig:
+    home = Path(os.environ.get(ENV_HOME) or paths.home).expanduser()
+    if not home.is_absolute():
+        home = PROJECT_ROOT / home
+    home = home.resolve()
+    resolved: dict[str, Path] = {"home": home}
+    for name in PathsConfig.model_fields:
+        if name != "home":
+            value = getattr(paths, name).expanduser()
+            resolved[name] = value if value.is_absolute() else home / value
+    return PathsConfig(**resolved)
+
+
+def load_config(target: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load ``conf/base.yml`` + ``conf/targets/<target>.yml`` + ``overrides``, validated.
+
+    ``overrides`` may be nested ({"spark": {"shuffle_partitions": 2}}) or dotted
+    ({"spark.shuffle_partitions": 2}). Raises ConfigError naming the file and key at fault.
+    """
+    target = target or os.environ.get(ENV_TARGET) or DEFAULT_TARGET
+    directory = conf_dir()
+    base_file = directory / "base.yml"
+    target_file = directory / "targets" / f"{target}.yml"
+    if not target_file.is_file() and base_file.is_file():
+        known = sorted(p.stem for p in (directory / "targets").glob("*.yml"))
+        raise ConfigError(
+            f"{_display(target_file)}: unknown target {target!r}; known targets: {', '.join(known) or 'none'}"
+        )
+
+    provenance: dict[str, str] = {}
+    layers = [(_display(base_file), _read_yaml(base_file)), (_display(target_file), _read_yaml(target_file))]
+    if overrides:
+        layers.append(("overrides", _nest(overrides)))
+    port = os.environ.get(ENV_METASTORE_PORT)
+    if port:
+        layers.append((f"${ENV_METASTORE_PORT}", {"catalog": {"metastore": {"port": port}}}))
+
+    merged: dict[str, Any] = {}
+    for origin, data in layers:
+        merged = _merge(merged, data, origin, provenance)
+    merged.pop("target", None)
+    merged.pop("sources", None)
+
+    try:
+        cfg = Config.model_validate(merged)
+    except ValidationError as exc:
+        by_key: dict[str, list[dict]] = {}
+        for error in exc.errors():
+            by_key.setdefault(_dotted(error["loc"]), []).append(error)
+        messages = []
+        for dotted, errors in by_key.items():
+            origin = _origin(dotted, provenance, _display(base_file))
+            if len(errors) == 1:
+                problem = _describe(errors[0])
+            else:  # a value that fits none of a union's types
+                wanted = [_EXPECTED.get(e["type"], e["msg"]).removeprefix("expected ") for e in errors]
+                problem = f"expected {' or '.join(dict.fromkeys(wanted))}, got {errors[0].get('input')!r}"
+            messages.append(f"{origin}: {dotted}: {problem}")
+        raise ConfigError("; ".join(messages)) from None
+
+    return cfg.model_copy(
+        update={
+            "paths": _resolve_paths(cfg.paths),
+            "target": target,
+            "sources": tuple(origin for origin, _ in layers),
+        }
+    )
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--target`` to a CLI verb's parser (use with :func:`config_from_args`)."""
+    parser.add_argument(
+        "--target",
+        default=None,
+        help=f"configuration target in conf/targets/ (default: ${ENV_TARGET} or {DEFAULT_TARGET})",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "target", None))
