@@ -20,7 +20,9 @@ def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "spark:\n  shuffle_partitions: 4\n  app_name: base-app\n  conf:\n    spark.a: '1'\n"
         "catalog:\n  metastore:\n    port: 15270\n"
     )
-    (directory / "targets" / "local.yml").write_text("spark:\n  shuffle_partitions: 2\n  conf:\n    spark.b: '2'\n")
+    (directory / "targets" / "local.yml").write_text(
+        "spark:\n  shuffle_partitions: 2\n  conf:\n    spark.b: '2'\n"
+    )
     monkeypatch.setenv("JOURNEYLAKE_CONF_DIR", str(directory))
     for name in ("JOURNEYLAKE_HOME", "JOURNEYLAKE_TARGET", "JOURNEYLAKE_METASTORE_PORT"):
         monkeypatch.delenv(name, raising=False)
@@ -56,7 +58,9 @@ def test_paths_are_absolute_under_home(conf: Path) -> None:
     assert cfg.paths.exports == Path("/abs/exports")
 
 
-def test_home_is_overridden_by_environment(conf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_home_is_overridden_by_environment(
+    conf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("JOURNEYLAKE_HOME", str(tmp_path / "elsewhere"))
     cfg = load_config()
     assert cfg.paths.home == tmp_path / "elsewhere"
@@ -78,7 +82,9 @@ def test_wrong_type_names_file_key_and_value(conf: Path) -> None:
     (conf / "targets" / "local.yml").write_text("spark:\n  shuffle_partitions: many\n")
     with pytest.raises(ConfigError) as info:
         load_config()
-    assert str(info.value).endswith("targets/local.yml: spark.shuffle_partitions: expected an integer, got 'many'")
+    assert str(info.value).endswith(
+        "targets/local.yml: spark.shuffle_partitions: expected an integer, got 'many'"
+    )
 
 
 def test_error_blames_the_layer_that_set_the_key(conf: Path) -> None:
