@@ -1,0 +1,73 @@
+"""Shared test fixtures: one config, one metastore and one Spark session for the whole run.
+
+The test session gets its own home folder (a pytest temporary directory) and its own metastore
+port, both exported as JOURNEYLAKE_HOME / JOURNEYLAKE_METASTORE_PORT so that subprocesses the
+tests start (CLI invocations, second Spark processes) share them; a running demo in
+``.journeylake/`` is never touched. The metastore server is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Set before anything loads a config: subprocesses inherit these.
+_HOME_ENV = "JOURNEYLAKE_HOME"
+_PORT_ENV = "JOURNEYLAKE_METASTORE_PORT"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The test session's JOURNEYLAKE_HOME (exported for subprocesses)."""
+    home = tmp_path_factory.mktemp("journeylake-home")
+    saved = {name: os.environ.get(name) for name in (_HOME_ENV, _PORT_ENV, "JOURNEYLAKE_TARGET")}
+    os.environ[_HOME_ENV] = str(home)
+    os.environ[_PORT_ENV] = str(_free_port())
+    os.environ.pop("JOURNEYLAKE_TARGET", None)
+    yield home
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def jl_config(jl_home: Path):
+    """The local config the tests run with: home in a temp dir, a private metastore port.
+
+    The metastore server, if any test or subprocess started one, is stopped at the end.
+    """
+    from pipelines import metastore
+    from pipelines.config import load_config
+
+    cfg = load_config(
+        "local",
+        overrides={
+            "spark.shuffle_partitions": 2,
+            "spark.driver_memory": "1g",
+            "spark.app_name": "journeylake-tests",
+        },
+    )
+    yield cfg
+    metastore.stop(cfg)
+
+
+@pytest.fixture(scope="session")
+def spark(jl_config):
+    """A Spark session on the shared (test) catalog, with Delta, stopped at the end."""
+    from pipelines.spark import get_spark
+
+    session = get_spark(jl_config)
+    yield session
+    session.stop()

@@ -1,0 +1,54 @@
+"""The session factory: Delta through the shared catalog, settings from config, table names."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import load_config
+from pipelines.errors import InputError
+from pipelines.spark import schema_name, table_name
+
+pytestmark = pytest.mark.slow
+
+
+def test_delta_table_round_trips_through_the_catalog(spark, jl_config) -> None:
+    name = table_name(jl_config, "bronze", "roundtrip")
+    spark.createDataFrame([(1, "a"), (2, "b")], "id INT, label STRING").write.format("delta").mode(
+        "overwrite"
+    ).saveAsTable(name)
+    spark.sql(f"INSERT INTO {name} VALUES (3, 'c')")
+
+    rows = spark.table(name).orderBy("id").collect()
+    assert [(r.id, r.label) for r in rows] == [(1, "a"), (2, "b"), (3, "c")]
+    detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
+    assert detail.format == "delta"
+    assert detail.location.startswith("file:" + str(jl_config.paths.warehouse))
+
+
+def test_layer_schemas_exist_under_the_warehouse(spark, jl_config) -> None:
+    for layer in ("bronze", "silver", "gold"):
+        assert spark.catalog.databaseExists(layer)
+        location = spark.sql(f"DESCRIBE SCHEMA {layer}").where("info_name = 'Location'").first()
+        assert str(jl_config.paths.warehouse / f"{layer}.db") in location.info_value
+
+
+def test_session_follows_config(spark, jl_config) -> None:
+    conf = spark.conf
+    assert conf.get("spark.sql.shuffle.partitions") == str(jl_config.spark.shuffle_partitions)
+    assert conf.get("spark.sql.session.timeZone") == "UTC"
+    assert conf.get("spark.sql.catalogImplementation") == "hive"
+    assert "DeltaSparkSessionExtension" in conf.get("spark.sql.extensions")
+    assert conf.get("spark.jars.packages", None) in (None, "")  # nothing resolved at start
+
+
+def test_table_names_follow_the_target() -> None:
+    local = load_config("local")
+    assert table_name(local, "silver", "customers") == "silver.customers"
+    databricks = load_config("databricks")
+    assert table_name(databricks, "gold", "customer_360") == "journeylake_dev.gold.customer_360"
+    assert schema_name(databricks, "bronze") == "journeylake_dev.bronze"
+
+
+def test_unknown_layer_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="unknown layer 'platinum'"):
+        table_name(load_config("local"), "platinum", "x")
