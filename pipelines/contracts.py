@@ -313,7 +313,12 @@ CONTRACTS: dict[str, Contract] = {
             event_time="snapshot_time",
             doc="Core-banking customer profile (daily extract).",
             fields=(
-                *_common("customer_number", "core-banking customer number", _SNAPSHOT_TIME, time_field="snapshot_time"),
+                *_common(
+                    "customer_number",
+                    "core-banking customer number",
+                    _SNAPSHOT_TIME,
+                    time_field="snapshot_time",
+                ),
                 Field("login_id", "string", doc="online-banking login, null if not registered"),
                 Field("first_name", "string", required=True, pii=True),
                 Field("last_name", "string", required=True, pii=True),
@@ -378,7 +383,12 @@ CONTRACTS: dict[str, Contract] = {
             event_time="snapshot_time",
             doc="Credit-bureau attributes per customer (daily extract).",
             fields=(
-                *_common("bureau_record_id", "customer_number + extract date", _SNAPSHOT_TIME, time_field="snapshot_time"),
+                *_common(
+                    "bureau_record_id",
+                    "customer_number + extract date",
+                    _SNAPSHOT_TIME,
+                    time_field="snapshot_time",
+                ),
                 Field("customer_number", "string", required=True),
                 Field("bureau_score", "int", required=True, doc="300..850"),
                 Field("total_debt", "double"),

@@ -1,0 +1,77 @@
+"""Bronze: every landing line, exactly as delivered, with ingestion metadata.
+
+One Structured Streaming query per source reads the source's landing folder as text, so a
+malformed line is kept with its raw text rather than dropped by a JSON reader. Each row records
+which file it came from and when it was ingested; the event id is lifted out of the JSON where
+the line parses, to make tracing a record through the layers a simple lookup.
+
+Raw PII lives here and only here: bronze is the restricted layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from pipelines.contracts import get_contract
+from pipelines.errors import InputError
+
+BRONZE_COLUMNS = ("raw", "_event_id", "_source_file", "_ingested_at", "_ingest_date")
+BRONZE_DDL = "raw STRING, _event_id STRING, _source_file STRING, _ingested_at TIMESTAMP, _ingest_date DATE"
+
+
+def landing_dir(cfg: Any, source: str) -> Path:
+    return Path(cfg.paths.landing) / source
+
+
+def ensure_bronze_table(spark: SparkSession, table: str) -> None:
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {table} ({BRONZE_DDL}) USING delta PARTITIONED BY (_ingest_date)")
+
+
+def read_landing(spark: SparkSession, cfg: Any, source: str) -> DataFrame:
+    """The source's landing files as a stream of raw lines with their metadata."""
+    contract = get_contract(source)
+    folder = landing_dir(cfg, source)
+    if not folder.is_dir():
+        raise InputError(
+            f"landing folder for source {source!r} not found: {folder} "
+            "(run `journeylake generate` or point paths.landing at your landing zone)"
+        )
+    lines = (
+        spark.readStream.format("text")
+        .option("pathGlobFilter", "*.jsonl")
+        .option("maxFilesPerTrigger", cfg.ingest.max_files_per_trigger)
+        .load(str(folder))
+    )
+    ingested_at = F.current_timestamp()
+    return lines.select(
+        F.col("value").alias("raw"),
+        F.get_json_object("value", f"$.{contract.key}").alias("_event_id"),
+        F.col("_metadata.file_path").alias("_source_file"),
+        ingested_at.alias("_ingested_at"),
+        F.to_date(ingested_at).alias("_ingest_date"),
+    )
+
+
+def start_bronze_stream(
+    spark: SparkSession,
+    cfg: Any,
+    source: str,
+    table: str,
+    checkpoint: Path,
+    configure_trigger: Any,
+) -> StreamingQuery:
+    """Start the landing -> bronze query for ``source``; appends are exactly-once via the checkpoint."""
+    ensure_bronze_table(spark, table)
+    writer: DataStreamWriter = (
+        read_landing(spark, cfg, source)
+        .writeStream.format("delta")
+        .outputMode("append")
+        .queryName(f"bronze_{source}")
+        .option("checkpointLocation", str(checkpoint))
+    )
+    return configure_trigger(writer).toTable(table)

@@ -1,0 +1,127 @@
+"""Data-quality expectations evaluated inside the stream, on every micro-batch.
+
+An expectation is a named boolean Spark expression that is true for a good row, in the spirit
+of Great Expectations' ``expect_column_values_to_...`` vocabulary but compiled to one Spark
+projection, so that checking costs a column per rule rather than a job per rule. Each silver
+table lists its expectations next to its definition (``pipelines/silver.py``); the generic ones
+below are derived from the event contract (required fields, types, allowed values).
+
+A row failing any expectation goes to ``silver.quarantine`` with every rule it failed; the first
+failed rule (in declaration order) is its headline ``rule``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from pipelines.contracts import Contract
+
+# Typed column name for contract field ``f`` after parsing (see silver.parse_records).
+RAW_MAP = "_fields"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A named rule: ``check()`` returns a Column that is true when the row passes."""
+
+    name: str
+    description: str
+    check: Callable[[], Column]
+
+
+def json_parseable() -> Expectation:
+    return Expectation(
+        "malformed_json",
+        "expect the line to be a JSON object",
+        lambda: F.col(RAW_MAP).isNotNull(),
+    )
+
+
+def contract_expectations(contract: Contract) -> list[Expectation]:
+    """Rules every record of ``contract`` must meet: required present, types, allowed values."""
+    rules: list[Expectation] = [json_parseable()]
+    for f in contract.fields:
+        raw = F.col(RAW_MAP)[f.name]
+        if f.required:
+            rules.append(
+                Expectation(
+                    f"missing_required:{f.name}",
+                    f"expect_column_values_to_not_be_null({f.name})",
+                    lambda raw=raw: raw.isNotNull(),
+                )
+            )
+        if f.type != "string":
+            rules.append(
+                Expectation(
+                    f"wrong_type:{f.name}",
+                    f"expect_column_values_to_be_of_type({f.name}, {f.type})",
+                    lambda raw=raw, name=f.name: raw.isNull() | F.col(name).isNotNull(),
+                )
+            )
+        if f.allowed:
+            allowed = list(f.allowed)
+            rules.append(
+                Expectation(
+                    f"not_allowed:{f.name}",
+                    f"expect_column_values_to_be_in_set({f.name}, {allowed})",
+                    lambda name=f.name, allowed=allowed: F.col(name).isNull() | F.col(name).isin(allowed),
+                )
+            )
+    return rules
+
+
+def between(name: str, low: float | None, high: float | None) -> Expectation:
+    def check() -> Column:
+        col = F.col(name)
+        ok = F.lit(True)
+        if low is not None:
+            ok = ok & (col >= low)
+        if high is not None:
+            ok = ok & (col <= high)
+        return col.isNull() | ok
+
+    return Expectation(
+        f"out_of_range:{name}",
+        f"expect_column_values_to_be_between({name}, {low}, {high})",
+        check,
+    )
+
+
+def known_customer(column: str = "customer_number", flag: str = "_known_customer") -> Expectation:
+    """The record's customer exists in core banking (``flag`` is set by a join before checking)."""
+    return Expectation(
+        "unknown_customer",
+        f"expect_column_values_to_exist_in(silver.customers.{column})",
+        lambda: F.col(column).isNull() | F.coalesce(F.col(flag), F.lit(False)),
+    )
+
+
+def not_in_future(time_column: str, tolerance: str = "1 day") -> Expectation:
+    return Expectation(
+        "event_time_in_future",
+        f"expect {time_column} <= ingest time + {tolerance}",
+        lambda: (
+            F.col(time_column).isNull()
+            | (F.col(time_column) <= F.col("_ingested_at") + F.expr(f"INTERVAL {tolerance}"))
+        ),
+    )
+
+
+def apply_expectations(df: DataFrame, rules: list[Expectation]) -> DataFrame:
+    """Add ``_failed_rules`` (array of failed rule names, empty when the row passes).
+
+    A malformed line fails only ``malformed_json``: every other rule is implied by it and
+    would just repeat the same cause.
+    """
+    parsed = F.col(RAW_MAP).isNotNull()
+    failures = [
+        F.when(~F.coalesce(rule.check(), F.lit(False)), F.lit(rule.name))
+        if rule.name == "malformed_json"
+        else F.when(parsed & ~F.coalesce(rule.check(), F.lit(False)), F.lit(rule.name))
+        for rule in rules
+    ]
+    return df.withColumn("_failed_rules", F.filter(F.array(*failures), lambda x: x.isNotNull()))

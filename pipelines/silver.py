@@ -1,0 +1,414 @@
+"""Silver: typed, validated, deduplicated and pseudonymized records, one table per source.
+
+Each source's table is defined here together with its quality expectations. A micro-batch of
+bronze lines goes through, in order:
+
+1. parse: the JSON line becomes a map of field -> text, then each contract field is cast to its
+   type. Keeping the text lets a wrong type (text present, cast fails) be told apart from a
+   missing value; fields the contract does not know are kept as ``_rescued_data`` (schema drift
+   never loses data);
+2. check: every expectation is evaluated; rows failing any go to ``silver.quarantine`` with the
+   rules they failed and the record (PII tokenized);
+3. deduplicate: by record id, within the batch and against silver rows inside the event-time
+   watermark; removed duplicates are logged in ``silver.duplicates`` (never silently dropped);
+4. pseudonymize PII and append to ``silver.<source>``, partitioned by event date, so late and
+   out-of-order events simply land in their event-time partition.
+
+Every write of a batch carries the batch id as a Delta transaction version (``txnAppId`` /
+``txnVersion``), so a batch replayed after a crash writes nothing twice; the duplicate check
+ignores rows that the same batch wrote in an earlier attempt. Together with the checkpoint this
+makes bronze -> silver exactly-once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.window import Window
+
+from pipelines import expectations as ex
+from pipelines.contracts import CONTRACTS, Contract, get_contract
+from pipelines.expectations import RAW_MAP, Expectation
+from pipelines.pii import pii_key, pseudonymize, token
+from pipelines.tables import Tables
+
+RECORD_ID = "_record_id"
+
+
+@dataclass(frozen=True)
+class SilverTable:
+    """A silver table: its contract, its expectations and what it derives before PII is hashed."""
+
+    source: str
+    expectations: tuple[Expectation, ...] = ()
+    check_customer: bool = True
+    derived: dict[str, str] = field(default_factory=dict)  # column -> SQL over typed fields
+
+    @property
+    def contract(self) -> Contract:
+        return get_contract(self.source)
+
+    def all_expectations(self) -> list[Expectation]:
+        rules = ex.contract_expectations(self.contract)
+        if self.check_customer and self.contract.customer_key:
+            rules.append(ex.known_customer(self.contract.customer_key))
+        rules.append(ex.not_in_future(self.contract.event_time))
+        return rules + list(self.expectations)
+
+
+# The silver tables and the expectations each must meet (beyond its contract's).
+SILVER_TABLES: dict[str, SilverTable] = {
+    t.source: t
+    for t in (
+        SilverTable(
+            "transactions",
+            expectations=(
+                Expectation(
+                    "zero_amount",
+                    "expect_column_values_to_not_be_in_set(amount, [0])",
+                    lambda: F.col("amount").isNull() | (F.col("amount") != 0),
+                ),
+                Expectation(
+                    "bad_currency",
+                    "expect_column_values_to_match_regex(currency, '^[A-Z]{3}$')",
+                    lambda: F.col("currency").isNull() | F.col("currency").rlike("^[A-Z]{3}$"),
+                ),
+            ),
+        ),
+        SilverTable(
+            "digital",
+            expectations=(
+                Expectation(
+                    "application_step_without_application",
+                    "application_step events carry application_id and step",
+                    lambda: (
+                        (F.col("event_type") != "application_step")
+                        | (F.col("application_id").isNotNull() & F.col("step").isNotNull())
+                    ),
+                ),
+            ),
+        ),
+        SilverTable("visits"),
+        SilverTable("contact_centre", expectations=(ex.between("sentiment", -1.0, 1.0),)),
+        SilverTable("consent"),
+        SilverTable("offer_responses"),
+        SilverTable(
+            "customers",
+            check_customer=False,
+            derived={"birth_year": "year(date_of_birth)"},
+        ),
+        SilverTable(
+            "accounts",
+            expectations=(ex.between("credit_limit", 0.0, None),),
+        ),
+        SilverTable(
+            "crm_contacts",
+            check_customer=False,  # CRM often holds prospects and stale numbers; resolved in dbt
+            derived={"birth_year": "year(date_of_birth)"},
+        ),
+        SilverTable(
+            "bureau",
+            expectations=(
+                ex.between("bureau_score", 300, 850),
+                ex.between("credit_utilisation", 0.0, None),
+            ),
+        ),
+    )
+}
+assert set(SILVER_TABLES) == set(CONTRACTS), "every contract needs a silver table"
+
+QUARANTINE_DDL = """
+    source STRING, rule STRING, failed_rules ARRAY<STRING>, record_id STRING, event_time TIMESTAMP,
+    record STRING, raw_sha256 STRING, source_file STRING, ingested_at TIMESTAMP,
+    quarantined_at TIMESTAMP, batch_id BIGINT
+"""
+DUPLICATES_DDL = """
+    source STRING, record_id STRING, duplicate_of STRING, event_time TIMESTAMP, raw_sha256 STRING,
+    source_file STRING, ingested_at TIMESTAMP, recorded_at TIMESTAMP, batch_id BIGINT
+"""
+CONSENT_CURRENT_DDL = """
+    customer_number STRING, purpose STRING, channel STRING, granted BOOLEAN,
+    event_time TIMESTAMP, event_id STRING, updated_at TIMESTAMP
+"""
+
+
+def _typed(raw: Column, kind: str) -> Column:
+    """Cast a field's text to its contract type; null where the text does not fit the type."""
+    if kind == "string":
+        return raw
+    if kind == "boolean":  # only JSON true/false: try_cast would also accept 'yes', '1', ...
+        lowered = F.lower(raw)
+        return F.when(lowered == "true", True).when(lowered == "false", False)
+    spark_type = {
+        "int": "int",
+        "long": "bigint",
+        "double": "double",
+        "timestamp": "timestamp",
+        "date": "date",
+    }
+    return raw.try_cast(spark_type[kind])
+
+
+def record_id(contract: Contract) -> Column:
+    """Stable id of a record: the event id, or entity key @ extract time for snapshots."""
+    if contract.kind == "stream":
+        return F.col(contract.key)
+    return F.concat_ws("@", F.col(contract.key), F.date_format(contract.event_time, "yyyy-MM-dd'T'HH:mm:ss"))
+
+
+def parse_records(bronze: DataFrame, contract: Contract) -> DataFrame:
+    """Bronze lines -> one column per contract field (typed), plus the text map and rescued data."""
+    fields_map = F.from_json("raw", T.MapType(T.StringType(), T.StringType()))
+    parsed = bronze.withColumn(RAW_MAP, fields_map)
+    known = list(contract.field_names)
+    unknown = F.map_filter(F.col(RAW_MAP), lambda k, _v: ~k.isin(known))
+    typed = [_typed(F.col(RAW_MAP)[f.name], f.type).alias(f.name) for f in contract.fields]
+    return parsed.select(
+        "*",
+        *typed,
+        F.when(F.size(unknown) > 0, F.to_json(unknown)).alias("_rescued_data"),
+    ).withColumn(RECORD_ID, record_id(contract))
+
+
+def _with_customer_flag(spark: SparkSession, df: DataFrame, table: SilverTable, tables: Tables) -> DataFrame:
+    if not (table.check_customer and table.contract.customer_key):
+        return df
+    key = table.contract.customer_key
+    known = (
+        spark.table(tables.silver("customers"))
+        .select(F.col("customer_number").alias(key))
+        .distinct()
+        .withColumn("_known_customer", F.lit(True))
+    )
+    return df.join(F.broadcast(known), on=key, how="left")
+
+
+def _masked_record(contract: Contract, key: bytes) -> Column:
+    """The record as JSON for quarantine: PII values tokenized, or the raw line if no PII."""
+    pii = list(contract.pii_fields)
+    if not pii:
+        return F.col("raw")
+    masked = F.transform_values(
+        F.col(RAW_MAP),
+        lambda k, v: F.when(k.isin(pii), F.concat(F.lit("token:"), token(v, key))).otherwise(v),
+    )
+    return F.when(F.col(RAW_MAP).isNotNull(), F.to_json(masked))  # unparseable: see raw_sha256 in bronze
+
+
+def _append(df: DataFrame, table: str, app_id: str, batch_id: int) -> None:
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", batch_id)
+        .saveAsTable(table)
+    )
+
+
+def silver_columns(table: SilverTable) -> list[str]:
+    contract = table.contract
+    cols: list[str] = []
+    for f in contract.fields:
+        if f.pii and f.name not in ("note",):
+            cols.append(f"{f.name}_token")
+            if f.name in ("first_name", "last_name"):
+                cols.append(f"{f.name}_soundex_token")
+        else:
+            cols.append(f.name)
+    cols += list(table.derived)
+    return cols + [
+        RECORD_ID,
+        "_rescued_data",
+        "_source_file",
+        "_ingested_at",
+        "_silver_batch_id",
+        "event_date",
+    ]
+
+
+def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables: Tables, cfg: Any) -> None:
+    """One bronze micro-batch -> silver, quarantine and duplicates (idempotent per batch id)."""
+    spark = batch.sparkSession
+    contract = table.contract
+    key = pii_key(cfg.ingest.pii_key_env)
+    target = tables.silver(table.source)
+
+    parsed = parse_records(batch, contract)
+    for name, sql in table.derived.items():
+        parsed = parsed.withColumn(name, F.expr(sql))
+    checked = ex.apply_expectations(
+        _with_customer_flag(spark, parsed, table, tables), table.all_expectations()
+    )
+    checked = checked.withColumn("_raw_sha256", F.sha2("raw", 256)).persist()
+    try:
+        now = F.current_timestamp()
+        bad = checked.filter(F.size("_failed_rules") > 0).select(
+            F.lit(table.source).alias("source"),
+            F.col("_failed_rules")[0].alias("rule"),
+            F.col("_failed_rules").alias("failed_rules"),
+            F.col(RECORD_ID).alias("record_id"),
+            F.col(contract.event_time).alias("event_time"),
+            _masked_record(contract, key).alias("record"),
+            F.col("_raw_sha256").alias("raw_sha256"),
+            F.col("_source_file").alias("source_file"),
+            F.col("_ingested_at").alias("ingested_at"),
+            now.alias("quarantined_at"),
+            F.lit(batch_id).cast("bigint").alias("batch_id"),
+        )
+
+        valid = checked.filter(F.size("_failed_rules") == 0)
+        order = Window.partitionBy(RECORD_ID).orderBy("_ingested_at", "_source_file", "_raw_sha256")
+        ranked = valid.withColumn("_rank", F.row_number().over(order))
+        first = ranked.filter(F.col("_rank") == 1).drop("_rank")
+        repeated = (
+            ranked.filter(F.col("_rank") > 1).drop("_rank").withColumn("_duplicate_of", F.lit("same_batch"))
+        )
+
+        min_time = first.agg(F.min(contract.event_time)).first()[0]
+        if min_time is not None:
+            since = min_time - _parse_delay(cfg.ingest.watermark_delay)
+            existing = (
+                spark.table(target)
+                .where(
+                    (F.col("event_date") >= F.lit(since.date()))
+                    & (F.col(contract.event_time) >= F.lit(since))
+                )
+                .where(F.col("_silver_batch_id") != batch_id)  # rows an earlier attempt of this batch wrote
+                .select(RECORD_ID)
+                .distinct()
+            )
+            fresh = first.join(existing, RECORD_ID, "left_anti")
+            seen = first.join(existing, RECORD_ID, "left_semi").withColumn("_duplicate_of", F.lit("silver"))
+        else:
+            fresh, seen = first, first.limit(0).withColumn("_duplicate_of", F.lit("silver"))
+
+        rows = pseudonymize(fresh, contract.pii_fields, key).select(
+            "*",
+            F.lit(batch_id).cast("bigint").alias("_silver_batch_id"),
+            F.to_date(contract.event_time).alias("event_date"),
+        )
+        _append(rows.select(*silver_columns(table)), target, f"silver.{table.source}", batch_id)
+        _append(bad, tables.quarantine, f"quarantine.{table.source}", batch_id)
+        duplicates = repeated.unionByName(seen).select(
+            F.lit(table.source).alias("source"),
+            F.col(RECORD_ID).alias("record_id"),
+            F.col("_duplicate_of").alias("duplicate_of"),
+            F.col(contract.event_time).alias("event_time"),
+            F.col("_raw_sha256").alias("raw_sha256"),
+            F.col("_source_file").alias("source_file"),
+            F.col("_ingested_at").alias("ingested_at"),
+            now.alias("recorded_at"),
+            F.lit(batch_id).cast("bigint").alias("batch_id"),
+        )
+        _append(duplicates, tables.duplicates, f"duplicates.{table.source}", batch_id)
+        if table.source == "consent":
+            fold_consent(spark, fresh, tables)
+    finally:
+        checked.unpersist()
+
+
+def _parse_delay(text: str) -> timedelta:
+    """'6 hours' / '30 minutes' / '2 days' -> timedelta (validated in config as well)."""
+    amount, unit = text.split()
+    unit = unit.rstrip("s")
+    seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[unit]
+    return timedelta(seconds=float(amount) * seconds)
+
+
+def fold_consent(spark: SparkSession, consent: DataFrame, tables: Tables) -> None:
+    """Fold consent events into the current state per customer x purpose x channel.
+
+    The newest event in event time wins, so out-of-order delivery cannot resurrect an old state;
+    re-running the same batch is harmless (the merge is idempotent).
+    """
+    from delta.tables import DeltaTable
+
+    latest = Window.partitionBy("customer_number", "purpose", "channel").orderBy(
+        F.col("event_time").desc(), F.col("event_id").desc()
+    )
+    updates = (
+        consent.withColumn("_rank", F.row_number().over(latest))
+        .filter("_rank = 1")
+        .select(
+            "customer_number",
+            "purpose",
+            "channel",
+            "granted",
+            "event_time",
+            "event_id",
+            F.current_timestamp().alias("updated_at"),
+        )
+    )
+    (
+        DeltaTable.forName(spark, tables.consent_current)
+        .alias("t")
+        .merge(
+            updates.alias("s"),
+            "t.customer_number = s.customer_number AND t.purpose = s.purpose AND t.channel = s.channel",
+        )
+        .whenMatchedUpdateAll(
+            condition="s.event_time > t.event_time OR (s.event_time = t.event_time AND s.event_id > t.event_id)"
+        )
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def silver_schema(spark: SparkSession, table: SilverTable) -> T.StructType:
+    """The silver table's schema, derived by running the batch transformation on no rows."""
+    from pipelines.bronze import BRONZE_DDL
+
+    empty = spark.createDataFrame([], BRONZE_DDL)
+    parsed = parse_records(empty, table.contract)
+    for name, sql in table.derived.items():
+        parsed = parsed.withColumn(name, F.expr(sql))
+    rows = pseudonymize(parsed, table.contract.pii_fields, b"schema").select(
+        "*",
+        F.lit(0).cast("bigint").alias("_silver_batch_id"),
+        F.to_date(table.contract.event_time).alias("event_date"),
+    )
+    return rows.select(*silver_columns(table)).schema
+
+
+def ensure_silver_tables(spark: SparkSession, tables: Tables, sources: list[str] | None = None) -> None:
+    """Create silver tables (and quarantine, duplicates, consent_current) if they do not exist."""
+    for source in sources or list(SILVER_TABLES):
+        schema = silver_schema(spark, SILVER_TABLES[source])
+        ddl = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
+        spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {tables.silver(source)} ({ddl}) USING delta PARTITIONED BY (event_date)"
+        )
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.quarantine} ({QUARANTINE_DDL}) USING delta")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.duplicates} ({DUPLICATES_DDL}) USING delta")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.consent_current} ({CONSENT_CURRENT_DDL}) USING delta")
+
+
+def start_silver_stream(
+    spark: SparkSession,
+    cfg: Any,
+    source: str,
+    tables: Tables,
+    checkpoint: str,
+    configure_trigger: Any,
+) -> StreamingQuery:
+    """Start the bronze -> silver query for ``source``."""
+    table = SILVER_TABLES[source]
+
+    def run_batch(batch: DataFrame, batch_id: int) -> None:
+        process_batch(batch, batch_id, table=table, tables=tables, cfg=cfg)
+
+    writer = (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", cfg.ingest.max_files_per_trigger)
+        .table(tables.bronze(source))
+        .writeStream.queryName(f"silver_{source}")
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(run_batch)
+    )
+    return configure_trigger(writer).start()

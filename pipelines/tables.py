@@ -1,0 +1,50 @@
+"""Names of every table the pipelines read or write, resolved from config in one place.
+
+Code asks for ``tables.silver("transactions")`` rather than spelling ``silver.transactions``,
+so the same code runs against the local catalog (``silver.transactions``) and a Databricks
+Unity Catalog (``<catalog>.<schema>_silver.transactions`` or whatever the target maps it to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Table-name resolver; ``resolve(layer, name)`` comes from the config's catalog settings."""
+
+    resolve: Callable[[str, str], str]
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Tables:
+        from pipelines.spark import table_name
+
+        return cls(lambda layer, name: table_name(cfg, layer, name))
+
+    def bronze(self, source: str) -> str:
+        return self.resolve("bronze", source)
+
+    def silver(self, source: str) -> str:
+        return self.resolve("silver", source)
+
+    def gold(self, name: str) -> str:
+        return self.resolve("gold", name)
+
+    @property
+    def quarantine(self) -> str:
+        return self.resolve("silver", "quarantine")
+
+    @property
+    def duplicates(self) -> str:
+        return self.resolve("silver", "duplicates")
+
+    @property
+    def consent_current(self) -> str:
+        return self.resolve("silver", "consent_current")
+
+    @property
+    def customer_features(self) -> str:
+        return self.resolve("gold", "customer_features")
