@@ -53,6 +53,7 @@ class World:
     customer_numbers: np.ndarray
     index: dict[str, int]
     persona: np.ndarray
+    age_band: np.ndarray  # observable (from the date of birth): static rules may use it
     p_accept: np.ndarray  # [days, n, products] channel-neutral, 0 when held
     p_retention: np.ndarray  # [days, n]
     p_help: np.ndarray  # [days, n]
@@ -76,7 +77,7 @@ class World:
         if not (root / "manifest.json").exists():
             raise InputError(f"{root} has no manifest.json: run 'journeylake generate --out {out}' first")
         manifest = json.loads((root / "manifest.json").read_text())
-        persons = pq.read_table(root / "persons.parquet", columns=["person_id", "customer_number", "persona"])
+        persons = pq.read_table(root / "persons.parquet", columns=["person_id", "customer_number", "persona", "age_band"])
         n = persons.num_rows
         numbers = np.array(persons["customer_number"].to_pylist(), dtype=object)
         days = int(manifest["days"])
@@ -122,6 +123,7 @@ class World:
             out=Path(out), seed=int(manifest["seed"]), start_ms=start_ms, days=days, customer_numbers=numbers,
             index={c: j for j, c in enumerate(numbers)},
             persona=pc.index_in(persons["persona"], pa.array(P.PERSONAS)).to_numpy().astype(np.int64),
+            age_band=pc.index_in(persons["age_band"], pa.array(P.AGE_BANDS)).to_numpy().astype(np.int64),
             p_accept=p_accept, p_retention=grids["p_accept_retention_call"],
             p_help=grids["p_accept_help_finish_application"], stressed=grids["credit_stressed"],
             active=grids["active"], held=held, consent_initial=initial,
@@ -293,7 +295,7 @@ def respond(
         u, df["decided_ms"].to_numpy(), channel, df["p_accept"].to_numpy(), df["p_click"].to_numpy(),
         df["p_complaint"].to_numpy(), df["contact"].to_numpy(),
     )
-    order = np.lexsort((codes, rows, times))
+    order = np.lexsort((codes, hashes[rows], times))  # independent of the decisions' order
     rows, codes, times = rows[order], codes[order], times[order]
     event_ids = [f"ORL{hashes[r]:020d}{c}" for r, c in zip(rows.tolist(), codes.tolist(), strict=True)]
     events = pd.DataFrame({
@@ -397,8 +399,9 @@ def random_policy(world: World, *, at: pd.Timestamp | str | None = None, custome
 
 def static_rule_policy(world: World, *, at: pd.Timestamp | str | None = None,
                        customers: list[str] | None = None) -> pd.DataFrame:
-    """A bank's usual rules: offer the first product not held (card, savings, investments, loan) on
-    the first channel the customer consented to (email, app, sms, push), else do nothing."""
+    """A bank's usual rules: a mortgage to 25-44 year-olds without one, else the first product not
+    held (card, savings, investments, loan), on the first channel the customer consented to
+    (email, app, sms, push); nothing if no channel is allowed."""
     person, ms = _targets(world, at, customers)
     day = int(world.day_of(np.array([ms]))[0])
     held = world.held[day, person]
@@ -406,6 +409,8 @@ def static_rule_policy(world: World, *, at: pd.Timestamp | str | None = None,
     action = np.full(len(person), ACTION_IDS.index("no_action"))
     for a in reversed(ladder):
         action = np.where(~held[:, PRODUCTS.index(ACTIONS_PRODUCT_NAME[a])], ACTION_IDS.index(a), action)
+    young_adult = np.isin(world.age_band[person], (1, 2)) & ~held[:, PRODUCTS.index("mortgage")]
+    action = np.where(young_adult, ACTION_IDS.index("offer_mortgage"), action)
     consent = world.consent_at(person, np.full(len(person), ms))
     channel = np.full(len(person), -1)
     for name in reversed(("email", "app", "sms", "push")):
