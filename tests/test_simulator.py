@@ -65,8 +65,11 @@ def _type_ok(value: object, ftype: str) -> bool:
 
 def _reference_fates(landed: list[dict]) -> list[str]:
     """What a strict pipeline does with each line, computed independently of the simulator."""
-    known = {r["record"]["customer_number"] for r in landed
-             if r["source"] == "customers" and r["record"] and "customer_number" in r["record"]}
+    known = {
+        r["record"]["customer_number"]
+        for r in landed
+        if r["source"] == "customers" and r["record"] and "customer_number" in r["record"]
+    }
     seen: set[tuple[str, str]] = set()
     fates = []
     for r in landed:
@@ -93,7 +96,9 @@ def _reference_fates(landed: list[dict]) -> list[str]:
 
 
 def _landing_bytes(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted((root / "landing").rglob("*.jsonl"))}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes() for p in sorted((root / "landing").rglob("*.jsonl"))
+    }
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_different_data(tmp_path: Path) -> None:
@@ -102,7 +107,9 @@ def test_same_seed_gives_identical_bytes_and_another_seed_different_data(tmp_pat
         generate(SimConfig(customers=150, days=3, seed=seed), out)
     assert _landing_bytes(a) == _landing_bytes(b)
     assert pd.read_parquet(a / "truth" / "records").equals(pd.read_parquet(b / "truth" / "records"))
-    assert pd.read_parquet(a / "truth" / "propensity.parquet").equals(pd.read_parquet(b / "truth" / "propensity.parquet"))
+    assert pd.read_parquet(a / "truth" / "propensity.parquet").equals(
+        pd.read_parquet(b / "truth" / "propensity.parquet")
+    )
     other = _landing_bytes(c)
     same = _landing_bytes(a)
     assert other.keys() & same.keys()
@@ -122,11 +129,17 @@ def test_truth_ledger_lists_every_landing_line(records: pd.DataFrame, landed: li
     assert set(records["expected_fate"]) <= {"silver", "quarantine", "duplicate"}
 
 
-def test_expected_fate_matches_an_independent_strict_reader(records: pd.DataFrame, landed: list[dict]) -> None:
-    ledger = dict(zip(zip(records["file"], records["line"], strict=True), records["expected_fate"], strict=True))
+def test_expected_fate_matches_an_independent_strict_reader(
+    records: pd.DataFrame, landed: list[dict]
+) -> None:
+    ledger = dict(
+        zip(zip(records["file"], records["line"], strict=True), records["expected_fate"], strict=True)
+    )
     reference = _reference_fates(landed)
     expected = [ledger[(r["file"], r["line"])] for r in landed]
-    mismatches = [(r["file"], r["line"], e, f) for r, e, f in zip(landed, expected, reference, strict=True) if e != f]
+    mismatches = [
+        (r["file"], r["line"], e, f) for r, e, f in zip(landed, expected, reference, strict=True) if e != f
+    ]
     assert not mismatches[:5]
     per_source = records.groupby(["source", "expected_fate"]).size().unstack(fill_value=0)
     assert (per_source.sum(axis=1) == records.groupby("source").size()).all()
@@ -149,8 +162,14 @@ def test_fault_rates_are_within_tolerance_of_configured_rates(records: pd.DataFr
 def test_every_fault_is_labelled_on_the_line_that_has_it(records: pd.DataFrame, landed: list[dict]) -> None:
     ledger = {
         (f, n): {"fault": fault, "record_key": key, "drift": drift}
-        for f, n, fault, key, drift in zip(records["file"], records["line"], records["fault"], records["record_key"],
-                                           records["drift"], strict=True)
+        for f, n, fault, key, drift in zip(
+            records["file"],
+            records["line"],
+            records["fault"],
+            records["record_key"],
+            records["drift"],
+            strict=True,
+        )
     }
     first_line: dict[tuple[str, str], str] = {}
     for r in landed:
@@ -164,12 +183,16 @@ def test_every_fault_is_labelled_on_the_line_that_has_it(records: pd.DataFrame, 
         if fault == "missing_required":
             assert any(f not in rec for f in contract.required_fields)
         if fault == "wrong_type":
-            assert any(rec.get(f.name) is not None and not _type_ok(rec[f.name], f.type) for f in contract.fields)
+            assert any(
+                rec.get(f.name) is not None and not _type_ok(rec[f.name], f.type) for f in contract.fields
+            )
         assert (SCHEMA_DRIFT_FIELD in rec) == bool(row["drift"])
         if fault == "schema_drift":
             assert r["source"] == "digital"
         if fault == "late":
-            batch = pd.Timestamp(Path(r["file"]).stem.split("_")[0].replace("T", " ").replace("-00", ":00", 1)[:16] + "Z")
+            batch = pd.Timestamp(
+                Path(r["file"]).stem.split("_")[0].replace("T", " ").replace("-00", ":00", 1)[:16] + "Z"
+            )
             event_hour = pd.Timestamp(rec["event_time"]).floor("h")
             assert batch > event_hour and batch - event_hour <= pd.Timedelta(hours=6)
         key = (r["source"], rec[contract.key])
@@ -190,7 +213,12 @@ def test_document_upload_is_the_step_that_loses_most_applicants(landed: list[dic
     reached: dict[str, set[str]] = defaultdict(set)
     for r in landed:
         rec = r["record"]
-        if r["source"] == "digital" and rec and rec.get("event_type") == "application_step" and rec.get("step"):
+        if (
+            r["source"] == "digital"
+            and rec
+            and rec.get("event_type") == "application_step"
+            and rec.get("step")
+        ):
             reached[rec["step"]].add(rec["application_id"])
     steps = CONTRACTS["digital"].get("step").allowed
     drop = {s: 1 - len(reached[n]) / len(reached[s]) for s, n in zip(steps, steps[1:], strict=False)}
@@ -216,16 +244,22 @@ def test_every_event_identity_maps_to_a_person(run: Path, landed: list[dict], re
 
 def test_anonymous_digital_events_carry_device_but_no_login(landed: list[dict]) -> None:
     required = CONTRACTS["digital"].required_fields
-    digital = [r["record"] for r in landed
-               if r["source"] == "digital" and r["record"] and all(r["record"].get(f) for f in required)]
+    digital = [
+        r["record"]
+        for r in landed
+        if r["source"] == "digital" and r["record"] and all(r["record"].get(f) for f in required)
+    ]
     anonymous = [rec for rec in digital if rec.get("login_id") is None]
     assert anonymous and all(rec["device_id"] for rec in anonymous)
     assert all(rec["login_id"] for rec in digital if rec.get("event_type") == "login")
 
 
 def test_crm_records_vary_like_people_type_them(run: Path) -> None:
-    crm = pd.concat(pd.read_json(p, lines=True, dtype=False) for p in sorted((run / "landing" / "crm_contacts").glob("*.jsonl"))
-                    if p.name.startswith("2026-01-01"))
+    crm = pd.concat(
+        pd.read_json(p, lines=True, dtype=False)
+        for p in sorted((run / "landing" / "crm_contacts").glob("*.jsonl"))
+        if p.name.startswith("2026-01-01")
+    )
     assert 0.35 < crm["customer_number"].isna().mean() < 0.75
     ids = pd.read_parquet(run / "truth" / "identities.parquet")
     per_person = ids[ids["id_type"] == "crm_contact_id"].groupby("person_id").size()
@@ -234,7 +268,9 @@ def test_crm_records_vary_like_people_type_them(run: Path) -> None:
 
 def test_true_propensity_rises_after_a_life_event_signal(run: Path) -> None:
     events = pd.read_parquet(run / "truth" / "life_events.parquet")
-    prop = pd.read_parquet(run / "truth" / "propensity.parquet", columns=["date", "person_id", "product", "p_accept"])
+    prop = pd.read_parquet(
+        run / "truth" / "propensity.parquet", columns=["date", "person_id", "product", "p_accept"]
+    )
     for event, product in (("home_buying", "mortgage"), ("cash_flow_stress", "personal_loan")):
         onsets = events[events["event"] == event][["person_id", "date"]].rename(columns={"date": "onset"})
         p = prop[prop["product"] == product].merge(onsets, on="person_id")
@@ -273,8 +309,10 @@ def test_contact_fatigue_and_consent_change_the_true_probabilities(world: CL.Wor
     decisions = CL.static_rule_policy(world)
     decisions = decisions[decisions["action_id"] != "no_action"].head(50)
     first = CL.score_decisions(world, decisions)
-    again = decisions.assign(decision_id=decisions["decision_id"] + "-again",
-                             decided_at=decisions["decided_at"] + pd.Timedelta(hours=1))
+    again = decisions.assign(
+        decision_id=decisions["decision_id"] + "-again",
+        decided_at=decisions["decided_at"] + pd.Timedelta(hours=1),
+    )
     both = CL.score_decisions(world, pd.concat([decisions, again]))
     assert (both["p_accept"].to_numpy()[50:] < first["p_accept"].to_numpy()).all()
 
@@ -320,4 +358,7 @@ def test_cli_generate_writes_landing_and_truth(tmp_path: Path, capsys: pytest.Ca
     assert "lines/s" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "landing").iterdir()) == sorted(CONTRACTS)
     assert (out / "truth" / "manifest.json").exists()
-    assert main(["generate", "--customers", "50", "--days", "2", "--out", str(out), "--overwrite", "--quiet"]) == 0
+    assert (
+        main(["generate", "--customers", "50", "--days", "2", "--out", str(out), "--overwrite", "--quiet"])
+        == 0
+    )

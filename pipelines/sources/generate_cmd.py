@@ -24,12 +24,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the verb's arguments."""
     parser.add_argument("--customers", type=int, default=2000, help="number of customers (default: 2000)")
     parser.add_argument("--days", type=int, default=30, help="number of simulated days (default: 30)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed; same seed, same bytes (default: 42)")
+    parser.add_argument(
+        "--seed", type=int, default=42, help="random seed; same seed, same bytes (default: 42)"
+    )
     parser.add_argument("--out", required=True, help="output folder: landing/ and truth/ are written inside")
-    parser.add_argument("--faults", default="default", help="data-fault preset: default | none (default: default)")
-    parser.add_argument("--start", type=_date, default=dt.date(2026, 1, 1),
-                        help="first simulated day, YYYY-MM-DD (default: 2026-01-01)")
-    parser.add_argument("--overwrite", action="store_true", help="replace landing/ and truth/ of an earlier run")
+    parser.add_argument(
+        "--faults", default="default", help="data-fault preset: default | none (default: default)"
+    )
+    parser.add_argument(
+        "--start",
+        type=_date,
+        default=dt.date(2026, 1, 1),
+        help="first simulated day, YYYY-MM-DD (default: 2026-01-01)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace landing/ and truth/ of an earlier run"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -40,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if args.faults not in ("default", "none"):
         raise InputError(f"--faults must be 'default' or 'none', got {args.faults!r}")
     config = SimConfig(
-        customers=args.customers, days=args.days, seed=args.seed, start=args.start,
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        start=args.start,
         faults=FaultRates.preset(args.faults),
     )
     if args.quiet:
@@ -53,12 +66,21 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(file=sys.stdout)
     with Progress(
-        TextColumn("simulating days"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
+        TextColumn("simulating days"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("days", total=config.days)
-        stats = generate(config, args.out, overwrite=args.overwrite,
-                         progress=lambda done, total: progress.update(task, completed=done))
+        stats = generate(
+            config,
+            args.out,
+            overwrite=args.overwrite,
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
 
     table = Table(title=f"journeylake generate -> {args.out}", show_edge=False)
     table.add_column("source")

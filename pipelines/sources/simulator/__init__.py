@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pipelines.errors import InputError
 
@@ -23,8 +23,19 @@ from .truth import TruthWriter
 from .writers import FileWriter, MemoryWriter, Writer
 
 __all__ = [
-    "ACTIONS", "ACTION_IDS", "COMPLAINT_COST", "PERSONAS", "Action", "FaultRates", "FileWriter",
-    "MemoryWriter", "RunStats", "SimConfig", "Writer", "generate", "prepare_output",
+    "ACTIONS",
+    "ACTION_IDS",
+    "COMPLAINT_COST",
+    "PERSONAS",
+    "Action",
+    "FaultRates",
+    "FileWriter",
+    "MemoryWriter",
+    "RunStats",
+    "SimConfig",
+    "Writer",
+    "generate",
+    "prepare_output",
 ]
 OUTPUT_PARTS = ("landing", "truth")
 
@@ -36,7 +47,9 @@ def prepare_output(out: str | os.PathLike[str], *, overwrite: bool) -> Path:
         raise InputError(f"--out {path} is a file, not a folder")
     if path.exists() and any(path.iterdir()):
         if not overwrite:
-            raise InputError(f"--out {path} is not empty; pass --overwrite to replace its landing/ and truth/")
+            raise InputError(
+                f"--out {path} is not empty; pass --overwrite to replace its landing/ and truth/"
+            )
         for part in OUTPUT_PARTS:
             if (path / part).is_dir():
                 shutil.rmtree(path / part)
@@ -84,10 +97,15 @@ def _manifest(config: SimConfig, stats: RunStats, sim: Simulation) -> dict:
         "start": config.start.isoformat(),
         "end": iso_date(config.start_day + config.days - 1),
         "faults": asdict(config.faults),
-        "schema_drift": {"field": SCHEMA_DRIFT_FIELD, "source": "digital",
-                         "from": iso_timestamp(drift) if drift is not None else None},
-        "label_window": {"start": iso_date(config.start_day + sim.window[0]),
-                         "end": iso_date(config.start_day + sim.window[1] - 1)},
+        "schema_drift": {
+            "field": SCHEMA_DRIFT_FIELD,
+            "source": "digital",
+            "from": iso_timestamp(drift) if drift is not None else None,
+        },
+        "label_window": {
+            "start": iso_date(config.start_day + sim.window[0]),
+            "end": iso_date(config.start_day + sim.window[1] - 1),
+        },
         "lines": dict(sorted(stats.lines.items())),
         "files": dict(sorted(stats.files.items())),
         "actions": {a.action_id: a.value for a in ACTIONS.values()},

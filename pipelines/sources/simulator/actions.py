@@ -42,7 +42,9 @@ ACTION_IDS: tuple[str, ...] = tuple(ACTIONS)
 COMPLAINT_COST = 250.0
 
 ACTION_VALUE = np.array([ACTIONS[a].value for a in ACTION_IDS])
-ACTION_PRODUCT = np.array([PRODUCTS.index(ACTIONS[a].product) if ACTIONS[a].product else -1 for a in ACTION_IDS])
+ACTION_PRODUCT = np.array(
+    [PRODUCTS.index(ACTIONS[a].product) if ACTIONS[a].product else -1 for a in ACTION_IDS]
+)
 ACTION_CREDIT = np.array([ACTIONS[a].credit for a in ACTION_IDS])
 ACTION_CONTACT = np.array([ACTIONS[a].contact for a in ACTION_IDS])
 NO_ACTION = ACTION_IDS.index("no_action")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.contracts import (
     APPLICATION_STEPS,
@@ -25,8 +26,6 @@ from pipelines.contracts import (
 )
 
 from . import personas as P
-import pyarrow as pa
-
 from . import rng as R
 from .codec import Cat, Raw, prefixed, quoted
 from .identities import Identities
@@ -128,23 +127,29 @@ def visits(
     branch = per_person(rng, P.BRANCH_VISITS[pop.persona] * active)
     n_atm, n_br = len(atm), len(branch)
     atm_type = np.where(rng.random(n_atm) < 0.85, VISIT["cash_withdrawal"], VISIT["balance_enquiry"])
-    br_codes = np.array([VISIT["deposit"], VISIT["service"], VISIT["balance_enquiry"], VISIT["advice_appointment"]])
+    br_codes = np.array(
+        [VISIT["deposit"], VISIT["service"], VISIT["balance_enquiry"], VISIT["advice_appointment"]]
+    )
     br_p = np.where(pop.persona[branch, None] == P.BUSINESS, [[0.6, 0.2, 0.1, 0.1]], [[0.3, 0.35, 0.15, 0.2]])
     br_type = br_codes[_choice_rows(rng, br_p)] if n_br else np.zeros(0, dtype=np.int64)
     persons = np.concatenate([atm, branch, branch_apps])
     vtype = np.concatenate([atm_type, br_type, np.full(len(branch_apps), VISIT["advice_appointment"])])
     is_atm = np.arange(len(persons)) < n_atm
-    t = np.concatenate([
-        times_of_day(rng, day_ms, n_atm, DAYTIME),
-        times_of_day(rng, day_ms, n_br + len(branch_apps), OPENING),
-    ])
+    t = np.concatenate(
+        [
+            times_of_day(rng, day_ms, n_atm, DAYTIME),
+            times_of_day(rng, day_ms, n_br + len(branch_apps), OPENING),
+        ]
+    )
     region = pop.region[persons].astype(np.int64)
     away = rng.random(len(persons)) < 0.1
     region = np.where(away, rng.integers(len(REGIONS), size=len(persons)), region)
     loc = np.where(
         is_atm,
         region * ATMS_PER_REGION + rng.integers(ATMS_PER_REGION, size=len(persons)),
-        len(REGIONS) * ATMS_PER_REGION + region * BRANCHES_PER_REGION + rng.integers(BRANCHES_PER_REGION, size=len(persons)),
+        len(REGIONS) * ATMS_PER_REGION
+        + region * BRANCHES_PER_REGION
+        + rng.integers(BRANCHES_PER_REGION, size=len(persons)),
     )
     cash = vtype == VISIT["cash_withdrawal"]
     dep = vtype == VISIT["deposit"]
@@ -152,12 +157,16 @@ def visits(
     amount[cash] = rng.choice(np.array([20.0, 40, 50, 100, 150, 200, 250, 300]), size=int(cash.sum()))
     dep_scale = np.where(pop.persona[persons[dep]] == P.BUSINESS, 1500.0, 250.0)
     amount[dep] = np.round(dep_scale * rng.lognormal(0, 0.6, int(dep.sum())), 2)
-    ev = Events(persons, t, {
-        "channel": Cat(("atm", "branch"), (~is_atm).astype(np.int64)),
-        "location_id": Cat(LOCATION_TABLE, loc),
-        "visit_type": Cat(VISIT_TYPES, vtype),
-        "amount": amount,
-    })
+    ev = Events(
+        persons,
+        t,
+        {
+            "channel": Cat(("atm", "branch"), (~is_atm).astype(np.int64)),
+            "location_id": Cat(LOCATION_TABLE, loc),
+            "visit_type": Cat(VISIT_TYPES, vtype),
+            "amount": amount,
+        },
+    )
     money = cash | dep
     signed = np.where(cash, -amount, amount)
     return Visits(ev, persons[money], t[money] + rng.integers(2_000, 60_000, int(money.sum())), signed[money])
@@ -171,20 +180,37 @@ class Postings:
 
 
 def transactions(
-    rng: np.random.Generator, pop: Population, active: np.ndarray, day_ms: int, day_of_month: int,
-    stress: np.ndarray, cash: Visits,
+    rng: np.random.Generator,
+    pop: Population,
+    active: np.ndarray,
+    day_ms: int,
+    day_of_month: int,
+    stress: np.ndarray,
+    cash: Visits,
 ) -> Postings:
     """One day of postings; ``balance_after`` is computed per account in time order."""
     persona = pop.persona
     parts: list[tuple[np.ndarray, np.ndarray, int | np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def add(persons: np.ndarray, t: np.ndarray, ttype: int | np.ndarray, amount: np.ndarray,
-            cp: np.ndarray | None = None, mcc: np.ndarray | None = None) -> None:
+    def add(
+        persons: np.ndarray,
+        t: np.ndarray,
+        ttype: int | np.ndarray,
+        amount: np.ndarray,
+        cp: np.ndarray | None = None,
+        mcc: np.ndarray | None = None,
+    ) -> None:
         n = len(persons)
-        parts.append((
-            persons, t, np.broadcast_to(np.asarray(ttype), (n,)), amount,
-            np.full(n, -1) if cp is None else cp, np.full(n, -1) if mcc is None else mcc,
-        ))
+        parts.append(
+            (
+                persons,
+                t,
+                np.broadcast_to(np.asarray(ttype), (n,)),
+                amount,
+                np.full(n, -1) if cp is None else cp,
+                np.full(n, -1) if mcc is None else mcc,
+            )
+        )
 
     def cp_of(kind: str, n: int) -> np.ndarray:
         return _CP_START[kind] + rng.integers(len(COUNTERPARTIES[kind]), size=n)
@@ -193,43 +219,107 @@ def transactions(
         return np.round(median * rng.lognormal(0, sigma, len(median)), 2)
 
     paid = np.flatnonzero(active & (pop.payday == day_of_month) & (persona != P.BUSINESS))
-    add(paid, times_of_day(rng, day_ms, len(paid), POSTING), TXN["salary"], pop.monthly_income[paid], cp_of("salary", len(paid)))
+    add(
+        paid,
+        times_of_day(rng, day_ms, len(paid), POSTING),
+        TXN["salary"],
+        pop.monthly_income[paid],
+        cp_of("salary", len(paid)),
+    )
     rent_day = pop.payday % 28 + 1
     renters = np.flatnonzero(active & pop.renter & (rent_day == day_of_month))
-    add(renters, times_of_day(rng, day_ms, len(renters), POSTING), TXN["rent"], -pop.rent[renters], cp_of("rent", len(renters)))
+    add(
+        renters,
+        times_of_day(rng, day_ms, len(renters), POSTING),
+        TXN["rent"],
+        -pop.rent[renters],
+        cp_of("rent", len(renters)),
+    )
     mort = np.flatnonzero(active & pop.holds[:, MORTGAGE] & (day_of_month == 1))
-    add(mort, times_of_day(rng, day_ms, len(mort), POSTING), TXN["mortgage_payment"],
-        np.round(pop.balance[mort, MORTGAGE] * 0.006, 2))
+    add(
+        mort,
+        times_of_day(rng, day_ms, len(mort), POSTING),
+        TXN["mortgage_payment"],
+        np.round(pop.balance[mort, MORTGAGE] * 0.006, 2),
+    )
     loan = np.flatnonzero(active & pop.holds[:, LOAN] & (day_of_month == 5))
-    add(loan, times_of_day(rng, day_ms, len(loan), POSTING), TXN["loan_repayment"], np.round(pop.balance[loan, LOAN] * 0.03, 2))
+    add(
+        loan,
+        times_of_day(rng, day_ms, len(loan), POSTING),
+        TXN["loan_repayment"],
+        np.round(pop.balance[loan, LOAN] * 0.03, 2),
+    )
 
     bills = per_person(rng, P.BILLS[persona] * active)
-    add(bills, times_of_day(rng, day_ms, len(bills), POSTING), TXN["bill"],
-        -lognormal(np.full(len(bills), 60.0), 0.5), cp_of("bill", len(bills)),
-        np.full(len(bills), MERCHANT_CATEGORIES.index("utilities")))
+    add(
+        bills,
+        times_of_day(rng, day_ms, len(bills), POSTING),
+        TXN["bill"],
+        -lognormal(np.full(len(bills), 60.0), 0.5),
+        cp_of("bill", len(bills)),
+        np.full(len(bills), MERCHANT_CATEGORIES.index("utilities")),
+    )
     spend = per_person(rng, P.CARD_SPEND[persona] * active)
     mcc = _choice_rows(rng, P.MERCHANT_MIX[persona[spend]]) if len(spend) else np.zeros(0, dtype=np.int64)
-    add(spend, times_of_day(rng, day_ms, len(spend), DAYTIME), TXN["card_spend"],
+    add(
+        spend,
+        times_of_day(rng, day_ms, len(spend), DAYTIME),
+        TXN["card_spend"],
         -lognormal(P.MERCHANT_AMOUNT[mcc] * P.SPEND_SCALE[persona[spend]], 0.7),
-        MERCHANT_CP_START + mcc * MERCHANTS_PER_CATEGORY + rng.integers(MERCHANTS_PER_CATEGORY, size=len(spend)), mcc)
+        MERCHANT_CP_START
+        + mcc * MERCHANTS_PER_CATEGORY
+        + rng.integers(MERCHANTS_PER_CATEGORY, size=len(spend)),
+        mcc,
+    )
     tin = per_person(rng, P.TRANSFER_IN[persona] * active)
-    add(tin, times_of_day(rng, day_ms, len(tin), DAYTIME), TXN["transfer_in"],
-        lognormal(np.where(persona[tin] == P.BUSINESS, 900.0, 150.0), 0.8), cp_of("transfer_in", len(tin)))
+    add(
+        tin,
+        times_of_day(rng, day_ms, len(tin), DAYTIME),
+        TXN["transfer_in"],
+        lognormal(np.where(persona[tin] == P.BUSINESS, 900.0, 150.0), 0.8),
+        cp_of("transfer_in", len(tin)),
+    )
     tout = per_person(rng, P.TRANSFER_OUT[persona] * active)
-    add(tout, times_of_day(rng, day_ms, len(tout), DAYTIME), TXN["transfer_out"],
-        -lognormal(np.where(persona[tout] == P.BUSINESS, 700.0, 120.0), 0.8), cp_of("transfer_out", len(tout)))
+    add(
+        tout,
+        times_of_day(rng, day_ms, len(tout), DAYTIME),
+        TXN["transfer_out"],
+        -lognormal(np.where(persona[tout] == P.BUSINESS, 700.0, 120.0), 0.8),
+        cp_of("transfer_out", len(tout)),
+    )
     failed = per_person(rng, (P.FAILED_PAYMENTS[persona] + 0.35 * stress) * active)
     t_failed = times_of_day(rng, day_ms, len(failed), POSTING)
-    add(failed, t_failed, TXN["failed_payment"], -lognormal(np.full(len(failed), 120.0), 0.6), cp_of("bill", len(failed)))
+    add(
+        failed,
+        t_failed,
+        TXN["failed_payment"],
+        -lognormal(np.full(len(failed), 120.0), 0.6),
+        cp_of("bill", len(failed)),
+    )
     charged = rng.random(len(failed)) < 0.9
     fee_after = failed[charged]
-    add(fee_after, t_failed[charged] + rng.integers(HOUR, 6 * HOUR, len(fee_after)), TXN["fee"],
-        np.full(len(fee_after), -25.0), np.full(len(fee_after), _CP_START["fee"] + 1))
+    add(
+        fee_after,
+        t_failed[charged] + rng.integers(HOUR, 6 * HOUR, len(fee_after)),
+        TXN["fee"],
+        np.full(len(fee_after), -25.0),
+        np.full(len(fee_after), _CP_START["fee"] + 1),
+    )
     other_fees = per_person(rng, P.FEES[persona] * active)
-    add(other_fees, times_of_day(rng, day_ms, len(other_fees), POSTING), TXN["fee"],
-        -rng.choice(np.array([5.0, 8.0, 12.0, 15.0]), size=len(other_fees)), cp_of("fee", len(other_fees)))
+    add(
+        other_fees,
+        times_of_day(rng, day_ms, len(other_fees), POSTING),
+        TXN["fee"],
+        -rng.choice(np.array([5.0, 8.0, 12.0, 15.0]), size=len(other_fees)),
+        cp_of("fee", len(other_fees)),
+    )
     is_atm = cash.cash_amount < 0
-    add(cash.cash_person, cash.cash_t, np.where(is_atm, TXN["atm_withdrawal"], TXN["deposit"]), cash.cash_amount)
+    add(
+        cash.cash_person,
+        cash.cash_t,
+        np.where(is_atm, TXN["atm_withdrawal"], TXN["deposit"]),
+        cash.cash_amount,
+    )
 
     persons = np.concatenate([p[0] for p in parts])
     t = np.concatenate([p[1] for p in parts])
@@ -246,7 +336,11 @@ def transactions(
     acct = persons * pop.holds.shape[1] + product
     order = np.lexsort((t, acct))
     acct_sorted = acct[order]
-    starts = np.flatnonzero(np.r_[True, acct_sorted[1:] != acct_sorted[:-1]]) if len(order) else np.zeros(0, np.int64)
+    starts = (
+        np.flatnonzero(np.r_[True, acct_sorted[1:] != acct_sorted[:-1]])
+        if len(order)
+        else np.zeros(0, np.int64)
+    )
     counts = np.diff(np.r_[starts, len(order)])
     running = _group_cumsum(moves[order], starts, counts)
     flat_balance = pop.balance.reshape(-1)
@@ -256,50 +350,67 @@ def transactions(
     np.round(flat_balance, 2, out=flat_balance)
 
     account_ids = Raw(prefixed("AC", pop.account_num[persons, product], 9, quote=True))
-    ev = Events(persons, t, {
-        "account_id": account_ids,
-        "txn_type": Cat(TRANSACTION_TYPES, ttype),
-        "amount": amount,
-        "currency": "GBP",
-        "merchant_category": Cat(MERCHANT_CATEGORIES, mcc_all),
-        "counterparty": Cat(COUNTERPARTY_TABLE, cp),
-        "balance_after": after,
-    })
+    ev = Events(
+        persons,
+        t,
+        {
+            "account_id": account_ids,
+            "txn_type": Cat(TRANSACTION_TYPES, ttype),
+            "amount": amount,
+            "currency": "GBP",
+            "merchant_category": Cat(MERCHANT_CATEGORIES, mcc_all),
+            "counterparty": Cat(COUNTERPARTY_TABLE, cp),
+            "balance_after": after,
+        },
+    )
     fee_person = persons[ttype == TXN["fee"]]
     return Postings(ev, fee_person, product)
 
 
 def contact_centre(
-    rng: np.random.Generator, pop: Population, active: np.ndarray, day_ms: int, stress: np.ndarray,
+    rng: np.random.Generator,
+    pop: Population,
+    active: np.ndarray,
+    day_ms: int,
+    stress: np.ndarray,
     recent_fees: np.ndarray,
 ) -> Events:
     """Calls, service requests and complaints with an agent's note and its sentiment."""
     persona = pop.persona
     calls = per_person(rng, P.CALLS[persona] * (1 + 2 * stress) * active)
     service = per_person(rng, P.SERVICE_REQUESTS[persona] * active)
-    complaint_rate = P.COMPLAINTS[persona] * (1 + 3 * stress) * (1 + 0.5 * np.minimum(recent_fees, 4)) * active
+    complaint_rate = (
+        P.COMPLAINTS[persona] * (1 + 3 * stress) * (1 + 0.5 * np.minimum(recent_fees, 4)) * active
+    )
     complaints = per_person(rng, complaint_rate)
     persons = np.concatenate([calls, service, complaints])
     itype = np.repeat(np.arange(3), [len(calls), len(service), len(complaints)])
     t = times_of_day(rng, day_ms, len(persons), CALL_HOURS)
     topics, notes, sentiment = [], [], np.empty(len(persons))
     u = rng.random((len(persons), 3))
-    for r, (i, k) in enumerate(zip(persons.tolist(), itype.tolist())):
+    for r, (i, k) in enumerate(zip(persons.tolist(), itype.tolist(), strict=True)):
         options = CONTACT_TOPICS[CONTACT_TYPES[k]]
         topic, template, lo, hi = options[int(u[r, 0] * len(options))]
         topics.append(topic)
-        notes.append(template.format(
-            first=pop.first_name[i], postcode=pop.address.postcode[i],
-            product=PRODUCTS[int(u[r, 1] * len(PRODUCTS))].replace("_", " "),
-        ))
+        notes.append(
+            template.format(
+                first=pop.first_name[i],
+                postcode=pop.address.postcode[i],
+                product=PRODUCTS[int(u[r, 1] * len(PRODUCTS))].replace("_", " "),
+            )
+        )
         sentiment[r] = round(lo + (hi - lo) * u[r, 2], 2)
-    return Events(persons, t, {
-        "interaction_type": Cat(CONTACT_TYPES, itype),
-        "topic": np.array(topics, dtype=object),
-        "note": np.array(notes, dtype=object),
-        "sentiment": sentiment,
-        "agent_id": Cat(AGENTS, rng.integers(len(AGENTS), size=len(persons))),
-    })
+    return Events(
+        persons,
+        t,
+        {
+            "interaction_type": Cat(CONTACT_TYPES, itype),
+            "topic": np.array(topics, dtype=object),
+            "note": np.array(notes, dtype=object),
+            "sentiment": sentiment,
+            "agent_id": Cat(AGENTS, rng.integers(len(AGENTS), size=len(persons))),
+        },
+    )
 
 
 CONSENT_PAIRS = [(0, c) for c in range(len(CONSENT_CHANNELS))] + [(1, len(CONSENT_CHANNELS) - 1)]
@@ -318,7 +429,11 @@ def initial_consent(pop: Population, rng: np.random.Generator) -> np.ndarray:
 
 
 def consent_events(
-    rng: np.random.Generator, consent: np.ndarray, active: np.ndarray, day_ms: int, first_day: bool,
+    rng: np.random.Generator,
+    consent: np.ndarray,
+    active: np.ndarray,
+    day_ms: int,
+    first_day: bool,
     complained: np.ndarray,
 ) -> Events:
     """Consent grants and revocations; the first day loads everybody's current state."""
@@ -357,12 +472,16 @@ def consent_events(
         if pu == 1 and ch == len(CONSENT_CHANNELS) - 1:
             consent[i, 1, :] = new
         granted[r] = new
-    return Events(persons, t, {
-        "purpose": Cat(("marketing", "profiling"), purpose),
-        "channel": Cat(CONSENT_CHANNELS, channel),
-        "granted": granted,
-        "captured_via": Cat(CAPTURED_VIA, via),
-    })
+    return Events(
+        persons,
+        t,
+        {
+            "purpose": Cat(("marketing", "profiling"), purpose),
+            "channel": Cat(CONSENT_CHANNELS, channel),
+            "granted": granted,
+            "captured_via": Cat(CAPTURED_VIA, via),
+        },
+    )
 
 
 @dataclass
@@ -376,8 +495,15 @@ class DigitalApps:
 
 
 def digital(
-    rng: np.random.Generator, pop: Population, ids: Identities, active: np.ndarray, day_ms: int,
-    home: np.ndarray, stress: np.ndarray, apps: DigitalApps, session_counter: int,
+    rng: np.random.Generator,
+    pop: Population,
+    ids: Identities,
+    active: np.ndarray,
+    day_ms: int,
+    home: np.ndarray,
+    stress: np.ndarray,
+    apps: DigitalApps,
+    session_counter: int,
 ) -> tuple[Events, int]:
     """Web and app sessions: anonymous until login, then product research and applications."""
     persona = pop.persona
@@ -400,7 +526,11 @@ def digital(
     logs_in = pop.registered[s_person] & (
         s_is_apply | (rng.random(n_s) < np.where(s_app, P.APP_LOGIN_P, P.WEB_LOGIN_P))
     )
-    n_pre = np.where(logs_in, np.where(s_app, 0, rng.poisson(1.0, n_s)), 1 + rng.poisson(np.maximum(P.SESSION_EVENTS_MEAN[persona[s_person]] - 1, 0)))
+    n_pre = np.where(
+        logs_in,
+        np.where(s_app, 0, rng.poisson(1.0, n_s)),
+        1 + rng.poisson(np.maximum(P.SESSION_EVENTS_MEAN[persona[s_person]] - 1, 0)),
+    )
     n_post = np.where(logs_in & ~s_is_apply, rng.poisson(P.SESSION_EVENTS_MEAN[persona[s_person]]), 0)
     n_post = np.where(s_is_apply, 1, n_post)  # a product view before applying
     n_steps = np.zeros(n_s, dtype=np.int64)
@@ -428,7 +558,9 @@ def digital(
     etype[is_logout] = EV_LOGOUT
     etype[is_step] = EV_STEP
     bidx = np.flatnonzero(browse)
-    btype = _choice_rows(rng, P.DIGITAL_MIX[persona[person[bidx]]]) if len(bidx) else np.zeros(0, dtype=np.int64)
+    btype = (
+        _choice_rows(rng, P.DIGITAL_MIX[persona[person[bidx]]]) if len(bidx) else np.zeros(0, dtype=np.int64)
+    )
     btype = np.where(pos[bidx] == 0, EV_PAGE, btype)  # a session starts on a page
     etype[bidx] = btype
     apply_sess = s_is_apply[sess]
@@ -443,7 +575,9 @@ def digital(
     app_of_sess = np.full(n_s, -1)
     app_of_sess[s_is_apply] = np.arange(len(apps.person))
     app_row = app_of_sess[sess]
-    product = np.where(apply_sess, apps.product[np.maximum(app_row, 0)] if len(apps.person) else product, product)
+    product = np.where(
+        apply_sess, apps.product[np.maximum(app_row, 0)] if len(apps.person) else product, product
+    )
     has_product = np.isin(etype, (EV_PRODUCT, EV_COMPARE, EV_CALC, EV_STEP))
 
     page = rng.integers(len(GENERAL_PAGES), size=n_ev)
@@ -455,7 +589,9 @@ def digital(
     page = np.where(etype == EV_PRODUCT, PG_PRODUCT + product, page)
     page = np.where(etype == EV_COMPARE, PG_COMPARE + product, page)
     page = np.where(etype == EV_CALC, PG_CALC + product, page)
-    page = np.where(etype == EV_STEP, PG_APPLY + product * len(APPLICATION_STEPS) + np.maximum(step_idx, 0), page)
+    page = np.where(
+        etype == EV_STEP, PG_APPLY + product * len(APPLICATION_STEPS) + np.maximum(step_idx, 0), page
+    )
 
     gaps = (2_000 + rng.exponential(40_000, n_ev)).astype(np.int64)
     gaps[first] = 0
@@ -464,23 +600,42 @@ def digital(
     logged = li & (pos >= pre)
     login_table = ids.login_table(pop)
     login = Raw(login_table.take(pa.array(np.where(logged, person, len(login_table) - 1))))
-    session_codes = R.permuted_ids(np.arange(session_counter, session_counter + n_s), 3_000_000_000, ids.seed, 9)
+    session_codes = R.permuted_ids(
+        np.arange(session_counter, session_counter + n_s), 3_000_000_000, ids.seed, 9
+    )
     session = Raw(prefixed("S", session_codes, 10, quote=True).take(pa.array(sess)))
     cookie_table = ids.cookie_table()
     app_table = quoted(list(apps.application_id) + [None])
     app_pick = np.where(is_step & (app_row >= 0), app_row, len(app_table) - 1)
-    ev = Events(person, t, {
-        "channel": Cat(("web", "app"), s_app[sess].astype(np.int64)),
-        "session_id": session,
-        "device_id": Raw(ids.device_table().take(pa.array(device[sess]))),
-        "cookie_id": Raw(cookie_table.take(pa.array(np.where(cookie[sess] < 0, len(cookie_table) - 1, cookie[sess])))),
-        "login_id": login,
-        "event_type": Cat(("page_view", "product_view", "compare", "calculator", "search", "login", "logout",
-                           "application_step"), etype),
-        "page": Cat(PAGE_TABLE, page),
-        "product": Cat(PRODUCTS, np.where(has_product, product, -1)),
-        "application_id": Raw(app_table.take(pa.array(app_pick))),
-        "step": Cat(APPLICATION_STEPS, np.where(is_step, step_idx, -1)),
-        "step_index": np.where(is_step, step_idx, np.nan),
-    })
+    ev = Events(
+        person,
+        t,
+        {
+            "channel": Cat(("web", "app"), s_app[sess].astype(np.int64)),
+            "session_id": session,
+            "device_id": Raw(ids.device_table().take(pa.array(device[sess]))),
+            "cookie_id": Raw(
+                cookie_table.take(pa.array(np.where(cookie[sess] < 0, len(cookie_table) - 1, cookie[sess])))
+            ),
+            "login_id": login,
+            "event_type": Cat(
+                (
+                    "page_view",
+                    "product_view",
+                    "compare",
+                    "calculator",
+                    "search",
+                    "login",
+                    "logout",
+                    "application_step",
+                ),
+                etype,
+            ),
+            "page": Cat(PAGE_TABLE, page),
+            "product": Cat(PRODUCTS, np.where(has_product, product, -1)),
+            "application_id": Raw(app_table.take(pa.array(app_pick))),
+            "step": Cat(APPLICATION_STEPS, np.where(is_step, step_idx, -1)),
+            "step_index": np.where(is_step, step_idx, np.nan),
+        },
+    )
     return ev, session_counter + n_s

@@ -31,7 +31,15 @@ from pipelines.errors import InputError
 
 from . import personas as P
 from . import rng as R
-from .actions import ACTION_CONTACT, ACTION_IDS, ACTION_PRODUCT, ACTION_VALUE, COMPLAINT_COST, HELP_FINISH, RETENTION
+from .actions import (
+    ACTION_CONTACT,
+    ACTION_IDS,
+    ACTION_PRODUCT,
+    ACTION_VALUE,
+    COMPLAINT_COST,
+    HELP_FINISH,
+    RETENTION,
+)
 from .codec import Cat, Raw, encode, quoted
 from .config import DAY_MS, HOUR_MS
 from .response import FATIGUE_DAYS, RESPONSES, consent_ok, offer_probabilities, response_events
@@ -77,7 +85,9 @@ class World:
         if not (root / "manifest.json").exists():
             raise InputError(f"{root} has no manifest.json: run 'journeylake generate --out {out}' first")
         manifest = json.loads((root / "manifest.json").read_text())
-        persons = pq.read_table(root / "persons.parquet", columns=["person_id", "customer_number", "persona", "age_band"])
+        persons = pq.read_table(
+            root / "persons.parquet", columns=["person_id", "customer_number", "persona", "age_band"]
+        )
         n = persons.num_rows
         numbers = np.array(persons["customer_number"].to_pylist(), dtype=object)
         days = int(manifest["days"])
@@ -90,7 +100,9 @@ class World:
         def day_idx(col: pa.ChunkedArray) -> np.ndarray:
             return pc.cast(col, pa.int32()).to_numpy().astype(np.int64) - start_day
 
-        prop = pq.read_table(root / "propensity.parquet", columns=["date", "person_id", "product", "held", "p_accept"])
+        prop = pq.read_table(
+            root / "propensity.parquet", columns=["date", "person_id", "product", "held", "p_accept"]
+        )
         d, i = day_idx(prop["date"]), person_idx(prop["person_id"])
         k = pc.index_in(prop["product"], pa.array(PRODUCTS)).to_numpy()
         p_accept = np.zeros((days, n, len(PRODUCTS)))
@@ -100,34 +112,54 @@ class World:
         state = pq.read_table(root / "daily_state.parquet")
         d, i = day_idx(state["date"]), person_idx(state["person_id"])
         grids = {}
-        for name, dtype in (("p_accept_retention_call", float), ("p_accept_help_finish_application", float),
-                            ("credit_stressed", bool), ("active", bool)):
+        for name, dtype in (
+            ("p_accept_retention_call", float),
+            ("p_accept_help_finish_application", float),
+            ("credit_stressed", bool),
+            ("active", bool),
+        ):
             grid = np.zeros((days, n), dtype=dtype)
             grid[d, i] = state[name].to_numpy()
             grids[name] = grid
 
         consent = pq.read_table(root / "consent.parquet").to_pandas()
         consent["person"] = consent["person_id"].str[1:].astype(np.int64)
-        consent["t"] = consent["event_time"].astype("int64") // 1_000_000 if str(consent["event_time"].dtype).startswith(
-            "datetime64[ns") else consent["event_time"].astype("datetime64[ms, UTC]").astype("int64")
+        consent["t"] = (
+            consent["event_time"].astype("int64") // 1_000_000
+            if str(consent["event_time"].dtype).startswith("datetime64[ns")
+            else consent["event_time"].astype("datetime64[ms, UTC]").astype("int64")
+        )
         consent["purpose_i"] = consent["purpose"].map({"marketing": 0, "profiling": 1}).astype(np.int64)
-        consent["channel_i"] = consent["channel"].map({c: j for j, c in enumerate(CONSENT_CHANNELS)}).astype(np.int64)
+        consent["channel_i"] = (
+            consent["channel"].map({c: j for j, c in enumerate(CONSENT_CHANNELS)}).astype(np.int64)
+        )
         consent = consent.sort_values(["t", "person"], kind="stable")
         initial = np.zeros((n, 2, len(CONSENT_CHANNELS)), dtype=bool)
         first = consent[consent["t"] < start_ms + HOUR_MS]
         initial[first["person"], first["purpose_i"], first["channel_i"]] = first["granted"].to_numpy()
         initial[:, 1, :] = initial[:, 1, -1:]
-        changes = consent[consent["t"] >= start_ms + HOUR_MS][["person", "t", "purpose_i", "channel_i", "granted"]]
+        changes = consent[consent["t"] >= start_ms + HOUR_MS][
+            ["person", "t", "purpose_i", "channel_i", "granted"]
+        ]
 
         world = cls(
-            out=Path(out), seed=int(manifest["seed"]), start_ms=start_ms, days=days, customer_numbers=numbers,
+            out=Path(out),
+            seed=int(manifest["seed"]),
+            start_ms=start_ms,
+            days=days,
+            customer_numbers=numbers,
             index={c: j for j, c in enumerate(numbers)},
             persona=pc.index_in(persons["persona"], pa.array(P.PERSONAS)).to_numpy().astype(np.int64),
             age_band=pc.index_in(persons["age_band"], pa.array(P.AGE_BANDS)).to_numpy().astype(np.int64),
-            p_accept=p_accept, p_retention=grids["p_accept_retention_call"],
-            p_help=grids["p_accept_help_finish_application"], stressed=grids["credit_stressed"],
-            active=grids["active"], held=held, consent_initial=initial,
-            consent_changes=changes.reset_index(drop=True), contact_keys=np.zeros(0, dtype=np.int64),
+            p_accept=p_accept,
+            p_retention=grids["p_accept_retention_call"],
+            p_help=grids["p_accept_help_finish_application"],
+            stressed=grids["credit_stressed"],
+            active=grids["active"],
+            held=held,
+            consent_initial=initial,
+            consent_changes=changes.reset_index(drop=True),
+            contact_keys=np.zeros(0, dtype=np.int64),
         )
         contacts = [root / "contacts.parquet", *sorted((root / "closed_loop").glob("contacts-*.parquet"))]
         keys = []
@@ -135,7 +167,9 @@ class World:
             if path.exists():
                 tbl = pq.read_table(path, columns=["person_id", "decided_at", "action_id"])
                 ms = pc.cast(tbl["decided_at"], pa.int64()).to_numpy()
-                contact = np.isin(np.array(tbl["action_id"].to_pylist(), dtype=object), ["no_action"], invert=True)
+                contact = np.isin(
+                    np.array(tbl["action_id"].to_pylist(), dtype=object), ["no_action"], invert=True
+                )
                 keys.append(world._key(person_idx(tbl["person_id"])[contact], ms[contact]))
         world.contact_keys = np.sort(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
         return world
@@ -167,7 +201,9 @@ class World:
                         out[r, 1, :] = g[j]
         return out
 
-    def recent_contacts(self, person: np.ndarray, ms: np.ndarray, extra_keys: np.ndarray | None = None) -> np.ndarray:
+    def recent_contacts(
+        self, person: np.ndarray, ms: np.ndarray, extra_keys: np.ndarray | None = None
+    ) -> np.ndarray:
         """Contacts of each person in the ``FATIGUE_DAYS`` days before ``ms``."""
         keys = self.contact_keys if extra_keys is None else np.sort(np.r_[self.contact_keys, extra_keys])
         hi = self._key(person, ms)
@@ -248,7 +284,13 @@ def score_decisions(world: World, decisions: pd.DataFrame | str | os.PathLike[st
     recent = world.recent_contacts(p, ms, own)
     allowed = consent_ok(world.consent_at(p, ms), channel)
     p_acc, p_click, p_comp = offer_probabilities(
-        world.base_accept(day, p, action), action, channel, world.persona[p], recent, allowed, world.stressed[day, p]
+        world.base_accept(day, p, action),
+        action,
+        channel,
+        world.persona[p],
+        recent,
+        allowed,
+        world.stressed[day, p],
     )
     p_acc, p_click, p_comp = (np.where(contact, x, 0.0) for x in (p_acc, p_click, p_comp))
     df["known_customer"] = known
@@ -277,7 +319,10 @@ def expected_value(world: World, decisions: pd.DataFrame | str | os.PathLike[str
 
 
 def respond(
-    world: World, decisions: pd.DataFrame | str | os.PathLike[str], *, seed: int | None = None,
+    world: World,
+    decisions: pd.DataFrame | str | os.PathLike[str],
+    *,
+    seed: int | None = None,
     writer: Writer | None = None,
 ) -> pd.DataFrame:
     """Sample the responses to ``decisions`` and deliver them as ``offer_responses`` landing files.
@@ -289,31 +334,49 @@ def respond(
     df = score_decisions(world, decisions)
     seed = world.seed if seed is None else seed
     hashes = R.stable_hash64(df["decision_id"].tolist())
-    u = np.column_stack([R.hash_uniform(seed, hashes, salt) for salt in range(8)]) if len(df) else np.zeros((0, 8))
+    u = (
+        np.column_stack([R.hash_uniform(seed, hashes, salt) for salt in range(8)])
+        if len(df)
+        else np.zeros((0, 8))
+    )
     channel = np.array([OFFER_CHANNELS.index(c) for c in df["channel"]], dtype=np.int64)
     rows, codes, times = response_events(
-        u, df["decided_ms"].to_numpy(), channel, df["p_accept"].to_numpy(), df["p_click"].to_numpy(),
-        df["p_complaint"].to_numpy(), df["contact"].to_numpy(),
+        u,
+        df["decided_ms"].to_numpy(),
+        channel,
+        df["p_accept"].to_numpy(),
+        df["p_click"].to_numpy(),
+        df["p_complaint"].to_numpy(),
+        df["contact"].to_numpy(),
     )
     order = np.lexsort((codes, hashes[rows], times))  # independent of the decisions' order
     rows, codes, times = rows[order], codes[order], times[order]
     event_ids = [f"ORL{hashes[r]:020d}{c}" for r, c in zip(rows.tolist(), codes.tolist(), strict=True)]
-    events = pd.DataFrame({
-        "event_id": event_ids,
-        "event_time": pd.to_datetime(times, unit="ms", utc=True),
-        "schema_version": CONTRACTS["offer_responses"].version,
-        "customer_number": df["customer_number"].to_numpy()[rows],
-        "decision_id": df["decision_id"].to_numpy()[rows],
-        "action_id": df["action_id"].to_numpy()[rows],
-        "channel": df["channel"].to_numpy()[rows],
-        "response": np.array(RESPONSES, dtype=object)[codes],
-    })
+    events = pd.DataFrame(
+        {
+            "event_id": event_ids,
+            "event_time": pd.to_datetime(times, unit="ms", utc=True),
+            "schema_version": CONTRACTS["offer_responses"].version,
+            "customer_number": df["customer_number"].to_numpy()[rows],
+            "decision_id": df["decision_id"].to_numpy()[rows],
+            "action_id": df["action_id"].to_numpy()[rows],
+            "channel": df["channel"].to_numpy()[rows],
+            "response": np.array(RESPONSES, dtype=object)[codes],
+        }
+    )
     _deliver(world, writer or FileWriter(world.out), df, events, rows, codes, times)
     return events
 
 
-def _deliver(world: World, writer: Writer, df: pd.DataFrame, events: pd.DataFrame, rows: np.ndarray,
-             codes: np.ndarray, times: np.ndarray) -> None:
+def _deliver(
+    world: World,
+    writer: Writer,
+    df: pd.DataFrame,
+    events: pd.DataFrame,
+    rows: np.ndarray,
+    codes: np.ndarray,
+    times: np.ndarray,
+) -> None:
     root = world.out / "truth"
     folder = world.out / "landing" / "offer_responses"
     existing = sorted(folder.glob("*.jsonl")) if folder.exists() else []
@@ -326,8 +389,10 @@ def _deliver(world: World, writer: Writer, df: pd.DataFrame, events: pd.DataFram
     if len(events):
         contract = CONTRACTS["offer_responses"]
         cols = {
-            "event_id": quoted(events["event_id"].tolist()), "event_time": times,
-            "schema_version": contract.version, "customer_number": quoted(events["customer_number"].tolist()),
+            "event_id": quoted(events["event_id"].tolist()),
+            "event_time": times,
+            "schema_version": contract.version,
+            "customer_number": quoted(events["customer_number"].tolist()),
             "decision_id": quoted(events["decision_id"].tolist()),
             "action_id": Cat(ACTION_IDS, np.array([ACTION_IDS.index(a) for a in events["action_id"]])),
             "channel": Cat(OFFER_CHANNELS, np.array([OFFER_CHANNELS.index(c) for c in events["channel"]])),
@@ -336,8 +401,14 @@ def _deliver(world: World, writer: Writer, df: pd.DataFrame, events: pd.DataFram
         cols = {k: Raw(v) if isinstance(v, pa.Array) else v for k, v in cols.items()}
         lines = encode(contract, cols)
         n = len(events)
-        delivery.add(lines, times // HOUR_MS * HOUR_MS, times, pa.array(events["event_id"].tolist(), pa.string()),
-                     np.zeros(n, dtype=np.int8), np.zeros(n, dtype=bool))
+        delivery.add(
+            lines,
+            times // HOUR_MS * HOUR_MS,
+            times,
+            pa.array(events["event_id"].tolist(), pa.string()),
+            np.zeros(n, dtype=np.int8),
+            np.zeros(n, dtype=bool),
+        )
         delivery.flush(None)
     ledger = pa.concat_tables(ledger_parts) if ledger_parts else SCHEMAS["records"].empty_table()
     pq.write_table(ledger, root / "records" / f"closed-loop-{part:05d}.parquet")
@@ -346,28 +417,37 @@ def _deliver(world: World, writer: Writer, df: pd.DataFrame, events: pd.DataFram
     accepted[rows[codes == 2]] = True
     complained = np.zeros(len(df), dtype=bool)
     complained[rows[codes == 4]] = True
-    contacts = pa.table({
-        "decision_id": pa.array(df["decision_id"].tolist(), pa.string()),
-        "person_id": pa.array([f"P{p:07d}" for p in person], pa.string()),
-        "customer_number": pa.array(df["customer_number"].tolist(), pa.string()),
-        "decided_at": pa.array(df["decided_ms"].to_numpy(), pa.timestamp("ms", tz="UTC")),
-        "action_id": pa.array(df["action_id"].tolist(), pa.string()),
-        "channel": pa.array(df["channel"].tolist(), pa.string()),
-        "origin": pa.array(["closed_loop"] * len(df), pa.string()),
-        "consent_ok": pa.array(df["consent_ok"].to_numpy()),
-        "contacts_7d": pa.array(df["contacts_7d"].to_numpy().astype(np.int32)),
-        "p_accept": pa.array(df["p_accept"].to_numpy()), "p_click": pa.array(df["p_click"].to_numpy()),
-        "p_complaint": pa.array(df["p_complaint"].to_numpy()),
-        "accepted": pa.array(accepted), "complained": pa.array(complained),
-    })
+    contacts = pa.table(
+        {
+            "decision_id": pa.array(df["decision_id"].tolist(), pa.string()),
+            "person_id": pa.array([f"P{p:07d}" for p in person], pa.string()),
+            "customer_number": pa.array(df["customer_number"].tolist(), pa.string()),
+            "decided_at": pa.array(df["decided_ms"].to_numpy(), pa.timestamp("ms", tz="UTC")),
+            "action_id": pa.array(df["action_id"].tolist(), pa.string()),
+            "channel": pa.array(df["channel"].tolist(), pa.string()),
+            "origin": pa.array(["closed_loop"] * len(df), pa.string()),
+            "consent_ok": pa.array(df["consent_ok"].to_numpy()),
+            "contacts_7d": pa.array(df["contacts_7d"].to_numpy().astype(np.int32)),
+            "p_accept": pa.array(df["p_accept"].to_numpy()),
+            "p_click": pa.array(df["p_click"].to_numpy()),
+            "p_complaint": pa.array(df["p_complaint"].to_numpy()),
+            "accepted": pa.array(accepted),
+            "complained": pa.array(complained),
+        }
+    )
     known = df["known_customer"].to_numpy()
     pq.write_table(contacts.filter(pa.array(known)), root / "closed_loop" / f"contacts-{part:05d}.parquet")
-    new_keys = world._key(person[known & df["contact"].to_numpy()], df["decided_ms"].to_numpy()[known & df["contact"].to_numpy()])
+    new_keys = world._key(
+        person[known & df["contact"].to_numpy()],
+        df["decided_ms"].to_numpy()[known & df["contact"].to_numpy()],
+    )
     world.contact_keys = np.sort(np.r_[world.contact_keys, new_keys])
 
 
 # ---------------------------------------------------------------------------- reference policies
-def _targets(world: World, at: pd.Timestamp | str | None, customers: list[str] | None) -> tuple[np.ndarray, int]:
+def _targets(
+    world: World, at: pd.Timestamp | str | None, customers: list[str] | None
+) -> tuple[np.ndarray, int]:
     ms = world.start_ms + world.days * DAY_MS if at is None else int(pd.Timestamp(at).value // 1_000_000)
     if customers is None:
         person = np.flatnonzero(world.active[world.day_of(np.array([ms]))[0]])
@@ -376,18 +456,23 @@ def _targets(world: World, at: pd.Timestamp | str | None, customers: list[str] |
     return person, ms
 
 
-def _frame(world: World, person: np.ndarray, action: np.ndarray, channel: np.ndarray, ms: int, name: str) -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_number": world.customer_numbers[person],
-        "action_id": np.array(ACTION_IDS, dtype=object)[action],
-        "channel": np.array(OFFER_CHANNELS, dtype=object)[channel],
-        "decided_at": pd.to_datetime(np.full(len(person), ms), unit="ms", utc=True),
-        "decision_id": [f"{name}-{ms}-{c}" for c in world.customer_numbers[person]],
-    })
+def _frame(
+    world: World, person: np.ndarray, action: np.ndarray, channel: np.ndarray, ms: int, name: str
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_number": world.customer_numbers[person],
+            "action_id": np.array(ACTION_IDS, dtype=object)[action],
+            "channel": np.array(OFFER_CHANNELS, dtype=object)[channel],
+            "decided_at": pd.to_datetime(np.full(len(person), ms), unit="ms", utc=True),
+            "decision_id": [f"{name}-{ms}-{c}" for c in world.customer_numbers[person]],
+        }
+    )
 
 
-def random_policy(world: World, *, at: pd.Timestamp | str | None = None, customers: list[str] | None = None,
-                  seed: int = 0) -> pd.DataFrame:
+def random_policy(
+    world: World, *, at: pd.Timestamp | str | None = None, customers: list[str] | None = None, seed: int = 0
+) -> pd.DataFrame:
     """One random action on a random channel per customer (never ``no_action``)."""
     person, ms = _targets(world, at, customers)
     rng = R.stream(seed, R.POLICY, 1)
@@ -397,8 +482,9 @@ def random_policy(world: World, *, at: pd.Timestamp | str | None = None, custome
     return _frame(world, person, action, channel, ms, "random")
 
 
-def static_rule_policy(world: World, *, at: pd.Timestamp | str | None = None,
-                       customers: list[str] | None = None) -> pd.DataFrame:
+def static_rule_policy(
+    world: World, *, at: pd.Timestamp | str | None = None, customers: list[str] | None = None
+) -> pd.DataFrame:
     """A bank's usual rules: a mortgage to 25-44 year-olds without one, else the first product not
     held (card, savings, investments, loan), on the first channel the customer consented to
     (email, app, sms, push); nothing if no channel is allowed."""
@@ -423,8 +509,9 @@ def static_rule_policy(world: World, *, at: pd.Timestamp | str | None = None,
 ACTIONS_PRODUCT_NAME = {a: PRODUCTS[k] for a, k in zip(ACTION_IDS, ACTION_PRODUCT, strict=True) if k >= 0}
 
 
-def oracle_policy(world: World, *, at: pd.Timestamp | str | None = None,
-                  customers: list[str] | None = None) -> pd.DataFrame:
+def oracle_policy(
+    world: World, *, at: pd.Timestamp | str | None = None, customers: list[str] | None = None
+) -> pd.DataFrame:
     """The best single action and channel per customer under the true model (consent respected)."""
     person, ms = _targets(world, at, customers)
     m = len(person)
@@ -441,8 +528,9 @@ def oracle_policy(world: World, *, at: pd.Timestamp | str | None = None,
         for c in range(len(OFFER_CHANNELS)):
             channel = np.full(m, c)
             allowed = consent_ok(consent, channel)
-            p_acc, _, p_comp = offer_probabilities(base, action, channel, world.persona[person], recent, allowed,
-                                                   world.stressed[day, person])
+            p_acc, _, p_comp = offer_probabilities(
+                base, action, channel, world.persona[person], recent, allowed, world.stressed[day, person]
+            )
             value = np.where(allowed, p_acc * ACTION_VALUE[a] - COMPLAINT_COST * p_comp, -np.inf)
             better = value > best_value
             best_value = np.where(better, value, best_value)

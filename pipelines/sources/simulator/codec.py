@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -108,8 +109,10 @@ def format_timestamps(ms: np.ndarray, *, quote: bool = False) -> pa.Array:
     dates = pa.array([lead + iso_date(d) + "T" for d in range(d0, int(day.max()) + 1)])
     rest = ms - day * DAY_MS
     return pc.binary_join_element_wise(
-        dates.take(pa.array(day - d0)), _hms_table().take(pa.array(rest // 1000)),
-        _ms_table(quote).take(pa.array(rest % 1000)), "",
+        dates.take(pa.array(day - d0)),
+        _hms_table().take(pa.array(rest // 1000)),
+        _ms_table(quote).take(pa.array(rest % 1000)),
+        "",
     )
 
 
@@ -179,7 +182,9 @@ def _array_piece(value: Any, ftype: FieldType) -> pa.Array:
 
 
 def encode(
-    contract: Contract, columns: Mapping[str, Any], extra: Sequence[tuple[str, FieldType]] = (),
+    contract: Contract,
+    columns: Mapping[str, Any],
+    extra: Sequence[tuple[str, FieldType]] = (),
     tail: pa.Array | None = None,
 ) -> pa.Array:
     """Encode columns as JSON lines following ``contract`` (plus ``extra`` fields at the end).

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,13 +31,25 @@ from .codec import Cat, Raw, encode, iso_date, line_bytes, prefixed, quoted
 from .config import DAY_MS, SimConfig
 from .identities import build_identities, identity_truth, touch_crm
 from .population import N_PRODUCTS, Population, _addresses, build_population, open_accounts
-from .response import RESPONSES, ABANDONED_DAYS, base_accept, consent_ok, offer_probabilities, product_accept, response_events
+from .response import (
+    ABANDONED_DAYS,
+    RESPONSES,
+    base_accept,
+    consent_ok,
+    offer_probabilities,
+    product_accept,
+    response_events,
+)
 from .truth import TS, TruthWriter
 from .writers import Delivery, Writer, ledger_table
 
 ID_PREFIX = {
-    "transactions": "TX", "digital": "DG", "visits": "VS",
-    "contact_centre": "CC", "consent": "CN", "offer_responses": "OR",
+    "transactions": "TX",
+    "digital": "DG",
+    "visits": "VS",
+    "contact_centre": "CC",
+    "consent": "CN",
+    "offer_responses": "OR",
 }
 CAMPAIGN_CHANNELS = np.array([0, 1, 2, 4, 5])  # email, sms, push, web, app
 RING = 8  # days of contact history kept (fatigue looks back 7 days)
@@ -167,7 +180,9 @@ class Simulation:
         a_person, a_product = np.nonzero(start)
         digital_path = pop.registered[a_person] & (rng.random(len(a_person)) < 0.9)
         reached = np.where(digital_path, AP.run_funnel(rng, pop.persona[a_person]), 0)
-        submitted = np.where(digital_path, reached == AP.N_STEPS - 1, rng.random(len(a_person)) < P.BRANCH_COMPLETE_P)
+        submitted = np.where(
+            digital_path, reached == AP.N_STEPS - 1, rng.random(len(a_person)) < P.BRANCH_COMPLETE_P
+        )
         reached = np.where(~digital_path & submitted, AP.N_STEPS - 1, reached)
         approved = submitted & (rng.random(len(a_person)) < approve[a_person, a_product])
         self._schedule_open(a_person[approved], a_product[approved], in_window)
@@ -175,8 +190,14 @@ class Simulation:
         self.abandoned_day[a_person[gave_up]] = d
         self.abandoned_product[a_person[gave_up]] = a_product[gave_up]
         app_ids = np.array(
-            [f"APP{c:09d}" for c in R.permuted_ids(np.arange(self.app_counter, self.app_counter + len(a_person)),
-                                                    1_000_000_000, cfg.seed, 10)], dtype=object)
+            [
+                f"APP{c:09d}"
+                for c in R.permuted_ids(
+                    np.arange(self.app_counter, self.app_counter + len(a_person)), 1_000_000_000, cfg.seed, 10
+                )
+            ],
+            dtype=object,
+        )
         self.app_counter += len(a_person)
         dig = np.flatnonzero(digital_path)
         self._applications_truth(d, a_person, a_product, app_ids, digital_path, reached, submitted, approved)
@@ -194,7 +215,9 @@ class Simulation:
         dig_ev, self.session_counter = B.digital(
             rng, pop, self.ids, active, day_ms, home, stress, apps, self.session_counter
         )
-        offers, offer_complaints = self._campaigns(rng, d, day_ms, active, base, credit_stressed, approve, in_window)
+        offers, offer_complaints = self._campaigns(
+            rng, d, day_ms, active, base, credit_stressed, approve, in_window
+        )
         complained |= offer_complaints
         life.last_complaint[complained] = d
         consent = B.consent_events(rng, self.consent, active, day_ms, d == 0, complained)
@@ -226,8 +249,12 @@ class Simulation:
 
         # deliver streams (due micro-batches only) and write the day's snapshot extracts
         for source, ev in (
-            ("transactions", postings.events), ("visits", visits.events), ("contact_centre", contact),
-            ("digital", dig_ev), ("consent", consent), ("offer_responses", offers),
+            ("transactions", postings.events),
+            ("visits", visits.events),
+            ("contact_centre", contact),
+            ("digital", dig_ev),
+            ("consent", consent),
+            ("offer_responses", offers),
         ):
             self._emit(source, ev, d)
         for delivery in self.deliveries.values():
@@ -272,8 +299,15 @@ class Simulation:
 
     # ------------------------------------------------------------------ campaigns
     def _campaigns(
-        self, rng: np.random.Generator, d: int, day_ms: int, active: np.ndarray, base: np.ndarray,
-        credit_stressed: np.ndarray, approve: np.ndarray, in_window: bool,
+        self,
+        rng: np.random.Generator,
+        d: int,
+        day_ms: int,
+        active: np.ndarray,
+        base: np.ndarray,
+        credit_stressed: np.ndarray,
+        approve: np.ndarray,
+        in_window: bool,
     ) -> tuple[B.Events, np.ndarray]:
         """The bank's own campaigns: the contacts that fatigue customers and feed offer_responses."""
         pop = self.pop
@@ -291,7 +325,9 @@ class Simulation:
         for _ in range(4):
             bad = ~consent_ok(self.consent[who], channel)
             redraw = bad & (rng.random(m) < 0.97)
-            channel = np.where(redraw, CAMPAIGN_CHANNELS[rng.integers(len(CAMPAIGN_CHANNELS), size=m)], channel)
+            channel = np.where(
+                redraw, CAMPAIGN_CHANNELS[rng.integers(len(CAMPAIGN_CHANNELS), size=m)], channel
+            )
         allowed = consent_ok(self.consent[who], channel)
         recent = self.contacts[who].sum(axis=1) - self.contacts[who, d % RING]
         p_acc, p_click, p_comp = offer_probabilities(
@@ -305,7 +341,10 @@ class Simulation:
         complained_row = np.zeros(m, dtype=bool)
         complained_row[rows[codes == 4]] = True
         self.contacts[who, d % RING] += 1
-        ids = [f"CMP-{iso_date(self.cfg.start_day + d).replace('-', '')}-{self.campaign_counter + i:06d}" for i in range(m)]
+        ids = [
+            f"CMP-{iso_date(self.cfg.start_day + d).replace('-', '')}-{self.campaign_counter + i:06d}"
+            for i in range(m)
+        ]
         self.campaign_counter += m
 
         # consequences: accepted offers open products (if approved), retention calms churn risk
@@ -317,30 +356,51 @@ class Simulation:
         self._schedule_open(who[ok], product[ok], in_window)
         if in_window:
             p_prod = p_acc * approve[who, np.maximum(product, 0)]
-            np.add.at(self.log_no_open, (who[product >= 0], product[product >= 0]),
-                      np.log1p(-np.minimum(p_prod[product >= 0], 0.999999)))
+            np.add.at(
+                self.log_no_open,
+                (who[product >= 0], product[product >= 0]),
+                np.log1p(-np.minimum(p_prod[product >= 0], 0.999999)),
+            )
         self.life.retained_until[who[accepted & (action == RETENTION)]] = d + 30
         self.abandoned_day[who[accepted & help_finish]] = L.NEVER
 
         person_ids, numbers = self._persons(who)
-        self.truth.append("contacts", pa.table({
-            "decision_id": pa.array(ids, pa.string()), "person_id": person_ids, "customer_number": numbers,
-            "decided_at": pa.array(decided, TS), "action_id": pa.array(np.array(ACTION_IDS)[action].tolist()),
-            "channel": pa.array([CONTRACTS["offer_responses"].get("channel").allowed[c] for c in channel], pa.string()),
-            "origin": pa.array(["campaign"] * m, pa.string()), "consent_ok": pa.array(allowed),
-            "contacts_7d": pa.array(recent.astype(np.int32)), "p_accept": pa.array(p_acc),
-            "p_click": pa.array(p_click), "p_complaint": pa.array(p_comp),
-            "accepted": pa.array(accepted), "complained": pa.array(complained_row),
-        }))
+        self.truth.append(
+            "contacts",
+            pa.table(
+                {
+                    "decision_id": pa.array(ids, pa.string()),
+                    "person_id": person_ids,
+                    "customer_number": numbers,
+                    "decided_at": pa.array(decided, TS),
+                    "action_id": pa.array(np.array(ACTION_IDS)[action].tolist()),
+                    "channel": pa.array(
+                        [CONTRACTS["offer_responses"].get("channel").allowed[c] for c in channel], pa.string()
+                    ),
+                    "origin": pa.array(["campaign"] * m, pa.string()),
+                    "consent_ok": pa.array(allowed),
+                    "contacts_7d": pa.array(recent.astype(np.int32)),
+                    "p_accept": pa.array(p_acc),
+                    "p_click": pa.array(p_click),
+                    "p_complaint": pa.array(p_comp),
+                    "accepted": pa.array(accepted),
+                    "complained": pa.array(complained_row),
+                }
+            ),
+        )
         complained = np.zeros(pop.n, dtype=bool)
         complained[who[complained_row]] = True
         chan_names = CONTRACTS["offer_responses"].get("channel").allowed
-        ev = B.Events(who[rows], times, {
-            "decision_id": Raw(quoted(ids).take(pa.array(rows))),
-            "action_id": Cat(ACTION_IDS, action[rows]),
-            "channel": Cat(chan_names, channel[rows]),
-            "response": Cat(RESPONSES, codes.astype(np.int64)),
-        })
+        ev = B.Events(
+            who[rows],
+            times,
+            {
+                "decision_id": Raw(quoted(ids).take(pa.array(rows))),
+                "action_id": Cat(ACTION_IDS, action[rows]),
+                "channel": Cat(chan_names, channel[rows]),
+                "response": Cat(RESPONSES, codes.astype(np.int64)),
+            },
+        )
         return ev, complained
 
     # ------------------------------------------------------------------ emitting
@@ -386,14 +446,21 @@ class Simulation:
         cols["event_id"] = Raw(pc.binary_join_element_wise('"', record_keys, '"', ""))
         tail = None
         if row_drift.any():
-            pieces = ["", f',"{SCHEMA_DRIFT_FIELD}":"{APP_VERSION[0]}"', f',"{SCHEMA_DRIFT_FIELD}":"{APP_VERSION[1]}"']
+            pieces = [
+                "",
+                f',"{SCHEMA_DRIFT_FIELD}":"{APP_VERSION[0]}"',
+                f',"{SCHEMA_DRIFT_FIELD}":"{APP_VERSION[1]}"',
+            ]
             which = np.where(row_drift, 1 + cols["channel"].is_("app"), 0)
             tail = pa.array(pieces, pa.string()).take(pa.array(which))
         lines = F.apply_line_faults(encode(contract, cols, tail=tail), row_codes, contract, rng)
-        self.deliveries[source].add(lines, all_batch[order], all_key[order], record_keys, row_codes, row_drift)
+        self.deliveries[source].add(
+            lines, all_batch[order], all_key[order], record_keys, row_codes, row_drift
+        )
 
-    def _emit_snapshot(self, source: str, d: int, abs_day: int, cols: dict[str, Any], keys: pa.Array,
-                       is_update: np.ndarray) -> None:
+    def _emit_snapshot(
+        self, source: str, d: int, abs_day: int, cols: dict[str, Any], keys: pa.Array, is_update: np.ndarray
+    ) -> None:
         n = len(keys)
         if n == 0:
             return
@@ -442,51 +509,101 @@ class Simulation:
             idx = np.flatnonzero(~pop.churned & (pop.bureau_refresh_day == date.day))
             r = R.stream(self.cfg.seed, R.DAY, d, 7)
             lvl = L.stress_level(self.life, d)[idx]
-            pop.bureau_score[idx] = np.clip(pop.bureau_score[idx] + r.normal(0, 6, len(idx)) - 30 * lvl, 300, 850).astype(np.int64)
+            pop.bureau_score[idx] = np.clip(
+                pop.bureau_score[idx] + r.normal(0, 6, len(idx)) - 30 * lvl, 300, 850
+            ).astype(np.int64)
             pop.delinquencies[idx] += (self.life.recent_fees[idx] > 1.5).astype(np.int64)
             pop.inquiries[idx] = r.poisson(np.where(pop.persona[idx] == P.STRESSED, 2.0, 0.5))
         cols, keys = S.bureau(pop, idx, abs_day)
         self._emit_snapshot("bureau", d, abs_day, cols, keys, np.zeros(len(idx), dtype=bool))
 
     # ------------------------------------------------------------------ truth
-    def _truth_day(self, d: int, intent: np.ndarray, p_open: np.ndarray, hazard: np.ndarray, home: np.ndarray,
-                   stress: np.ndarray, credit_stressed: np.ndarray, abandoned: np.ndarray, base: np.ndarray,
-                   active: np.ndarray) -> None:
+    def _truth_day(
+        self,
+        d: int,
+        intent: np.ndarray,
+        p_open: np.ndarray,
+        hazard: np.ndarray,
+        home: np.ndarray,
+        stress: np.ndarray,
+        credit_stressed: np.ndarray,
+        abandoned: np.ndarray,
+        base: np.ndarray,
+        active: np.ndarray,
+    ) -> None:
         pop = self.pop
         n = pop.n
         pid, num = self.person_arrow, self.cust_arrow
         rep = pa.array(np.repeat(np.arange(n), N_PRODUCTS))
-        self.truth.append("propensity", pa.table({
-            "date": self._dates(d, n * N_PRODUCTS), "person_id": pid.take(rep), "customer_number": num.take(rep),
-            "product": pa.array(list(PRODUCTS) * n, pa.string()), "held": pa.array(pop.holds.reshape(-1)),
-            "p_apply": pa.array(intent.reshape(-1)), "p_open": pa.array(p_open.reshape(-1)),
-            "p_accept": pa.array(product_accept(intent).reshape(-1)),
-        }))
-        self.truth.append("daily_state", pa.table({
-            "date": self._dates(d, n), "person_id": pid, "customer_number": num, "active": pa.array(active),
-            "churn_hazard": pa.array(hazard),
-            "home_buying": pa.array(home), "cash_stress": pa.array(stress),
-            "credit_stressed": pa.array(credit_stressed), "abandoned_application": pa.array(abandoned & active),
-            "contacts_7d": pa.array((self.contacts.sum(axis=1) - self.contacts[:, d % RING]).astype(np.int32)),
-            "p_accept_retention_call": pa.array(base[:, RETENTION]),
-            "p_accept_help_finish_application": pa.array(base[:, HELP_FINISH]),
-        }))
+        self.truth.append(
+            "propensity",
+            pa.table(
+                {
+                    "date": self._dates(d, n * N_PRODUCTS),
+                    "person_id": pid.take(rep),
+                    "customer_number": num.take(rep),
+                    "product": pa.array(list(PRODUCTS) * n, pa.string()),
+                    "held": pa.array(pop.holds.reshape(-1)),
+                    "p_apply": pa.array(intent.reshape(-1)),
+                    "p_open": pa.array(p_open.reshape(-1)),
+                    "p_accept": pa.array(product_accept(intent).reshape(-1)),
+                }
+            ),
+        )
+        self.truth.append(
+            "daily_state",
+            pa.table(
+                {
+                    "date": self._dates(d, n),
+                    "person_id": pid,
+                    "customer_number": num,
+                    "active": pa.array(active),
+                    "churn_hazard": pa.array(hazard),
+                    "home_buying": pa.array(home),
+                    "cash_stress": pa.array(stress),
+                    "credit_stressed": pa.array(credit_stressed),
+                    "abandoned_application": pa.array(abandoned & active),
+                    "contacts_7d": pa.array(
+                        (self.contacts.sum(axis=1) - self.contacts[:, d % RING]).astype(np.int32)
+                    ),
+                    "p_accept_retention_call": pa.array(base[:, RETENTION]),
+                    "p_accept_help_finish_application": pa.array(base[:, HELP_FINISH]),
+                }
+            ),
+        )
 
-    def _applications_truth(self, d: int, person: np.ndarray, product: np.ndarray, app_ids: np.ndarray,
-                            digital_path: np.ndarray, reached: np.ndarray, submitted: np.ndarray,
-                            approved: np.ndarray) -> None:
+    def _applications_truth(
+        self,
+        d: int,
+        person: np.ndarray,
+        product: np.ndarray,
+        app_ids: np.ndarray,
+        digital_path: np.ndarray,
+        reached: np.ndarray,
+        submitted: np.ndarray,
+        approved: np.ndarray,
+    ) -> None:
         from pipelines.contracts import APPLICATION_STEPS
 
         has_app = self.ids.app_device[person] >= 0
         channel = np.where(digital_path, np.where(has_app, "app", "web"), "branch")
         pid, num = self._persons(person)
-        self.truth.append("applications", pa.table({
-            "application_id": pa.array(app_ids.tolist(), pa.string()), "person_id": pid, "customer_number": num,
-            "product": pa.array(np.array(PRODUCTS)[product].tolist(), pa.string()),
-            "channel": pa.array(channel.tolist(), pa.string()), "date": self._dates(d, len(person)),
-            "last_step": pa.array(np.array(APPLICATION_STEPS)[reached].tolist(), pa.string()),
-            "submitted": pa.array(submitted), "approved": pa.array(approved),
-        }))
+        self.truth.append(
+            "applications",
+            pa.table(
+                {
+                    "application_id": pa.array(app_ids.tolist(), pa.string()),
+                    "person_id": pid,
+                    "customer_number": num,
+                    "product": pa.array(np.array(PRODUCTS)[product].tolist(), pa.string()),
+                    "channel": pa.array(channel.tolist(), pa.string()),
+                    "date": self._dates(d, len(person)),
+                    "last_step": pa.array(np.array(APPLICATION_STEPS)[reached].tolist(), pa.string()),
+                    "submitted": pa.array(submitted),
+                    "approved": pa.array(approved),
+                }
+            ),
+        )
 
     def _life_truth(self, d: int, rows: list[tuple[str, np.ndarray]]) -> None:
         from .life_events import FITTING_ACTION
@@ -494,18 +611,34 @@ class Simulation:
         who = np.concatenate([w for _, w in rows])
         names = [name for name, w in rows for _ in range(len(w))]
         pid, num = self._persons(who)
-        self.truth.append("life_events", pa.table({
-            "person_id": pid, "customer_number": num, "event": pa.array(names, pa.string()),
-            "date": self._dates(d, len(who)), "fitting_action": pa.array([FITTING_ACTION[x] for x in names], pa.string()),
-        }))
+        self.truth.append(
+            "life_events",
+            pa.table(
+                {
+                    "person_id": pid,
+                    "customer_number": num,
+                    "event": pa.array(names, pa.string()),
+                    "date": self._dates(d, len(who)),
+                    "fitting_action": pa.array([FITTING_ACTION[x] for x in names], pa.string()),
+                }
+            ),
+        )
 
     def _consent_truth(self, ev: B.Events) -> None:
         pid, num = self._persons(ev.person)
-        self.truth.append("consent", pa.table({
-            "person_id": pid, "customer_number": num, "event_time": pa.array(ev.t, TS),
-            "purpose": ev.cols["purpose"].strings(), "channel": ev.cols["channel"].strings(),
-            "granted": pa.array(ev.cols["granted"]),
-        }))
+        self.truth.append(
+            "consent",
+            pa.table(
+                {
+                    "person_id": pid,
+                    "customer_number": num,
+                    "event_time": pa.array(ev.t, TS),
+                    "purpose": ev.cols["purpose"].strings(),
+                    "channel": ev.cols["channel"].strings(),
+                    "granted": pa.array(ev.cols["granted"]),
+                }
+            ),
+        )
 
     def _finish(self) -> None:
         pop, cfg = self.pop, self.cfg
@@ -513,7 +646,8 @@ class Simulation:
         from pipelines.contracts import INCOME_BANDS, REGIONS
 
         persons: dict[str, Any] = {
-            "person_id": self.person_arrow, "customer_number": self.cust_arrow,
+            "person_id": self.person_arrow,
+            "customer_number": self.cust_arrow,
             "persona": pa.array(np.array(P.PERSONAS)[pop.persona].tolist()),
             "age_band": pa.array(np.array(P.AGE_BANDS)[pop.age_band].tolist()),
             "region": pa.array(np.array(REGIONS)[pop.region].tolist()),
@@ -522,13 +656,23 @@ class Simulation:
             "registered": pa.array(pop.registered),
             "customer_since": pa.array(pop.customer_since.astype(np.int32), pa.date32()),
             "bureau_score_start": pa.array(self.initial_score),
-            "home_buying_day": pa.array(np.where(self.life.home_onset >= 0, self.life.home_onset + cfg.start_day, 0).astype(np.int32),
-                                        pa.date32(), mask=self.life.home_onset < 0),
-            "cash_stress_day": pa.array(np.where(self.life.stress_onset >= 0, self.life.stress_onset + cfg.start_day, 0).astype(np.int32),
-                                        pa.date32(), mask=self.life.stress_onset < 0),
+            "home_buying_day": pa.array(
+                np.where(self.life.home_onset >= 0, self.life.home_onset + cfg.start_day, 0).astype(np.int32),
+                pa.date32(),
+                mask=self.life.home_onset < 0,
+            ),
+            "cash_stress_day": pa.array(
+                np.where(self.life.stress_onset >= 0, self.life.stress_onset + cfg.start_day, 0).astype(
+                    np.int32
+                ),
+                pa.date32(),
+                mask=self.life.stress_onset < 0,
+            ),
             "moved": pa.array(pop.moved),
             "churned": pa.array(pop.churned),
-            "churn_date": pa.array(np.maximum(pop.churn_day, 0).astype(np.int32), pa.date32(), mask=pop.churn_day < 0),
+            "churn_date": pa.array(
+                np.maximum(pop.churn_day, 0).astype(np.int32), pa.date32(), mask=pop.churn_day < 0
+            ),
         }
         for k, p in enumerate(PRODUCTS):
             persons[f"held_{p}_at_start"] = pa.array(self.initial_holds[:, k])
@@ -536,10 +680,13 @@ class Simulation:
 
         w0, w1 = self.window
         labels: dict[str, Any] = {
-            "person_id": self.person_arrow, "customer_number": self.cust_arrow,
-            "window_start": self._dates(w0, pop.n), "window_end": self._dates(w1 - 1, pop.n),
+            "person_id": self.person_arrow,
+            "customer_number": self.cust_arrow,
+            "window_start": self._dates(w0, pop.n),
+            "window_end": self._dates(w1 - 1, pop.n),
             "active_at_window_start": pa.array(self.active_at_window),
-            "churned": pa.array(self.churned_in_window), "p_churn": pa.array(-np.expm1(self.log_no_churn)),
+            "churned": pa.array(self.churned_in_window),
+            "p_churn": pa.array(-np.expm1(self.log_no_churn)),
         }
         for k, p in enumerate(PRODUCTS):
             labels[f"opened_{p}"] = pa.array(self.opened_in_window[:, k])

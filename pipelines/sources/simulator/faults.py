@@ -83,7 +83,7 @@ def corrupt(lines: list[str], labels: list[str], contract: Contract, rng: np.ran
     """Apply line-level faults (malformed, missing field, wrong type) to encoded lines."""
     out = []
     required = [f for f in contract.required_fields if f not in (contract.key, "schema_version")]
-    for line, label in zip(lines, labels):
+    for line, label in zip(lines, labels, strict=True):
         if label == "malformed_json":
             body = line.rstrip("\n")
             cut = int(rng.integers(len(body) // 3, len(body) - 1))
@@ -99,7 +99,9 @@ def corrupt(lines: list[str], labels: list[str], contract: Contract, rng: np.ran
     return out
 
 
-def apply_line_faults(lines: pa.Array, codes: np.ndarray, contract: Contract, rng: np.random.Generator) -> pa.Array:
+def apply_line_faults(
+    lines: pa.Array, codes: np.ndarray, contract: Contract, rng: np.random.Generator
+) -> pa.Array:
     """Replace the lines whose fault is a line-level fault; other lines are untouched."""
     mask = np.isin(codes, [CODE[f] for f in LINE_FAULTS])
     if not mask.any():

@@ -19,8 +19,17 @@ from .names import NICKNAMES
 from .population import Population
 
 CRM_FIELDS = (
-    "crm_contact_id", "customer_number", "first_name", "last_name", "email", "phone",
-    "address_line", "postcode", "city", "date_of_birth", "updated_at",
+    "crm_contact_id",
+    "customer_number",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "address_line",
+    "postcode",
+    "city",
+    "date_of_birth",
+    "updated_at",
 )
 
 
@@ -223,7 +232,9 @@ def build_identities(pop: Population, seed: int, start_ms: int) -> Identities:
     for i in range(n):
         for j in range(n_crm[i]):
             updated = start_ms - int(rng.integers(1, 3 * 365)) * 86_400_000 - int(rng.integers(86_400_000))
-            record = crm_record(pop, i, rng, crm_id(seed, k), updated, use_old_address=(j > 0 and rng.random() < 0.5))
+            record = crm_record(
+                pop, i, rng, crm_id(seed, k), updated, use_old_address=(j > 0 and rng.random() < 0.5)
+            )
             ids.crm.add(record, i)
             k += 1
     return ids
@@ -236,7 +247,7 @@ def touch_crm(
     by_person: dict[int, list[int]] = {}
     for r, p in enumerate(ids.crm.person):
         by_person.setdefault(p, []).append(r)
-    for p, t in zip(persons.tolist(), times.tolist()):
+    for p, t in zip(persons.tolist(), times.tolist(), strict=True):
         recs = by_person.get(p, [])
         if not recs or rng.random() < 0.15:
             k = len(ids.crm.rows)
@@ -260,7 +271,7 @@ def identity_truth(ids: Identities, pop: Population) -> pa.Table:
     persons: list[int] = []
 
     def add(kind: str, vals: list, who: list) -> None:
-        for v, p in zip(vals, who):
+        for v, p in zip(vals, who, strict=True):
             if v is not None:
                 types.append(kind)
                 values.append(str(v))

@@ -108,16 +108,21 @@ def _addresses(rng: np.random.Generator, region: np.ndarray) -> Address:
         short.append(f"{house[i]} {STREETS[street[i]]} {STREET_TYPES[stype[i]][1]}")
         postcode.append(f"{POSTCODE_AREAS[r][area_idx[i]]}{district[i]} {sector[i]}{unit[i, 0]}{unit[i, 1]}")
         city.append(CITIES[r][city_idx[i] % len(CITIES[r])])
-    return Address(np.array(line, dtype=object), np.array(short, dtype=object),
-                   np.array(postcode, dtype=object), np.array(city, dtype=object))
+    return Address(
+        np.array(line, dtype=object),
+        np.array(short, dtype=object),
+        np.array(postcode, dtype=object),
+        np.array(city, dtype=object),
+    )
 
 
 def _households(rng: np.random.Generator, n: int, persona: np.ndarray) -> np.ndarray:
     """Household id per person: families live in 1-3 person households, others mostly alone."""
     order = rng.permutation(n)
     family = persona[order] == P.FAMILY
-    size = np.where(family, rng.choice([1, 2, 3], size=n, p=[0.3, 0.5, 0.2]),
-                    rng.choice([1, 2], size=n, p=[0.75, 0.25]))
+    size = np.where(
+        family, rng.choice([1, 2, 3], size=n, p=[0.3, 0.5, 0.2]), rng.choice([1, 2], size=n, p=[0.75, 0.25])
+    )
     # walk the shuffled people: a household starts at each head and takes the next size-1 people
     household = np.empty(n, dtype=np.int64)
     heads = []
@@ -175,7 +180,10 @@ def build_population(config: SimConfig) -> Population:
     domain = rng.integers(len(EMAIL_DOMAINS), size=n)
     email_no = rng.integers(1, 10_000, n)
     email = np.array(
-        [f"{f.lower()}.{s.lower()}{k}@{EMAIL_DOMAINS[d]}" for f, s, k, d in zip(first_names, last_names, email_no, domain)],
+        [
+            f"{f.lower()}.{s.lower()}{k}@{EMAIL_DOMAINS[d]}"
+            for f, s, k, d in zip(first_names, last_names, email_no, domain, strict=True)
+        ],
         dtype=object,
     )
     hh_no = rng.integers(1, 100, n)
@@ -189,13 +197,18 @@ def build_population(config: SimConfig) -> Population:
 
     registered = rng.random(n) < P.REGISTERED_P[persona]
     login_codes = R.permuted_ids(np.arange(n), 1_000_000_000, config.seed, 4)
-    login_id = np.array([f"ob{c:09d}" if r else None for c, r in zip(login_codes, registered)], dtype=object)
+    login_id = np.array(
+        [f"ob{c:09d}" if r else None for c, r in zip(login_codes, registered, strict=True)], dtype=object
+    )
 
     holds = rng.random((n, N_PRODUCTS)) < P.HOLD_P[persona]
     holds[:, CURRENT] = True
     renter = (rng.random(n) < P.RENTER_P[persona]) & ~holds[:, MORTGAGE]
     opened_day = np.where(
-        holds, customer_since[:, None] + (rng.random((n, N_PRODUCTS)) * (config.start_day - customer_since)[:, None]).astype(np.int64), -1
+        holds,
+        customer_since[:, None]
+        + (rng.random((n, N_PRODUCTS)) * (config.start_day - customer_since)[:, None]).astype(np.int64),
+        -1,
     )
     opened_day[:, CURRENT] = np.where(holds[:, CURRENT], customer_since, -1)
 

@@ -102,8 +102,13 @@ def offer_probabilities(
 
 
 def response_events(
-    u: np.ndarray, decided_ms: np.ndarray, channel: np.ndarray,
-    p_accept: np.ndarray, p_click: np.ndarray, p_complaint: np.ndarray, contact: np.ndarray,
+    u: np.ndarray,
+    decided_ms: np.ndarray,
+    channel: np.ndarray,
+    p_accept: np.ndarray,
+    p_click: np.ndarray,
+    p_complaint: np.ndarray,
+    contact: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample the response events of each decision from uniforms ``u`` [n, 8].
 
@@ -126,8 +131,11 @@ def response_events(
     t_complaint = t_imp + (600_000 + u[:, 6] * 6 * 3_600_000).astype(np.int64)
     rows, codes, times = [], [], []
     for code, mask, t in (
-        (0, contact, t_imp), (1, clicked, t_click), (2, accepted, t_accept),
-        (3, dismissed, t_dismiss), (4, complained, t_complaint),
+        (0, contact, t_imp),
+        (1, clicked, t_click),
+        (2, accepted, t_accept),
+        (3, dismissed, t_dismiss),
+        (4, complained, t_complaint),
     ):
         idx = np.flatnonzero(mask)
         rows.append(idx)

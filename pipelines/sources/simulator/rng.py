@@ -43,7 +43,9 @@ def hash_uniform(seed: int, keys: np.ndarray, salt: int) -> np.ndarray:
     decisions were submitted with it or on their order.
     """
     with np.errstate(over="ignore"):
-        z = keys.astype(np.uint64) ^ np.uint64((int(seed) * 0x9E3779B97F4A7C15 + salt * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
+        z = keys.astype(np.uint64) ^ np.uint64(
+            (int(seed) * 0x9E3779B97F4A7C15 + salt * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        )
         z = z + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

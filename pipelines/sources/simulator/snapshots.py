@@ -56,7 +56,9 @@ def accounts(pop: Population, persons: np.ndarray, products: np.ndarray) -> tupl
 
 def crm(ids: Identities, rows: list[int]) -> tuple[dict[str, Any], pa.Array]:
     recs = [ids.crm.rows[r] for r in rows]
-    cols: dict[str, Any] = {f: pa.array([rec[f] for rec in recs], pa.string()) for f in CRM_FIELDS if f != "updated_at"}
+    cols: dict[str, Any] = {
+        f: pa.array([rec[f] for rec in recs], pa.string()) for f in CRM_FIELDS if f != "updated_at"
+    }
     cols["updated_at"] = np.array([rec["updated_at"] for rec in recs], dtype=np.int64)
     return cols, cols["crm_contact_id"]
 
@@ -67,7 +69,9 @@ def bureau(pop: Population, idx: np.ndarray, day: int) -> tuple[dict[str, Any], 
     debt = -pop.balance[idx][:, list(DEBT_PRODUCTS)].sum(axis=1) + pop.external_debt[idx]
     limit = np.nan_to_num(pop.credit_limit[idx], nan=0.0)
     card = -pop.balance[idx, CARD]
-    util = (np.maximum(card, 0) + 0.2 * pop.external_debt[idx]) / (limit + 0.2 * pop.external_debt[idx] + 500.0)
+    util = (np.maximum(card, 0) + 0.2 * pop.external_debt[idx]) / (
+        limit + 0.2 * pop.external_debt[idx] + 500.0
+    )
     cols = {
         "bureau_record_id": keys,
         "customer_number": pa.array(pop.customer_number[idx].tolist(), pa.string()),

@@ -21,45 +21,102 @@ TS = pa.timestamp("ms", tz="UTC")
 
 SCHEMAS: dict[str, pa.Schema] = {
     "records": LEDGER_SCHEMA,
-    "propensity": pa.schema([
-        ("date", pa.date32()), ("person_id", pa.string()), ("customer_number", pa.string()),
-        ("product", pa.string()), ("held", pa.bool_()), ("p_apply", pa.float64()),
-        ("p_open", pa.float64()), ("p_accept", pa.float64()),
-    ]),
-    "daily_state": pa.schema([
-        ("date", pa.date32()), ("person_id", pa.string()), ("customer_number", pa.string()),
-        ("active", pa.bool_()), ("churn_hazard", pa.float64()),
-        ("home_buying", pa.float64()), ("cash_stress", pa.float64()), ("credit_stressed", pa.bool_()),
-        ("abandoned_application", pa.bool_()), ("contacts_7d", pa.int32()),
-        ("p_accept_retention_call", pa.float64()), ("p_accept_help_finish_application", pa.float64()),
-    ]),
-    "contacts": pa.schema([
-        ("decision_id", pa.string()), ("person_id", pa.string()), ("customer_number", pa.string()),
-        ("decided_at", TS), ("action_id", pa.string()), ("channel", pa.string()), ("origin", pa.string()),
-        ("consent_ok", pa.bool_()), ("contacts_7d", pa.int32()), ("p_accept", pa.float64()),
-        ("p_click", pa.float64()), ("p_complaint", pa.float64()), ("accepted", pa.bool_()),
-        ("complained", pa.bool_()),
-    ]),
-    "consent": pa.schema([
-        ("person_id", pa.string()), ("customer_number", pa.string()), ("event_time", TS),
-        ("purpose", pa.string()), ("channel", pa.string()), ("granted", pa.bool_()),
-    ]),
-    "applications": pa.schema([
-        ("application_id", pa.string()), ("person_id", pa.string()), ("customer_number", pa.string()),
-        ("product", pa.string()), ("channel", pa.string()), ("date", pa.date32()), ("last_step", pa.string()),
-        ("submitted", pa.bool_()), ("approved", pa.bool_()),
-    ]),
-    "life_events": pa.schema([
-        ("person_id", pa.string()), ("customer_number", pa.string()), ("event", pa.string()),
-        ("date", pa.date32()), ("fitting_action", pa.string()),
-    ]),
+    "propensity": pa.schema(
+        [
+            ("date", pa.date32()),
+            ("person_id", pa.string()),
+            ("customer_number", pa.string()),
+            ("product", pa.string()),
+            ("held", pa.bool_()),
+            ("p_apply", pa.float64()),
+            ("p_open", pa.float64()),
+            ("p_accept", pa.float64()),
+        ]
+    ),
+    "daily_state": pa.schema(
+        [
+            ("date", pa.date32()),
+            ("person_id", pa.string()),
+            ("customer_number", pa.string()),
+            ("active", pa.bool_()),
+            ("churn_hazard", pa.float64()),
+            ("home_buying", pa.float64()),
+            ("cash_stress", pa.float64()),
+            ("credit_stressed", pa.bool_()),
+            ("abandoned_application", pa.bool_()),
+            ("contacts_7d", pa.int32()),
+            ("p_accept_retention_call", pa.float64()),
+            ("p_accept_help_finish_application", pa.float64()),
+        ]
+    ),
+    "contacts": pa.schema(
+        [
+            ("decision_id", pa.string()),
+            ("person_id", pa.string()),
+            ("customer_number", pa.string()),
+            ("decided_at", TS),
+            ("action_id", pa.string()),
+            ("channel", pa.string()),
+            ("origin", pa.string()),
+            ("consent_ok", pa.bool_()),
+            ("contacts_7d", pa.int32()),
+            ("p_accept", pa.float64()),
+            ("p_click", pa.float64()),
+            ("p_complaint", pa.float64()),
+            ("accepted", pa.bool_()),
+            ("complained", pa.bool_()),
+        ]
+    ),
+    "consent": pa.schema(
+        [
+            ("person_id", pa.string()),
+            ("customer_number", pa.string()),
+            ("event_time", TS),
+            ("purpose", pa.string()),
+            ("channel", pa.string()),
+            ("granted", pa.bool_()),
+        ]
+    ),
+    "applications": pa.schema(
+        [
+            ("application_id", pa.string()),
+            ("person_id", pa.string()),
+            ("customer_number", pa.string()),
+            ("product", pa.string()),
+            ("channel", pa.string()),
+            ("date", pa.date32()),
+            ("last_step", pa.string()),
+            ("submitted", pa.bool_()),
+            ("approved", pa.bool_()),
+        ]
+    ),
+    "life_events": pa.schema(
+        [
+            ("person_id", pa.string()),
+            ("customer_number", pa.string()),
+            ("event", pa.string()),
+            ("date", pa.date32()),
+            ("fitting_action", pa.string()),
+        ]
+    ),
 }
 
 
 # dictionary-encode only low-cardinality columns: hashing millions of ids costs more than it saves
 _DICTIONARY_COLUMNS = {
-    "source", "file", "fault", "expected_fate", "product", "date", "channel", "action_id", "origin",
-    "purpose", "event", "fitting_action", "last_step",
+    "source",
+    "file",
+    "fault",
+    "expected_fate",
+    "product",
+    "date",
+    "channel",
+    "action_id",
+    "origin",
+    "purpose",
+    "event",
+    "fitting_action",
+    "last_step",
 }
 
 

@@ -8,14 +8,15 @@ records every written line in the truth ledger (``truth/records``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from .codec import line_bytes
-from .faults import FAULT_LABELS, FATE_CODE, FATES
+from .faults import FATE_CODE, FATES, FAULT_LABELS
 
 
 class Writer(Protocol):
@@ -62,33 +63,41 @@ def batch_name(batch_ms: int, seq: int) -> str:
     return f"{iso_timestamp(batch_ms)[:13]}-00_{seq:06d}"
 
 
-LEDGER_SCHEMA = pa.schema([
-    ("source", pa.string()),
-    ("file", pa.string()),
-    ("line", pa.int32()),
-    ("record_key", pa.string()),
-    ("fault", pa.string()),
-    ("expected_fate", pa.string()),
-    ("drift", pa.bool_()),
-])
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int32()),
+        ("record_key", pa.string()),
+        ("fault", pa.string()),
+        ("expected_fate", pa.string()),
+        ("drift", pa.bool_()),
+    ]
+)
 
 
-def ledger_table(source: str, files: list[str], counts: list[int], keys: pa.Array, faults: np.ndarray,
-                 drift: np.ndarray) -> pa.Table:
+def ledger_table(
+    source: str, files: list[str], counts: list[int], keys: pa.Array, faults: np.ndarray, drift: np.ndarray
+) -> pa.Table:
     """Truth rows for written lines: one per line, in file and line order."""
     total = int(sum(counts))
     file_idx = np.repeat(np.arange(len(files)), counts)
     line = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts) + 1
     labels = pa.array(list(FAULT_LABELS), pa.string())
-    return pa.table({
-        "source": pa.array([source] * total, pa.string()),
-        "file": pa.array(files, pa.string()).take(pa.array(file_idx)),
-        "line": pa.array(line.astype(np.int32)),
-        "record_key": keys,
-        "fault": labels.take(pa.array(faults.astype(np.int64))),
-        "expected_fate": pa.array(list(FATES), pa.string()).take(pa.array(FATE_CODE[faults].astype(np.int64))),
-        "drift": pa.array(drift),
-    }, schema=LEDGER_SCHEMA)
+    return pa.table(
+        {
+            "source": pa.array([source] * total, pa.string()),
+            "file": pa.array(files, pa.string()).take(pa.array(file_idx)),
+            "line": pa.array(line.astype(np.int32)),
+            "record_key": keys,
+            "fault": labels.take(pa.array(faults.astype(np.int64))),
+            "expected_fate": pa.array(list(FATES), pa.string()).take(
+                pa.array(FATE_CODE[faults].astype(np.int64))
+            ),
+            "drift": pa.array(drift),
+        },
+        schema=LEDGER_SCHEMA,
+    )
 
 
 class Delivery:
@@ -99,7 +108,9 @@ class Delivery:
     sessions past midnight) are merged and re-sorted when written.
     """
 
-    def __init__(self, source: str, writer: Writer, ledger: Callable[[pa.Table], None], first_seq: int = 1) -> None:
+    def __init__(
+        self, source: str, writer: Writer, ledger: Callable[[pa.Table], None], first_seq: int = 1
+    ) -> None:
         self.source = source
         self.writer = writer
         self.ledger = ledger
@@ -109,21 +120,33 @@ class Delivery:
         self._batches: dict[int, list[pa.Table]] = {}
         self._row = 0
 
-    def add(self, lines: pa.Array, batch: np.ndarray, key: np.ndarray, record_key: pa.Array,
-            fault: np.ndarray, drift: np.ndarray) -> None:
+    def add(
+        self,
+        lines: pa.Array,
+        batch: np.ndarray,
+        key: np.ndarray,
+        record_key: pa.Array,
+        fault: np.ndarray,
+        drift: np.ndarray,
+    ) -> None:
         """Queue rows sorted by (batch, key); each batch's rows stay a slice of these arrays."""
         n = len(lines)
         if n == 0:
             return
-        tbl = pa.table({
-            "line": lines, "key": pa.array(key, pa.int64()),
-            "seq": pa.array(np.arange(self._row, self._row + n)), "record_key": record_key,
-            "fault": pa.array(fault.astype(np.int8)), "drift": pa.array(drift.astype(bool)),
-        })
+        tbl = pa.table(
+            {
+                "line": lines,
+                "key": pa.array(key, pa.int64()),
+                "seq": pa.array(np.arange(self._row, self._row + n)),
+                "record_key": record_key,
+                "fault": pa.array(fault.astype(np.int8)),
+                "drift": pa.array(drift.astype(bool)),
+            }
+        )
         self._row += n
         starts = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1]])
         ends = np.r_[starts[1:], n]
-        for s, e in zip(starts.tolist(), ends.tolist()):
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             self._batches.setdefault(int(batch[s]), []).append(tbl.slice(s, e - s))
 
     def flush(self, before_ms: int | None) -> int:
@@ -150,8 +173,16 @@ class Delivery:
             keys.append(tbl["record_key"].combine_chunks())
             faults.append(tbl["fault"].to_numpy())
             drifts.append(tbl["drift"].to_numpy())
-        self.ledger(ledger_table(self.source, files, counts, pa.concat_arrays(keys),
-                                 np.concatenate(faults), np.concatenate(drifts)))
+        self.ledger(
+            ledger_table(
+                self.source,
+                files,
+                counts,
+                pa.concat_arrays(keys),
+                np.concatenate(faults),
+                np.concatenate(drifts),
+            )
+        )
         written = int(sum(counts))
         self.lines_written += written
         self.files_written += len(files)
