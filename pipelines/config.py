@@ -63,6 +63,7 @@ class SparkConfig(_Section):
     driver_memory: str = "2g"
     ui_enabled: bool = False
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    java_options: str = ""  # extra JVM options for the driver (local sessions)
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 

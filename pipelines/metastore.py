@@ -207,6 +207,8 @@ def ensure_running(cfg: Config, timeout: float = START_TIMEOUT_S) -> MetastoreSt
         command = [
             _java(),
             f"-Xmx{ms.heap}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
             f"-Dderby.system.home={cfg.paths.metastore}",
             "-Dderby.drda.logConnections=false",
             "-cp",

@@ -51,6 +51,7 @@ def spark_settings(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     java_options = [
         f"-Dlog4j.configurationFile=file:{LOG4J_CONF}" if LOG4J_CONF.is_file() else "",
         f"-Dderby.stream.error.file={cfg.paths.logs / 'derby-client.log'}",
+        s.java_options,
     ]
     settings: dict[str, str] = {
         "spark.master": s.master or "local[*]",
@@ -68,7 +69,7 @@ def spark_settings(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
         "spark.default.parallelism": str(s.shuffle_partitions),
         # Delta rebuilds table state with 50 tasks by default: far too many on 2 cores
-        "spark.databricks.delta.snapshotPartitions": str(min(s.shuffle_partitions, 4)),
+        "spark.databricks.delta.snapshotPartitions": str(s.shuffle_partitions),
         "spark.ui.enabled": str(s.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.streaming.checkpointLocation": str(cfg.paths.checkpoints / "_default"),
