@@ -117,23 +117,32 @@ def derby_server_classpath() -> list[Path]:
     return _jars("derby")
 
 
-def _failed_artifact(log: str) -> str:
-    """The artifact Maven was fetching when it failed, as precisely as its log says."""
+def _failed_artifacts(log: str) -> list[str]:
+    """The artifacts Maven was fetching when it failed, as precisely as its log says."""
+    listed = re.search(r"The following artifacts could not be resolved: (.+?): ", log)
+    if listed:
+        return [a.strip() for a in listed.group(1).split(",")]
     patterns = (
         r"Could not find artifact (\S+)",
         r"Failed to read artifact descriptor for (\S+)",
         r"Could not transfer artifact (\S+)",
-        r"The following artifacts could not be resolved: ([^:]+:[^:]+:[^:]+:[^:,]+(?::[^:,\s]+)?)",
         r"Plugin (\S+) or one of its dependencies could not be resolved",
     )
     for pattern in patterns:
         match = re.search(pattern, log)
         if match:
-            return match.group(1).rstrip(":,")
+            return [match.group(1).rstrip(":,")]
     downloads = re.findall(r"Downloading from [^:]+: \S+?/maven2/(\S+)", log)
-    if downloads:
-        return downloads[-1]
-    return "(unknown: see the log)"
+    return [downloads[-1]] if downloads else []
+
+
+def _failure_reason(log: str) -> str:
+    if re.search(r"was not found in|Could not find artifact", log):
+        return "not found in the Maven repository (is the version right?)"
+    if re.search(r"UnknownHost|Connection refused|timed out|Could not transfer", log):
+        return "the Maven repository could not be reached (network?)"
+    errors = [ln.removeprefix("[ERROR]").strip() for ln in log.splitlines() if ln.startswith("[ERROR]")]
+    return errors[0][:200] if errors else "mvn failed"
 
 
 def resolve(force: bool = False, quiet: bool = False) -> Path:
@@ -170,11 +179,13 @@ def resolve(force: bool = False, quiet: bool = False) -> Path:
         )
         log_path.write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
-            errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("[ERROR]")]
-            first = errors[0].removeprefix("[ERROR]").strip() if errors else "mvn failed"
+            log = proc.stdout + proc.stderr
+            failed = _failed_artifacts(log)
+            what = failed[0] if failed else "(unknown artifact)"
+            also = f" (also {', '.join(failed[1:])})" if len(failed) > 1 else ""
             raise SetupError(
-                f"could not resolve JVM jar {_failed_artifact(proc.stdout + proc.stderr)} "
-                f"(from {POM.relative_to(PROJECT_ROOT)}): {first[:300]} -- full log: {log_path}"
+                f"could not resolve JVM jar {what}{also} from {POM.relative_to(PROJECT_ROOT)}: "
+                f"{_failure_reason(log)}; full Maven log: {log_path}"
             )
 
         spark_dir, derby_dir = staging / "spark", staging / "derby"

@@ -52,3 +52,21 @@ def test_table_names_follow_the_target() -> None:
 def test_unknown_layer_is_an_input_error() -> None:
     with pytest.raises(InputError, match="unknown layer 'platinum'"):
         table_name(load_config("local"), "platinum", "x")
+
+
+def test_missing_jar_cache_says_run_make_jars(tmp_path, monkeypatch) -> None:
+    from pipelines import jars
+    from pipelines.errors import SetupError
+
+    monkeypatch.setenv("JOURNEYLAKE_JAR_CACHE", str(tmp_path / "nothing-here"))
+    with pytest.raises(SetupError, match=r"run `make jars`"):
+        jars.spark_jars()
+
+
+def test_resolved_jars_do_not_duplicate_pyspark_jars() -> None:
+    from pipelines import jars
+
+    bundled = {jars.artifact_of(p.name) for p in jars.pyspark_jars_dir().glob("*.jar")}
+    ours = {jars.artifact_of(p.name) for p in jars.spark_jars()}
+    assert {"delta-spark_4.2_2.13", "delta-storage", "spark-sql-kafka-0-10_2.13"} <= ours
+    assert not ours & bundled
