@@ -314,7 +314,13 @@ def test_contact_fatigue_and_consent_change_the_true_probabilities(world: CL.Wor
         decided_at=decisions["decided_at"] + pd.Timedelta(hours=1),
     )
     both = CL.score_decisions(world, pd.concat([decisions, again]))
-    assert (both["p_accept"].to_numpy()[50:] < first["p_accept"].to_numpy()).all()
+    before, after = first["p_accept"].to_numpy(), both["p_accept"].to_numpy()[50:]
+    assert ((after < before) | (before == 0)).all() and (after < before).sum() > 25
+    assert (both["contacts_7d"].to_numpy()[50:] == first["contacts_7d"].to_numpy() + 1).all()
+    assert (both["p_complaint"].to_numpy()[50:] > first["p_complaint"].to_numpy()).all()
+    no_consent = decisions.assign(channel="sms", decision_id=decisions["decision_id"] + "-sms")
+    scored = CL.score_decisions(world, no_consent)
+    assert (scored.loc[~scored["consent_ok"], "p_complaint"] > 0.1).all()
 
 
 def test_closed_loop_responses_are_deterministic_and_consistent(world: CL.World) -> None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from pipelines.contracts import (
     APPLICATION_STEPS,
@@ -27,7 +26,7 @@ from pipelines.contracts import (
 
 from . import personas as P
 from . import rng as R
-from .codec import Cat, Raw, prefixed, quoted
+from .codec import Cat, Coded, prefixed, quoted
 from .identities import Identities
 from .names import CONTACT_TOPICS, COUNTERPARTIES
 from .population import CARD, CURRENT, LOAN, MORTGAGE, Population
@@ -349,7 +348,10 @@ def transactions(
     np.add.at(flat_balance, acct, moves)
     np.round(flat_balance, 2, out=flat_balance)
 
-    account_ids = Raw(prefixed("AC", pop.account_num[persons, product], 9, quote=True))
+    account_ids = Coded(
+        prefixed("AC", np.maximum(pop.account_num.reshape(-1), 0), 9, quote=True),
+        persons * pop.account_num.shape[1] + product,
+    )
     ev = Events(
         persons,
         t,
@@ -599,11 +601,11 @@ def digital(
 
     logged = li & (pos >= pre)
     login_table = ids.login_table(pop)
-    login = Raw(login_table.take(pa.array(np.where(logged, person, len(login_table) - 1))))
+    login = Coded(login_table, np.where(logged, person, len(login_table) - 1))
     session_codes = R.permuted_ids(
         np.arange(session_counter, session_counter + n_s), 3_000_000_000, ids.seed, 9
     )
-    session = Raw(prefixed("S", session_codes, 10, quote=True).take(pa.array(sess)))
+    session = Coded(prefixed("S", session_codes, 10, quote=True), sess)
     cookie_table = ids.cookie_table()
     app_table = quoted(list(apps.application_id) + [None])
     app_pick = np.where(is_step & (app_row >= 0), app_row, len(app_table) - 1)
@@ -613,10 +615,8 @@ def digital(
         {
             "channel": Cat(("web", "app"), s_app[sess].astype(np.int64)),
             "session_id": session,
-            "device_id": Raw(ids.device_table().take(pa.array(device[sess]))),
-            "cookie_id": Raw(
-                cookie_table.take(pa.array(np.where(cookie[sess] < 0, len(cookie_table) - 1, cookie[sess])))
-            ),
+            "device_id": Coded(ids.device_table(), device[sess]),
+            "cookie_id": Coded(cookie_table, np.where(cookie[sess] < 0, len(cookie_table) - 1, cookie[sess])),
             "login_id": login,
             "event_type": Cat(
                 (
@@ -633,7 +633,7 @@ def digital(
             ),
             "page": Cat(PAGE_TABLE, page),
             "product": Cat(PRODUCTS, np.where(has_product, product, -1)),
-            "application_id": Raw(app_table.take(pa.array(app_pick))),
+            "application_id": Coded(app_table, app_pick),
             "step": Cat(APPLICATION_STEPS, np.where(is_step, step_idx, -1)),
             "step_index": np.where(is_step, step_idx, np.nan),
         },

@@ -56,17 +56,37 @@ class Cat:
     def take(self, idx: np.ndarray) -> Cat:
         return Cat(self.values, self.codes[idx])
 
-    def pieces(self) -> pa.Array:
-        table = _quoted_table(self.values)
+    def pieces(self, prefix: str = "") -> pa.Array:
+        """JSON text per row, each preceded by ``prefix`` (folded into the small table for free)."""
+        table = _quoted_table(self.values, prefix)
         return table.take(pa.array(np.where(self.codes < 0, len(self.values), self.codes)))
 
     def __len__(self) -> int:
         return len(self.codes)
 
 
-@functools.lru_cache(maxsize=256)
-def _quoted_table(values: tuple[str, ...]) -> pa.Array:
-    return pa.array([json.dumps(v) for v in values] + ["null"], pa.string())
+class Coded:
+    """Codes into a table of JSON pieces (e.g. quoted ids): rows are reordered as integers and the
+    strings are taken once, at encoding, with the field's key folded into the table."""
+
+    def __init__(self, table: pa.Array, codes: np.ndarray) -> None:
+        self.table = table
+        self.codes = np.asarray(codes, dtype=np.int64)
+
+    def take(self, idx: np.ndarray) -> Coded:
+        return Coded(self.table, self.codes[idx])
+
+    def pieces(self, prefix: str = "") -> pa.Array:
+        table = pc.binary_join_element_wise(prefix, self.table, "") if prefix else self.table
+        return table.take(pa.array(self.codes))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+@functools.lru_cache(maxsize=512)
+def _quoted_table(values: tuple[str, ...], prefix: str = "") -> pa.Array:
+    return pa.array([prefix + json.dumps(v) for v in values] + [prefix + "null"], pa.string())
 
 
 def quoted(strings: Sequence[str | None] | pa.Array) -> pa.Array:
@@ -98,14 +118,14 @@ def iso_timestamp(ms: int) -> str:
     return f"{iso_date(day)}T{sec // 3600:02d}:{sec % 3600 // 60:02d}:{sec % 60:02d}.{milli:03d}Z"
 
 
-def format_timestamps(ms: np.ndarray, *, quote: bool = False) -> pa.Array:
+def format_timestamps(ms: np.ndarray, *, quote: bool = False, prefix: str = "") -> pa.Array:
     """Epoch milliseconds to wire-format strings (JSON-quoted if asked), via lookup tables."""
     ms = np.asarray(ms, dtype=np.int64)
     if len(ms) == 0:
         return pa.array([], pa.string())
     day = ms // DAY_MS
     d0 = int(day.min())
-    lead = '"' if quote else ""
+    lead = prefix + ('"' if quote else "")
     dates = pa.array([lead + iso_date(d) + "T" for d in range(d0, int(day.max()) + 1)])
     rest = ms - day * DAY_MS
     return pc.binary_join_element_wise(
@@ -157,7 +177,7 @@ def _scalar_piece(value: Any, ftype: FieldType) -> str:
 def _array_piece(value: Any, ftype: FieldType) -> pa.Array:
     if isinstance(value, Raw):
         return value.pieces
-    if isinstance(value, Cat):
+    if isinstance(value, (Cat, Coded)):
         return value.pieces()
     if isinstance(value, (pa.Array, pa.ChunkedArray)):
         arr = value
@@ -195,9 +215,11 @@ def encode(
     be empty) is inserted before the closing brace: extra fields that only some rows carry.
     """
     fields = [(f.name, f.type) for f in contract.fields] + list(extra)
+    # Arrow joins arrays much faster than arrays mixed with scalars, so constant text (keys,
+    # scalar values) is folded into the lookup tables of the next categorical or timestamp
+    # column where possible, and otherwise passed as a repeated array.
     args: list[Any] = []
     pending = ""
-    has_array = False
     for pos, (name, ftype) in enumerate(fields):
         pending += ("{" if pos == 0 else ",") + json.dumps(name) + ":"
         value = columns.get(name)
@@ -206,16 +228,31 @@ def encode(
                 value = value.item()
             pending += _scalar_piece(value, ftype)
             continue
-        args.append(pending)
+        if isinstance(value, (Cat, Coded)):
+            args.append(value.pieces(prefix=pending))
+        elif ftype == "timestamp" and not isinstance(value, (Raw, pa.Array, pa.ChunkedArray)):
+            args.append(format_timestamps(np.asarray(value), quote=True, prefix=pending))
+        else:
+            if pending:
+                args.append(pending)
+            args.append(_array_piece(value, ftype))
         pending = ""
-        args.append(_array_piece(value, ftype))
-        has_array = True
-    if not has_array:
-        raise ValueError(f"encode {contract.source}: needs at least one array column")
     if tail is not None:
-        args.extend([pending, tail])
+        if pending:
+            args.append(pending)
+        args.append(tail)
         pending = ""
     args.append(pending + "}\n")
+    lengths = {len(a) for a in args if not isinstance(a, str)}
+    if len(lengths) != 1:
+        raise ValueError(
+            f"encode {contract.source}: needs array columns of one length, got {sorted(lengths)}"
+        )
+    n = lengths.pop()
+    args = [
+        pa.array([a], pa.string()).take(pa.array(np.zeros(n, dtype=np.int64))) if isinstance(a, str) else a
+        for a in args
+    ]
     return pc.binary_join_element_wise(*args, "")
 
 

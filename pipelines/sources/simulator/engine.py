@@ -27,7 +27,7 @@ from . import personas as P
 from . import rng as R
 from . import snapshots as S
 from .actions import ACTION_IDS, ACTION_PRODUCT, HELP_FINISH, RETENTION
-from .codec import Cat, Raw, encode, iso_date, line_bytes, prefixed, quoted
+from .codec import Cat, Coded, Raw, encode, iso_date, line_bytes, prefixed, quoted
 from .config import DAY_MS, SimConfig
 from .identities import build_identities, identity_truth, touch_crm
 from .population import N_PRODUCTS, Population, _addresses, build_population, open_accounts
@@ -418,13 +418,15 @@ class Simulation:
         cols["event_time"] = ev.t
         cols["schema_version"] = contract.version
         if contract.customer_key:
-            numbers = self.cust_quoted.take(pa.array(ev.person))
-            unknown = codes == F.CODE["unknown_customer"]
-            if unknown.any():
+            codes_c = np.asarray(ev.person, dtype=np.int64).copy()
+            table = self.cust_quoted
+            unknown = np.flatnonzero(codes == F.CODE["unknown_customer"])
+            if len(unknown):
                 pool = self.pop.unknown_numbers
-                fake = pool[rng.integers(len(pool), size=int(unknown.sum()))]
-                numbers = pc.replace_with_mask(numbers, pa.array(unknown), quoted(fake.tolist()))
-            cols[contract.customer_key] = Raw(numbers)
+                fake = pool[rng.integers(len(pool), size=len(unknown))]
+                table = pa.concat_arrays([table, quoted(fake.tolist())])
+                codes_c[unknown] = self.pop.n + np.arange(len(unknown))
+            cols[contract.customer_key] = Coded(table, codes_c)
         # a duplicated event is itself clean; its copy carries the label
         dup_src = np.flatnonzero(codes == F.CODE["duplicate"])
         codes[dup_src] = 0
@@ -695,7 +697,7 @@ class Simulation:
 
 
 def _take(value: Any, idx: np.ndarray) -> Any:
-    if isinstance(value, (Raw, Cat)):
+    if isinstance(value, (Raw, Cat, Coded)):
         return value.take(idx)
     if isinstance(value, (pa.Array, pa.ChunkedArray)):
         return value.take(pa.array(idx))

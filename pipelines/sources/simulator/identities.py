@@ -67,10 +67,11 @@ class CrmBook:
     rows: list[dict] = field(default_factory=list)
     person: list[int] = field(default_factory=list)
     changed: set[int] = field(default_factory=set)
-    first_extract_done: bool = False
+    by_person: dict[int, list[int]] = field(default_factory=dict)
 
     def add(self, record: dict, person: int) -> None:
         self.changed.add(len(self.rows))
+        self.by_person.setdefault(person, []).append(len(self.rows))
         self.rows.append(record)
         self.person.append(person)
 
@@ -202,16 +203,14 @@ def build_identities(pop: Population, seed: int, start_ms: int) -> Identities:
     n = pop.n
     app_user = pop.registered & (rng.random(n) < P.APP_USER_P[pop.persona])
     n_web = np.where(rng.random(n) < 0.3, 2, 1)
-    device_person: list[int] = []
-    app_device = np.full(n, -1, dtype=np.int64)
+    # device indexes: each person's app device (if any) then their browsers, person by person
+    per_person = app_user.astype(np.int64) + n_web
+    first = np.cumsum(per_person) - per_person
+    app_device = np.where(app_user, first, -1)
     web_device = np.full((n, 2), -1, dtype=np.int64)
-    for i in range(n):
-        if app_user[i]:
-            app_device[i] = len(device_person)
-            device_person.append(i)
-        for k in range(n_web[i]):
-            web_device[i, k] = len(device_person)
-            device_person.append(i)
+    web_device[:, 0] = first + app_user
+    web_device[:, 1] = np.where(n_web == 2, first + app_user + 1, -1)
+    device_person = np.repeat(np.arange(n), per_person).tolist()
     codes = R.permuted_ids(np.arange(len(device_person)), 1_000_000_000, seed, 8)
     ids = Identities(
         app_device=app_device,
@@ -244,15 +243,11 @@ def touch_crm(
     ids: Identities, pop: Population, persons: np.ndarray, times: np.ndarray, rng: np.random.Generator
 ) -> None:
     """A contact updated the CRM: refresh a record, or (sometimes) an agent creates a duplicate."""
-    by_person: dict[int, list[int]] = {}
-    for r, p in enumerate(ids.crm.person):
-        by_person.setdefault(p, []).append(r)
     for p, t in zip(persons.tolist(), times.tolist(), strict=True):
-        recs = by_person.get(p, [])
+        recs = ids.crm.by_person.get(p, [])
         if not recs or rng.random() < 0.15:
             k = len(ids.crm.rows)
             ids.crm.add(crm_record(pop, p, rng, crm_id(ids.seed, k), int(t), use_old_address=False), p)
-            by_person.setdefault(p, []).append(k)
             continue
         r = recs[int(rng.integers(len(recs)))]
         row = ids.crm.rows[r]
@@ -266,27 +261,27 @@ def touch_crm(
 
 def identity_truth(ids: Identities, pop: Population) -> pa.Table:
     """Who is behind every id: one row per (id_type, id_value) -> person_id."""
-    types: list[str] = []
-    values: list[str] = []
-    persons: list[int] = []
-
-    def add(kind: str, vals: list, who: list) -> None:
-        for v, p in zip(vals, who, strict=True):
-            if v is not None:
-                types.append(kind)
-                values.append(str(v))
-                persons.append(int(p))
-
-    add("customer_number", list(pop.customer_number), list(range(pop.n)))
-    add("crm_contact_id", [r["crm_contact_id"] for r in ids.crm.rows], ids.crm.person)
-    add("login_id", list(pop.login_id), list(range(pop.n)))
-    add("device_id", ids.device_ids, ids.device_person)
-    add("cookie_id", ids.cookie_ids, ids.cookie_person)
-    pid = pop.person_id[np.asarray(persons, dtype=np.int64)]
+    login = np.flatnonzero(pop.login_id != None)  # noqa: E711
+    parts = [
+        ("customer_number", pop.customer_number, np.arange(pop.n)),
+        (
+            "crm_contact_id",
+            np.array([r["crm_contact_id"] for r in ids.crm.rows], dtype=object),
+            np.array(ids.crm.person),
+        ),
+        ("login_id", pop.login_id[login], login),
+        ("device_id", np.array(ids.device_ids, dtype=object), np.array(ids.device_person)),
+        ("cookie_id", np.array(ids.cookie_ids, dtype=object), np.array(ids.cookie_person)),
+    ]
+    values = np.concatenate([v for _, v, _ in parts])
+    persons = np.concatenate([p for _, _, p in parts]).astype(np.int64)
+    kinds = np.repeat(np.arange(len(parts)), [len(v) for _, v, _ in parts])
     return pa.table(
         {
-            "person_id": pa.array(pid.tolist(), pa.string()),
-            "id_type": pa.array(types, pa.string()).dictionary_encode(),
-            "id_value": pa.array(values, pa.string()),
+            "person_id": pa.array(pop.person_id[persons].tolist(), pa.string()),
+            "id_type": pa.DictionaryArray.from_arrays(
+                pa.array(kinds.astype(np.int32)), [k for k, _, _ in parts]
+            ),
+            "id_value": pa.array(values.tolist(), pa.string()),
         }
     )

@@ -93,8 +93,10 @@ def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
 
 def _addresses(rng: np.random.Generator, region: np.ndarray) -> Address:
     n = len(region)
-    city_idx = np.array([rng.integers(len(CITIES[r])) for r in region], dtype=np.int64)
-    area_idx = np.array([rng.integers(len(POSTCODE_AREAS[r])) for r in region], dtype=np.int64)
+    n_cities = np.array([len(c) for c in CITIES])[region]
+    n_areas = np.array([len(a) for a in POSTCODE_AREAS])[region]
+    city_idx = (rng.random(n) * n_cities).astype(np.int64)
+    area_idx = (rng.random(n) * n_areas).astype(np.int64)
     house = rng.integers(1, 180, n)
     street = rng.integers(len(STREETS), size=n)
     stype = rng.integers(len(STREET_TYPES), size=n)
