@@ -21,7 +21,7 @@ $(VENV_STAMP): pyproject.toml
 	@echo "venv: installing journeylake[dev] into $(VENV) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip
-	@$(PY) -m pip install $(PIP_QUIET) -e '.[dev]'
+	@PYTHONWARNINGS=ignore $(PY) -m pip install $(PIP_QUIET) -e '.[dev]'  # setuptools' editable-mode notices are noise
 	@touch $@
 	@echo "venv: ready"
 
