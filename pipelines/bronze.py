@@ -32,7 +32,7 @@ def ensure_bronze_table(spark: SparkSession, table: str) -> None:
     spark.sql(f"CREATE TABLE IF NOT EXISTS {table} ({BRONZE_DDL}) USING delta PARTITIONED BY (_ingest_date)")
 
 
-def read_landing(spark: SparkSession, cfg: Any, source: str) -> DataFrame:
+def read_landing(spark: SparkSession, cfg: Any, source: str, max_files: int | None = None) -> DataFrame:
     """The source's landing files as a stream of raw lines with their metadata."""
     contract = get_contract(source)
     folder = landing_dir(cfg, source)
@@ -41,12 +41,10 @@ def read_landing(spark: SparkSession, cfg: Any, source: str) -> DataFrame:
             f"landing folder for source {source!r} not found: {folder} "
             "(run `journeylake generate` or point paths.landing at your landing zone)"
         )
-    lines = (
-        spark.readStream.format("text")
-        .option("pathGlobFilter", "*.jsonl")
-        .option("maxFilesPerTrigger", cfg.ingest.max_files_per_trigger)
-        .load(str(folder))
-    )
+    reader = spark.readStream.format("text").option("pathGlobFilter", "*.jsonl")
+    if max_files:
+        reader = reader.option("maxFilesPerTrigger", max_files)
+    lines = reader.load(str(folder))
     ingested_at = F.current_timestamp()
     return lines.select(
         F.col("value").alias("raw"),
@@ -64,11 +62,12 @@ def start_bronze_stream(
     table: str,
     checkpoint: Path,
     configure_trigger: Any,
+    max_files: int | None = None,
 ) -> StreamingQuery:
     """Start the landing -> bronze query for ``source``; appends are exactly-once via the checkpoint."""
     ensure_bronze_table(spark, table)
     writer: DataStreamWriter = (
-        read_landing(spark, cfg, source)
+        read_landing(spark, cfg, source, max_files)
         .writeStream.format("delta")
         .outputMode("append")
         .queryName(f"bronze_{source}")

@@ -274,7 +274,7 @@ def process_batch(batch: DataFrame, batch_id: int, *, tables: Tables) -> None:
         batch.unpersist()
 
 
-def trigger_stream(spark: SparkSession, tables: Tables, max_files: int) -> DataFrame:
+def trigger_stream(spark: SparkSession, tables: Tables, max_files: int | None) -> DataFrame:
     """One stream over every silver table whose rows can change a customer's features."""
     parts = []
     for source in TRIGGER_SOURCES:
@@ -302,7 +302,12 @@ def trigger_stream(spark: SparkSession, tables: Tables, max_files: int) -> DataF
 
 
 def start_gold_stream(
-    spark: SparkSession, cfg: Any, tables: Tables, checkpoint: str, configure_trigger: Any
+    spark: SparkSession,
+    cfg: Any,
+    tables: Tables,
+    checkpoint: str,
+    configure_trigger: Any,
+    max_files: int | None = None,
 ) -> StreamingQuery:
     ensure_gold_tables(spark, tables)
 
@@ -310,7 +315,7 @@ def start_gold_stream(
         process_batch(batch, batch_id, tables=tables)
 
     writer = (
-        trigger_stream(spark, tables, cfg.ingest.max_files_per_trigger)
+        trigger_stream(spark, tables, max_files)
         .writeStream.queryName("gold_customer_features")
         .option("checkpointLocation", checkpoint)
         .foreachBatch(run_batch)

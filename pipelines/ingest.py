@@ -90,18 +90,22 @@ def prepare(spark: SparkSession, tables: Tables, sources: list[str]) -> None:
 def start_all(
     spark: SparkSession, cfg: Any, tables: Tables, sources: list[str], trigger: Trigger
 ) -> list[StreamingQuery]:
+    """Every query on ``trigger``, at most ``ingest.max_files_per_trigger`` files a micro-batch."""
+    limit = cfg.ingest.max_files_per_trigger
     queries = [
         bronze.start_bronze_stream(
-            spark, cfg, s, tables.bronze(s), Path(_checkpoint(cfg, "bronze", s)), trigger
+            spark, cfg, s, tables.bronze(s), Path(_checkpoint(cfg, "bronze", s)), trigger, limit
         )
         for s in sources
     ]
     queries += [
-        silver.start_silver_stream(spark, cfg, s, tables, _checkpoint(cfg, "silver", s), trigger)
+        silver.start_silver_stream(spark, cfg, s, tables, _checkpoint(cfg, "silver", s), trigger, limit)
         for s in sources
     ]
     queries.append(
-        gold.start_gold_stream(spark, cfg, tables, _checkpoint(cfg, "gold", "customer_features"), trigger)
+        gold.start_gold_stream(
+            spark, cfg, tables, _checkpoint(cfg, "gold", "customer_features"), trigger, limit
+        )
     )
     return queries
 
@@ -109,7 +113,11 @@ def start_all(
 def catch_up(
     spark: SparkSession, cfg: Any, tables: Tables, sources: list[str], progress: Callable[[str], None] = print
 ) -> None:
-    """Process everything landed so far, stage by stage, then stop."""
+    """Process everything landed so far, stage by stage, then stop.
+
+    Each query takes its whole backlog as one micro-batch (no file limit): a few large batches
+    are far cheaper than many small ones, since every batch pays for Delta commits.
+    """
     progress(f"bronze: {len(sources)} sources")
     _await(
         [

@@ -7,7 +7,7 @@ or recomputed without the key. Free text (contact-centre notes) is redacted inst
 hash of free text is useless and the text itself is valuable.
 
 The key comes from the environment variable named in config (``ingest.pii_key_env``); the
-local default key is for development only and is reported as such.
+local target's default key is for development only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import os
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-DEV_KEY = "journeylake-dev-only-key"  # local development default, never for real data
+from pipelines.errors import ConfigError
+
 _BLOCK = 64  # SHA-256 block size in bytes
 
 # How each PII field is normalised before hashing, so that trivial variations give one token.
@@ -34,10 +35,18 @@ _REDACT_PATTERNS = (
 FREE_TEXT_FIELDS = frozenset({"note"})
 
 
-def pii_key(env_var: str) -> bytes:
-    """The pseudonymization key: from ``env_var`` if set, else the development key."""
-    value = os.environ.get(env_var)
-    return (value if value else DEV_KEY).encode("utf-8")
+def pii_key(env_var: str, default: str | None = None) -> bytes:
+    """The pseudonymization key: from ``env_var``, else the configured development default.
+
+    With neither, ingestion refuses to start rather than hash PII with a guessable key.
+    """
+    value = os.environ.get(env_var) or default
+    if not value:
+        raise ConfigError(
+            f"no pseudonymization key: set the environment variable {env_var} "
+            "(or ingest.pii_key_default in conf/ for local development only)"
+        )
+    return value.encode("utf-8")
 
 
 def _hmac_pads(key: bytes) -> tuple[bytes, bytes]:

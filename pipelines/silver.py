@@ -201,7 +201,13 @@ def _masked_record(contract: Contract, key: bytes) -> Column:
     return F.when(F.col(RAW_MAP).isNotNull(), F.to_json(masked))  # unparseable: see raw_sha256 in bronze
 
 
-def _append(df: DataFrame, table: str, app_id: str, batch_id: int) -> None:
+def _append(df: DataFrame, table: str, app_id: str, batch_id: int, *, skip_empty: bool = False) -> None:
+    """Append idempotently: a replay of the same batch id is skipped by Delta itself."""
+    if skip_empty:
+        df = df.persist()
+        if df.isEmpty():
+            df.unpersist()
+            return
     (
         df.write.format("delta")
         .mode("append")
@@ -209,6 +215,8 @@ def _append(df: DataFrame, table: str, app_id: str, batch_id: int) -> None:
         .option("txnVersion", batch_id)
         .saveAsTable(table)
     )
+    if skip_empty:
+        df.unpersist()
 
 
 def silver_columns(table: SilverTable) -> list[str]:
@@ -236,7 +244,7 @@ def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables
     """One bronze micro-batch -> silver, quarantine and duplicates (idempotent per batch id)."""
     spark = batch.sparkSession
     contract = table.contract
-    key = pii_key(cfg.ingest.pii_key_env)
+    key = pii_key(cfg.ingest.pii_key_env, cfg.ingest.pii_key_default)
     target = tables.silver(table.source)
 
     parsed = parse_records(batch, contract)
@@ -245,34 +253,23 @@ def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables
     checked = ex.apply_expectations(
         _with_customer_flag(spark, parsed, table, tables), table.all_expectations()
     )
-    checked = checked.withColumn("_raw_sha256", F.sha2("raw", 256)).persist()
+    checked = checked.withColumn("_raw_sha256", F.sha2("raw", 256))
+    # rank valid rows per record id: rank 1 is kept, the rest are duplicates within the batch
+    valid = F.size("_failed_rules") == 0
+    order = Window.partitionBy(RECORD_ID, valid).orderBy("_ingested_at", "_source_file", "_raw_sha256")
+    ranked = checked.withColumn("_rank", F.when(valid, F.row_number().over(order))).persist()
     try:
+        stats = ranked.agg(
+            F.count(F.when(~valid, 1)).alias("bad"),
+            F.count(F.when(F.col("_rank") > 1, 1)).alias("repeated"),
+            F.min(F.when(F.col("_rank") == 1, F.col(contract.event_time))).alias("min_time"),
+        ).first()
         now = F.current_timestamp()
-        bad = checked.filter(F.size("_failed_rules") > 0).select(
-            F.lit(table.source).alias("source"),
-            F.col("_failed_rules")[0].alias("rule"),
-            F.col("_failed_rules").alias("failed_rules"),
-            F.col(RECORD_ID).alias("record_id"),
-            F.col(contract.event_time).alias("event_time"),
-            _masked_record(contract, key).alias("record"),
-            F.col("_raw_sha256").alias("raw_sha256"),
-            F.col("_source_file").alias("source_file"),
-            F.col("_ingested_at").alias("ingested_at"),
-            now.alias("quarantined_at"),
-            F.lit(batch_id).cast("bigint").alias("batch_id"),
-        )
-
-        valid = checked.filter(F.size("_failed_rules") == 0)
-        order = Window.partitionBy(RECORD_ID).orderBy("_ingested_at", "_source_file", "_raw_sha256")
-        ranked = valid.withColumn("_rank", F.row_number().over(order))
-        first = ranked.filter(F.col("_rank") == 1).drop("_rank")
-        repeated = (
-            ranked.filter(F.col("_rank") > 1).drop("_rank").withColumn("_duplicate_of", F.lit("same_batch"))
-        )
-
-        min_time = first.agg(F.min(contract.event_time)).first()[0]
-        if min_time is not None:
-            since = min_time - _parse_delay(cfg.ingest.watermark_delay)
+        first = ranked.filter(F.col("_rank") == 1)
+        duplicates = ranked.filter(F.col("_rank") > 1).withColumn("_duplicate_of", F.lit("same_batch"))
+        fresh = first
+        if stats["min_time"] is not None:
+            since = stats["min_time"] - _parse_delay(cfg.ingest.dedup_watermark)
             existing = (
                 spark.table(target)
                 .where(
@@ -282,35 +279,55 @@ def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables
                 .where(F.col("_silver_batch_id") != batch_id)  # rows an earlier attempt of this batch wrote
                 .select(RECORD_ID)
                 .distinct()
+                .withColumn("_in_silver", F.lit(True))
             )
-            fresh = first.join(existing, RECORD_ID, "left_anti")
-            seen = first.join(existing, RECORD_ID, "left_semi").withColumn("_duplicate_of", F.lit("silver"))
-        else:
-            fresh, seen = first, first.limit(0).withColumn("_duplicate_of", F.lit("silver"))
+            flagged = first.join(existing, RECORD_ID, "left")
+            fresh = flagged.filter(F.col("_in_silver").isNull()).drop("_in_silver")
+            seen = flagged.filter(F.col("_in_silver")).drop("_in_silver")
+            duplicates = duplicates.unionByName(seen.withColumn("_duplicate_of", F.lit("silver")))
 
-        rows = pseudonymize(fresh, contract.pii_fields, key).select(
-            "*",
-            F.lit(batch_id).cast("bigint").alias("_silver_batch_id"),
-            F.to_date(contract.event_time).alias("event_date"),
-        )
-        _append(rows.select(*silver_columns(table)), target, f"silver.{table.source}", batch_id)
-        _append(bad, tables.quarantine, f"quarantine.{table.source}", batch_id)
-        duplicates = repeated.unionByName(seen).select(
-            F.lit(table.source).alias("source"),
-            F.col(RECORD_ID).alias("record_id"),
-            F.col("_duplicate_of").alias("duplicate_of"),
-            F.col(contract.event_time).alias("event_time"),
-            F.col("_raw_sha256").alias("raw_sha256"),
-            F.col("_source_file").alias("source_file"),
-            F.col("_ingested_at").alias("ingested_at"),
-            now.alias("recorded_at"),
-            F.lit(batch_id).cast("bigint").alias("batch_id"),
-        )
-        _append(duplicates, tables.duplicates, f"duplicates.{table.source}", batch_id)
-        if table.source == "consent":
+            rows = pseudonymize(fresh, contract.pii_fields, key).select(
+                "*",
+                F.lit(batch_id).cast("bigint").alias("_silver_batch_id"),
+                F.to_date(contract.event_time).alias("event_date"),
+            )
+            _append(rows.select(*silver_columns(table)), target, f"silver.{table.source}", batch_id)
+
+        if stats["bad"]:
+            bad = ranked.filter(~valid).select(
+                F.lit(table.source).alias("source"),
+                F.col("_failed_rules")[0].alias("rule"),
+                F.col("_failed_rules").alias("failed_rules"),
+                F.col(RECORD_ID).alias("record_id"),
+                F.col(contract.event_time).alias("event_time"),
+                _masked_record(contract, key).alias("record"),
+                F.col("_raw_sha256").alias("raw_sha256"),
+                F.col("_source_file").alias("source_file"),
+                F.col("_ingested_at").alias("ingested_at"),
+                now.alias("quarantined_at"),
+                F.lit(batch_id).cast("bigint").alias("batch_id"),
+            )
+            _append(bad, tables.quarantine, f"quarantine.{table.source}", batch_id)
+
+        # duplicates of rows already in silver are only known after the join, so always written
+        # when any valid row exists (an empty append is skipped by _append)
+        if stats["min_time"] is not None or stats["repeated"]:
+            log = duplicates.select(
+                F.lit(table.source).alias("source"),
+                F.col(RECORD_ID).alias("record_id"),
+                F.col("_duplicate_of").alias("duplicate_of"),
+                F.col(contract.event_time).alias("event_time"),
+                F.col("_raw_sha256").alias("raw_sha256"),
+                F.col("_source_file").alias("source_file"),
+                F.col("_ingested_at").alias("ingested_at"),
+                now.alias("recorded_at"),
+                F.lit(batch_id).cast("bigint").alias("batch_id"),
+            )
+            _append(log, tables.duplicates, f"duplicates.{table.source}", batch_id, skip_empty=True)
+        if table.source == "consent" and stats["min_time"] is not None:
             fold_consent(spark, fresh, tables)
     finally:
-        checked.unpersist()
+        ranked.unpersist()
 
 
 def _parse_delay(text: str) -> timedelta:
@@ -353,7 +370,8 @@ def fold_consent(spark: SparkSession, consent: DataFrame, tables: Tables) -> Non
             "t.customer_number = s.customer_number AND t.purpose = s.purpose AND t.channel = s.channel",
         )
         .whenMatchedUpdateAll(
-            condition="s.event_time > t.event_time OR (s.event_time = t.event_time AND s.event_id > t.event_id)"
+            condition="s.event_time > t.event_time"
+            " OR (s.event_time = t.event_time AND s.event_id > t.event_id)"
         )
         .whenNotMatchedInsertAll()
         .execute()
@@ -382,7 +400,8 @@ def ensure_silver_tables(spark: SparkSession, tables: Tables, sources: list[str]
         schema = silver_schema(spark, SILVER_TABLES[source])
         ddl = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
         spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {tables.silver(source)} ({ddl}) USING delta PARTITIONED BY (event_date)"
+            f"CREATE TABLE IF NOT EXISTS {tables.silver(source)} ({ddl}) "
+            "USING delta PARTITIONED BY (event_date)"
         )
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.quarantine} ({QUARANTINE_DDL}) USING delta")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.duplicates} ({DUPLICATES_DDL}) USING delta")
@@ -396,17 +415,19 @@ def start_silver_stream(
     tables: Tables,
     checkpoint: str,
     configure_trigger: Any,
+    max_files: int | None = None,
 ) -> StreamingQuery:
-    """Start the bronze -> silver query for ``source``."""
+    """Start the bronze -> silver query for ``source`` (``max_files`` per micro-batch; None: no limit)."""
     table = SILVER_TABLES[source]
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:
         process_batch(batch, batch_id, table=table, tables=tables, cfg=cfg)
 
+    reader = spark.readStream.format("delta")
+    if max_files:
+        reader = reader.option("maxFilesPerTrigger", max_files)
     writer = (
-        spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", cfg.ingest.max_files_per_trigger)
-        .table(tables.bronze(source))
+        reader.table(tables.bronze(source))
         .writeStream.queryName(f"silver_{source}")
         .option("checkpointLocation", checkpoint)
         .foreachBatch(run_batch)
