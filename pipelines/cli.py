@@ -17,6 +17,7 @@ from pipelines.errors import JourneylakeError
 
 # verb -> (module, one-line help). Order is the order shown in --help.
 VERBS: dict[str, tuple[str, str]] = {
+    "demo": ("pipelines.demo_cmd", "run the main job end to end on generated data and show the results"),
     "generate": ("pipelines.sources.generate_cmd", "write a synthetic bank's landing files and hidden truth"),
     "ingest": ("pipelines.ingest_cmd", "stream landing files into bronze / silver / gold Delta tables"),
     "sql": ("pipelines.sql_cmd", "run a SQL query against the shared catalog"),
