@@ -201,13 +201,8 @@ def _masked_record(contract: Contract, key: bytes) -> Column:
     return F.when(F.col(RAW_MAP).isNotNull(), F.to_json(masked))  # unparseable: see raw_sha256 in bronze
 
 
-def _append(df: DataFrame, table: str, app_id: str, batch_id: int, *, skip_empty: bool = False) -> None:
+def _append(df: DataFrame, table: str, app_id: str, batch_id: int) -> None:
     """Append idempotently: a replay of the same batch id is skipped by Delta itself."""
-    if skip_empty:
-        df = df.persist()
-        if df.isEmpty():
-            df.unpersist()
-            return
     (
         df.write.format("delta")
         .mode("append")
@@ -215,8 +210,6 @@ def _append(df: DataFrame, table: str, app_id: str, batch_id: int, *, skip_empty
         .option("txnVersion", batch_id)
         .saveAsTable(table)
     )
-    if skip_empty:
-        df.unpersist()
 
 
 def silver_columns(table: SilverTable) -> list[str]:
@@ -235,13 +228,21 @@ def silver_columns(table: SilverTable) -> list[str]:
         "_rescued_data",
         "_source_file",
         "_ingested_at",
-        "_silver_batch_id",
+        "_silver_batch",
         "event_date",
     ]
 
 
-def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables: Tables, cfg: Any) -> None:
-    """One bronze micro-batch -> silver, quarantine and duplicates (idempotent per batch id)."""
+def process_batch(
+    batch: DataFrame, batch_id: int, *, table: SilverTable, tables: Tables, cfg: Any, run_id: str
+) -> None:
+    """One bronze micro-batch -> silver, quarantine and duplicates (idempotent per batch id).
+
+    ``run_id`` identifies the checkpoint (the streaming query's persistent id): Delta skips a
+    write whose (app id, version) it has already committed, so the app id must change when a
+    checkpoint is replaced, or a fresh checkpoint's batch 0 would be skipped as a replay.
+    """
+    batch_tag = f"{run_id}/{batch_id}"
     spark = batch.sparkSession
     contract = table.contract
     key = pii_key(cfg.ingest.pii_key_env, cfg.ingest.pii_key_default)
@@ -268,6 +269,7 @@ def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables
         first = ranked.filter(F.col("_rank") == 1)
         duplicates = ranked.filter(F.col("_rank") > 1).withColumn("_duplicate_of", F.lit("same_batch"))
         fresh = first
+        seen_count = 0
         if stats["min_time"] is not None:
             since = stats["min_time"] - _parse_delay(cfg.ingest.dedup_watermark)
             existing = (
@@ -276,7 +278,7 @@ def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables
                     (F.col("event_date") >= F.lit(since.date()))
                     & (F.col(contract.event_time) >= F.lit(since))
                 )
-                .where(F.col("_silver_batch_id") != batch_id)  # rows an earlier attempt of this batch wrote
+                .where(F.col("_silver_batch") != batch_tag)  # rows an earlier attempt of this batch wrote
                 .select(RECORD_ID)
                 .distinct()
                 .withColumn("_in_silver", F.lit(True))
@@ -284,14 +286,16 @@ def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables
             flagged = first.join(existing, RECORD_ID, "left")
             fresh = flagged.filter(F.col("_in_silver").isNull()).drop("_in_silver")
             seen = flagged.filter(F.col("_in_silver")).drop("_in_silver")
-            duplicates = duplicates.unionByName(seen.withColumn("_duplicate_of", F.lit("silver")))
+            seen_count = seen.count()
+            if seen_count:
+                duplicates = duplicates.unionByName(seen.withColumn("_duplicate_of", F.lit("silver")))
 
             rows = pseudonymize(fresh, contract.pii_fields, key).select(
                 "*",
-                F.lit(batch_id).cast("bigint").alias("_silver_batch_id"),
+                F.lit(batch_tag).alias("_silver_batch"),
                 F.to_date(contract.event_time).alias("event_date"),
             )
-            _append(rows.select(*silver_columns(table)), target, f"silver.{table.source}", batch_id)
+            _append(rows.select(*silver_columns(table)), target, f"{run_id}:silver.{table.source}", batch_id)
 
         if stats["bad"]:
             bad = ranked.filter(~valid).select(
@@ -307,11 +311,9 @@ def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables
                 now.alias("quarantined_at"),
                 F.lit(batch_id).cast("bigint").alias("batch_id"),
             )
-            _append(bad, tables.quarantine, f"quarantine.{table.source}", batch_id)
+            _append(bad, tables.quarantine, f"{run_id}:quarantine.{table.source}", batch_id)
 
-        # duplicates of rows already in silver are only known after the join, so always written
-        # when any valid row exists (an empty append is skipped by _append)
-        if stats["min_time"] is not None or stats["repeated"]:
+        if stats["repeated"] or seen_count:
             log = duplicates.select(
                 F.lit(table.source).alias("source"),
                 F.col(RECORD_ID).alias("record_id"),
@@ -323,11 +325,19 @@ def process_batch(batch: DataFrame, batch_id: int, *, table: SilverTable, tables
                 now.alias("recorded_at"),
                 F.lit(batch_id).cast("bigint").alias("batch_id"),
             )
-            _append(log, tables.duplicates, f"duplicates.{table.source}", batch_id, skip_empty=True)
+            _append(log, tables.duplicates, f"{run_id}:duplicates.{table.source}", batch_id)
         if table.source == "consent" and stats["min_time"] is not None:
             fold_consent(spark, fresh, tables)
     finally:
         ranked.unpersist()
+
+
+def checkpoint_id(checkpoint: str) -> str:
+    """The persistent id of the streaming query that owns ``checkpoint`` (written at its first start)."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(checkpoint) / "metadata").read_text())["id"]
 
 
 def _parse_delay(text: str) -> timedelta:
@@ -388,7 +398,7 @@ def silver_schema(spark: SparkSession, table: SilverTable) -> T.StructType:
         parsed = parsed.withColumn(name, F.expr(sql))
     rows = pseudonymize(parsed, table.contract.pii_fields, b"schema").select(
         "*",
-        F.lit(0).cast("bigint").alias("_silver_batch_id"),
+        F.lit("").alias("_silver_batch"),
         F.to_date(table.contract.event_time).alias("event_date"),
     )
     return rows.select(*silver_columns(table)).schema
@@ -421,7 +431,7 @@ def start_silver_stream(
     table = SILVER_TABLES[source]
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:
-        process_batch(batch, batch_id, table=table, tables=tables, cfg=cfg)
+        process_batch(batch, batch_id, table=table, tables=tables, cfg=cfg, run_id=checkpoint_id(checkpoint))
 
     reader = spark.readStream.format("delta")
     if max_files:

@@ -1,0 +1,219 @@
+"""Landing -> bronze -> silver -> gold on a small generated bank with faults.
+
+One module-scoped run feeds most tests (Spark work is the expensive part); each test pins one
+behaviour of the result against the simulator's truth.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(jl_config, tmp_path_factory):
+    """A generated bank (landing + truth) in the test home's landing folder."""
+    from pipelines.sources.simulator import FaultRates, SimConfig, generate
+
+    out = Path(jl_config.paths.home)
+    generate(
+        SimConfig(customers=120, days=3, seed=7, faults=FaultRates.preset("default")), out, overwrite=True
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def ingested(spark, jl_config, world):
+    """The world ingested once, until idle."""
+    from pipelines import ingest
+    from pipelines.tables import Tables
+
+    tables = Tables.from_config(jl_config)
+    ingest.run(spark, jl_config, until_idle=True, tables=tables, progress=lambda _m: None)
+    return tables
+
+
+def test_every_landing_line_is_accounted_for(spark, ingested, world):
+    from pipelines.audit import reconcile
+
+    result = reconcile(spark, ingested, world / "truth")
+    assert len(result) == 10
+    for row in result.to_dict("records"):
+        assert row["ok"], f"{row['source']}: {row}"
+        assert row["actual_silver"] + row["actual_quarantine"] + row["actual_duplicate"] == row["lines"]
+
+
+def test_every_labelled_fault_is_found_where_expected(spark, ingested, world):
+    from pipelines.audit import fault_findings
+
+    findings = fault_findings(spark, ingested, world / "truth")
+    assert {"duplicate", "malformed_json", "missing_required", "wrong_type", "unknown_customer"} <= set(
+        findings["fault"]
+    )
+    for row in findings.to_dict("records"):
+        assert row["ok"], row
+
+
+def test_quarantine_names_the_rule_and_keeps_the_record(spark, ingested):
+    rows = spark.table(ingested.quarantine).collect()
+    assert rows
+    for row in rows:
+        assert row["rule"] == row["failed_rules"][0]
+        assert row["raw_sha256"] and row["source_file"]
+        if row["rule"] != "malformed_json":
+            assert row["record"], row
+
+
+def test_silver_holds_no_raw_pii(spark, ingested, jl_config):
+    from pipelines.pii import hmac_sha256_hex, pii_key
+
+    customers = spark.table(ingested.silver("customers"))
+    assert "email" not in customers.columns and "first_name" not in customers.columns
+    bronze_row = json.loads(spark.table(ingested.bronze("customers")).first()["raw"])
+    silver_row = customers.where(f"customer_number = '{bronze_row['customer_number']}'").first()
+    key = pii_key(jl_config.ingest.pii_key_env, jl_config.ingest.pii_key_default)
+    assert silver_row["email_token"] == hmac_sha256_hex(key, bronze_row["email"].strip().lower().encode())
+    assert silver_row["birth_year"] == int(bronze_row["date_of_birth"][:4])
+
+
+def test_schema_drift_is_kept_as_rescued_data(spark, ingested):
+    drifted = spark.table(ingested.silver("digital")).where("_rescued_data IS NOT NULL").first()
+    assert drifted is not None
+    assert "app_version" in json.loads(drifted["_rescued_data"])
+
+
+def test_consent_current_holds_the_newest_state_per_purpose_and_channel(spark, ingested):
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    events = spark.table(ingested.silver("consent"))
+    newest = Window.partitionBy("customer_number", "purpose", "channel").orderBy(
+        F.col("event_time").desc(), F.col("event_id").desc()
+    )
+    expected = (
+        events.withColumn("r", F.row_number().over(newest))
+        .where("r = 1")
+        .select("customer_number", "purpose", "channel", "granted")
+    )
+    current = spark.table(ingested.consent_current).select("customer_number", "purpose", "channel", "granted")
+    assert current.count() == expected.count()
+    assert current.exceptAll(expected).count() == 0
+
+
+def _features_match_batch_recompute(spark, tables) -> None:
+    from pipelines.gold import compute_features
+
+    gold = spark.table(tables.customer_features).drop("updated_at")
+    assert gold.count() > 0
+    for (as_of,) in gold.select("features_as_of").distinct().collect():
+        stored = gold.where(gold.features_as_of == as_of)
+        customers = stored.select("customer_number")
+        recomputed = compute_features(spark, tables, as_of, customers)
+        diff = stored.exceptAll(recomputed.select(*stored.columns))
+        assert diff.count() == 0, diff.limit(5).collect()
+
+
+def test_gold_features_equal_a_batch_recomputation_from_silver(spark, ingested):
+    _features_match_batch_recompute(spark, ingested)
+
+
+def test_rerun_with_nothing_new_changes_nothing(spark, ingested, jl_config):
+    from pipelines import ingest
+
+    before = ingest.layer_counts(spark, ingested, ingest.present_sources(jl_config))
+    ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
+    assert ingest.layer_counts(spark, ingested, ingest.present_sources(jl_config)) == before
+
+
+def test_late_events_update_customer_features(spark, ingested, jl_config):
+    """Events delivered late (event time before the high-water mark) still count in gold."""
+    from pipelines import ingest
+
+    gold = spark.table(ingested.customer_features)
+    as_of = gold.agg({"features_as_of": "max"}).first()[0]
+    row = gold.orderBy("customer_number").first()
+    customer = row["customer_number"]
+    account = (
+        spark.table(ingested.silver("accounts"))
+        .where(f"customer_number = '{customer}' AND product = 'current_account'")
+        .first()["account_id"]
+    )
+    late_time = as_of - timedelta(hours=2)
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"LATE-TEST-{i}",
+                "event_time": (late_time + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "schema_version": 1,
+                "customer_number": customer,
+                "account_id": account,
+                "txn_type": "failed_payment",
+                "amount": -25.0,
+                "currency": "GBP",
+                "merchant_category": None,
+                "counterparty": "LATE TEST",
+                "balance_after": None,
+            }
+        )
+        for i in range(3)
+    ]
+    late_file = Path(jl_config.paths.landing) / "transactions" / "9999-late-test.jsonl"
+    late_file.write_text("\n".join(lines) + "\n")
+    ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
+
+    updated = spark.table(ingested.customer_features).where(f"customer_number = '{customer}'").first()
+    assert updated["failed_payments_7d"] == row["failed_payments_7d"] + 3
+    assert updated["events_24h"] == row["events_24h"] + 3
+    _features_match_batch_recompute(spark, ingested)
+
+
+def test_a_landing_file_that_is_not_json_is_quarantined_line_by_line(spark, ingested, jl_config):
+    from pipelines import ingest
+
+    bad = Path(jl_config.paths.landing) / "visits" / "9999-not-json.jsonl"
+    bad.write_bytes(b"PK\x03\x04 this is a zip, not json\nname,amount\nbob,12\n")
+    ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
+    rows = spark.table(ingested.quarantine).where("source_file LIKE '%9999-not-json.jsonl'").collect()
+    assert len(rows) == 3
+    assert {r["rule"] for r in rows} == {"malformed_json"}
+
+
+def test_missing_landing_folder_gives_a_clear_message(jl_config, tmp_path):
+    from pipelines import ingest
+    from pipelines.errors import InputError
+
+    missing = jl_config.model_copy(
+        update={"paths": jl_config.paths.model_copy(update={"landing": tmp_path / "nowhere"})}
+    )
+    with pytest.raises(InputError, match="landing folder not found: .*nowhere"):
+        ingest.present_sources(missing)
+
+
+def test_ingest_cli_reports_a_missing_landing_folder_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "ingest",
+            "--until-idle",
+            "--landing",
+            str(tmp_path / "nope"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "landing folder not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    shutil.rmtree(tmp_path, ignore_errors=True)
