@@ -1,0 +1,131 @@
+"""Benchmark: landing -> bronze and landing -> silver throughput on ~1M generated events.
+
+Prints events/s in total and per core, next to a reference measured in the same run on the same
+files: converting them to Parquet with pyarrow (one JSON reader per file, no validation). The
+run uses its own home folder and metastore port, so it never touches a demo's state.
+
+    .venv/bin/python bench/bench_ingest.py [--customers 3000] [--days 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pyarrow_reference(landing: Path, out: Path) -> tuple[int, float]:
+    """Rows and seconds to convert every landing file to Parquet with pyarrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 0
+    started = time.perf_counter()
+    for source_dir in sorted(p for p in landing.iterdir() if p.is_dir()):
+        tables = []
+        for path in sorted(source_dir.glob("*.jsonl")):
+            # each line as text, as bronze keeps it (a JSON reader would stop at malformed lines)
+            tables.append(pa.table({"raw": pa.array(path.read_text().splitlines())}))
+        table = pa.concat_tables(tables)
+        rows += table.num_rows
+        pq.write_table(table, out / f"{source_dir.name}.parquet")
+    return rows, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--days", type=int, default=30)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="journeylake-bench-"))
+    os.environ["JOURNEYLAKE_HOME"] = str(work / "home")
+    os.environ["JOURNEYLAKE_METASTORE_PORT"] = str(_free_port())
+    os.environ.pop("JOURNEYLAKE_TARGET", None)
+
+    from pipelines import bronze, ingest, metastore, silver
+    from pipelines.config import load_config
+    from pipelines.sources.simulator import FaultRates, SimConfig, generate
+    from pipelines.spark import get_spark
+    from pipelines.tables import Tables
+
+    cfg = load_config("local")
+    cores = os.cpu_count() or 1
+    try:
+        t0 = time.perf_counter()
+        stats = generate(
+            SimConfig(customers=args.customers, days=args.days, seed=1, faults=FaultRates.preset("default")),
+            cfg.paths.home,
+        )
+        events = stats.total_lines
+        print(f"generated {events:,} landing lines in {time.perf_counter() - t0:.1f}s")
+
+        ref_out = work / "pyarrow"
+        ref_out.mkdir()
+        ref_rows, ref_s = pyarrow_reference(cfg.paths.landing, ref_out)
+
+        spark = get_spark(cfg, "journeylake-bench")
+        tables = Tables.from_config(cfg)
+        sources = ingest.present_sources(cfg)
+        ingest.prepare(spark, tables, sources)
+
+        t0 = time.perf_counter()
+        ingest._await(
+            [
+                bronze.start_bronze_stream(
+                    spark,
+                    cfg,
+                    s,
+                    tables.bronze(s),
+                    cfg.paths.checkpoints / "bronze" / s,
+                    ingest.available_now,
+                )
+                for s in sources
+            ]
+        )
+        bronze_s = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        for stage in (["customers"], [s for s in sources if s != "customers"]):
+            ingest._await(
+                [
+                    silver.start_silver_stream(
+                        spark, cfg, s, tables, str(cfg.paths.checkpoints / "silver" / s), ingest.available_now
+                    )
+                    for s in stage
+                ]
+            )
+        silver_s = time.perf_counter() - t1
+        counts = ingest.layer_counts(spark, tables, sources)
+        landed = sum(c.silver + c.quarantined + c.duplicates for c in counts)
+        assert landed == events, f"accounting mismatch: {landed} != {events}"
+
+        def line(name: str, rows: int, seconds: float) -> str:
+            rate = rows / seconds
+            per_core = rate / cores
+            figures = f"{rows:>10,} events {seconds:8.1f}s {rate:>12,.0f} ev/s"
+            return f"{name:<28} {figures} {per_core:>10,.0f} ev/s/core"
+
+        print(f"\n{cores} cores; Spark {spark.version}; {cfg.spark.master}")
+        print(line("pyarrow text->parquet (ref)", ref_rows, ref_s))
+        print(line("landing -> bronze", events, bronze_s))
+        print(line("bronze -> silver", events, silver_s))
+        print(line("landing -> silver", events, bronze_s + silver_s))
+        spark.stop()
+    finally:
+        metastore.stop(cfg)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
