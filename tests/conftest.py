@@ -3,7 +3,7 @@
 The test session gets its own home folder (a pytest temporary directory) and its own metastore
 port, both exported as JOURNEYLAKE_HOME / JOURNEYLAKE_METASTORE_PORT so that subprocesses the
 tests start (CLI invocations, second Spark processes) share them; a running demo in
-``.journeylake/`` is never touched. The metastore server is stopped at the end.
+``.journeylake/`` is never touched. The test metastore server is stopped at the end.
 """
 
 from __future__ import annotations
@@ -26,15 +26,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The test session's JOURNEYLAKE_HOME (exported for subprocesses)."""
+    """The test session's JOURNEYLAKE_HOME, exported for every test and subprocess.
+
+    Autouse, so that even a test that never asks for a config cannot touch ./.journeylake or
+    a demo's metastore port.
+    """
     home = tmp_path_factory.mktemp("journeylake-home")
     saved = {name: os.environ.get(name) for name in (_HOME_ENV, _PORT_ENV, "JOURNEYLAKE_TARGET")}
     os.environ[_HOME_ENV] = str(home)
     os.environ[_PORT_ENV] = str(_free_port())
     os.environ.pop("JOURNEYLAKE_TARGET", None)
     yield home
+    # whoever started the test metastore (a fixture or a CLI subprocess), it stops here
+    from pipelines import metastore
+    from pipelines.config import load_config
+
+    metastore.stop(load_config("local"))
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
@@ -44,14 +53,10 @@ def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def jl_config(jl_home: Path):
-    """The local config the tests run with: home in a temp dir, a private metastore port.
-
-    The metastore server, if any test or subprocess started one, is stopped at the end.
-    """
-    from pipelines import metastore
+    """The local config the tests run with: home in a temp dir, a private metastore port."""
     from pipelines.config import load_config
 
-    cfg = load_config(
+    return load_config(
         "local",
         overrides={
             "spark.shuffle_partitions": 2,
@@ -59,8 +64,6 @@ def jl_config(jl_home: Path):
             "spark.app_name": "journeylake-tests",
         },
     )
-    yield cfg
-    metastore.stop(cfg)
 
 
 @pytest.fixture(scope="session")
