@@ -278,11 +278,10 @@ def trigger_stream(spark: SparkSession, tables: Tables, max_files: int | None) -
     """One stream over every silver table whose rows can change a customer's features."""
     parts = []
     for source in TRIGGER_SOURCES:
-        df = (
-            spark.readStream.format("delta")
-            .option("maxFilesPerTrigger", max_files)
-            .table(tables.silver(source))
-        )
+        reader = spark.readStream.format("delta")
+        if max_files:
+            reader = reader.option("maxFilesPerTrigger", max_files)
+        df = reader.table(tables.silver(source))
         time_col = "snapshot_time" if source == "accounts" else "event_time"
         parts.append(
             df.select(
