@@ -368,3 +368,52 @@ def test_cli_generate_writes_landing_and_truth(tmp_path: Path, capsys: pytest.Ca
         main(["generate", "--customers", "50", "--days", "2", "--out", str(out), "--overwrite", "--quiet"])
         == 0
     )
+
+
+def test_bulk_encoders_match_the_reference_formatting() -> None:
+    """The numpy fast paths (fixed-width ids, timestamps, dates, small-number tables, row
+    replacement) write exactly what the per-value formatting and Arrow's casts write."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.sources.simulator import codec as C
+
+    ms = np.array([0, 1_767_225_600_123, 1_767_311_999_999, 1_700_000_000_000])
+    assert C.format_timestamps(ms).to_pylist() == [C.iso_timestamp(int(x)) for x in ms]
+    assert C.format_timestamps(ms, quote=True, prefix="x").to_pylist() == [
+        f'x"{C.iso_timestamp(int(x))}"' for x in ms
+    ]
+    days = np.array([-20_000, 0, 20_454, 20_513, 2_932_896])
+    assert C.format_dates(days).to_pylist() == [C.iso_date(int(d)) for d in days]
+    numbers = np.array([0, 7, 115, 999_999_999_999])
+    assert C.fixed_ids("TX", numbers, 12).strings(strip=1).to_pylist() == [f"TX{n:012d}" for n in numbers]
+    assert C.prefixed("S", np.array([5, 2_999_999_999]), 10, quote=True).to_pylist() == [
+        '"S0000000005"',
+        '"S2999999999"',
+    ]
+    lines = pa.array(["a\n", "bb\n", "ccc\n", "d\n"])
+    assert C.replace_rows(lines, np.array([1, 3]), ["X\n", "YYYY\n"]).to_pylist() == [
+        "a\n",
+        "X\n",
+        "ccc\n",
+        "YYYY\n",
+    ]
+    for values in (
+        np.array([0.13, -0.0, 0.5, np.nan]),
+        np.array([0.13, 0.0, -0.25, 1.0, np.nan]),
+        np.array([3.0, np.nan, 0.0]),
+        np.array([1, 0, 5, 2]),
+        np.array([True, False]),
+    ):
+        ftype = "boolean" if values.dtype == bool else ("int" if values.dtype.kind == "i" else "double")
+        part = C._small_numbers(values, ftype)
+        if part is None:
+            continue
+        got = [part.values[c] for c in part.codes]
+        want = pc.fill_null(pc.cast(pa.array(values, from_pandas=True), pa.string()), "null").to_pylist()
+        if ftype == "double" and values.dtype.kind == "f":
+            assert got == want
+        elif ftype == "boolean":
+            assert got == ["true", "false"]
+        else:
+            assert got == [str(v) for v in values]

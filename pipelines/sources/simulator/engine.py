@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.contracts import CONTRACTS, PRODUCTS, SCHEMA_DRIFT_FIELD, SNAPSHOT_SOURCES, STREAM_SOURCES
 
@@ -27,7 +26,7 @@ from . import personas as P
 from . import rng as R
 from . import snapshots as S
 from .actions import ACTION_IDS, ACTION_PRODUCT, HELP_FINISH, RETENTION
-from .codec import Cat, Coded, Raw, encode, iso_date, line_bytes, prefixed, quoted
+from .codec import Cat, Coded, Fixed, Raw, encode, fixed_ids, iso_date, line_bytes, quoted
 from .config import DAY_MS, SimConfig
 from .identities import build_identities, identity_truth, touch_crm
 from .population import N_PRODUCTS, Population, _addresses, build_population, open_accounts
@@ -413,7 +412,7 @@ class Simulation:
         rng = R.stream(self.cfg.seed, R.FAULTS, d, STREAM_SOURCES.index(source))
         codes = F.assign(rng.random(n), self.cfg.faults.stream_rates(), contract)
         cols = dict(ev.cols)
-        ids = prefixed(ID_PREFIX[source], np.arange(self.counters[source], self.counters[source] + n), 12)
+        first_id = self.counters[source]
         self.counters[source] += n
         cols["event_time"] = ev.t
         cols["schema_version"] = contract.version
@@ -444,8 +443,9 @@ class Simulation:
         row_codes = np.where(is_copy[order], F.CODE["duplicate"], codes[rows]).astype(np.int8)
         row_drift = drift[rows]
         cols = {k: _take(v, rows) for k, v in cols.items()}
-        record_keys = ids.take(pa.array(rows))
-        cols["event_id"] = Raw(pc.binary_join_element_wise('"', record_keys, '"', ""))
+        event_ids = fixed_ids(ID_PREFIX[source], first_id + rows, 12)
+        record_keys = event_ids.strings(strip=1)
+        cols["event_id"] = event_ids
         tail = None
         if row_drift.any():
             pieces = [
@@ -697,7 +697,7 @@ class Simulation:
 
 
 def _take(value: Any, idx: np.ndarray) -> Any:
-    if isinstance(value, (Raw, Cat, Coded)):
+    if isinstance(value, (Raw, Cat, Coded, Fixed)):
         return value.take(idx)
     if isinstance(value, (pa.Array, pa.ChunkedArray)):
         return value.take(pa.array(idx))

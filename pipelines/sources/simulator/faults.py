@@ -23,10 +23,10 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.contracts import FAULT_TYPES, Contract
 
+from .codec import replace_rows
 from .config import HOUR_MS, MAX_LATE_MS
 
 FAULT_LABELS: tuple[str | None, ...] = (None, *FAULT_TYPES)
@@ -54,6 +54,9 @@ WRONG_TYPE_FIELD = {
     "offer_responses": "event_time",
 }
 LINE_FAULTS = ("malformed_json", "missing_required", "wrong_type")
+# one encoder/decoder for every corrupted line (json.dumps with options builds a new one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODER = json.JSONDecoder()
 
 
 def assign(u: np.ndarray, rates: dict[str, float], contract: Contract) -> np.ndarray:
@@ -89,13 +92,13 @@ def corrupt(lines: list[str], labels: list[str], contract: Contract, rng: np.ran
             cut = int(rng.integers(len(body) // 3, len(body) - 1))
             out.append(body[:cut] + "\n")
             continue
-        record = json.loads(line)
+        record = _DECODER.decode(line)
         if label == "missing_required":
             del record[required[int(rng.integers(len(required)))]]
         elif label == "wrong_type":
             field = WRONG_TYPE_FIELD.get(contract.source, contract.event_time)
             record[field] = _wrong_value(record[field], field)
-        out.append(json.dumps(record, separators=(",", ":")) + "\n")
+        out.append(_ENCODER.encode(record) + "\n")
     return out
 
 
@@ -108,7 +111,7 @@ def apply_line_faults(
         return lines
     idx = np.flatnonzero(mask)
     new = corrupt(lines.take(pa.array(idx)).to_pylist(), [FAULT_LABELS[c] for c in codes[idx]], contract, rng)
-    return pc.replace_with_mask(lines, pa.array(mask), pa.array(new, pa.string()))
+    return replace_rows(lines, idx, new)
 
 
 def schedule(t: np.ndarray, codes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

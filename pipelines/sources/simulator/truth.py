@@ -120,6 +120,16 @@ _DICTIONARY_COLUMNS = {
 }
 
 
+# Tables streamed day by day (the line-by-line records ledger, propensity, ...) are large and
+# written while generating, so they use a cheap codec; whole tables written once stay zstd.
+STREAM_COMPRESSION = "snappy"
+
+
+def _statistics_columns(schema: pa.Schema) -> list[str]:
+    """Min/max statistics only where they are cheap and useful for pruning (not on strings)."""
+    return [f.name for f in schema if not pa.types.is_string(f.type)]
+
+
 class TruthWriter:
     """Streams truth tables to Parquet; ``close()`` finishes every file."""
 
@@ -142,7 +152,11 @@ class TruthWriter:
         if name not in self._writers:
             low_cardinality = [f.name for f in schema if f.name in _DICTIONARY_COLUMNS]
             self._writers[name] = pq.ParquetWriter(
-                self.path(name), schema, compression="zstd", use_dictionary=low_cardinality
+                self.path(name),
+                schema,
+                compression=STREAM_COMPRESSION,
+                use_dictionary=low_cardinality,
+                write_statistics=_statistics_columns(schema),
             )
         if table.num_rows:
             self._writers[name].write_table(table)
