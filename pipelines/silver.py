@@ -165,7 +165,10 @@ def record_id(contract: Contract) -> Column:
 def parse_records(bronze: DataFrame, contract: Contract) -> DataFrame:
     """Bronze lines -> one column per contract field (typed), plus the text map and rescued data."""
     fields_map = F.from_json("raw", T.MapType(T.StringType(), T.StringType()))
-    parsed = bronze.withColumn(RAW_MAP, fields_map)
+    # explode(array(x)) yields x once per row (null for a malformed line, which stays a row) and is
+    # an optimizer barrier: without it Catalyst inlines the JSON parse into every one of the ~50
+    # expressions that read a field, parsing each line dozens of times.
+    parsed = bronze.select("*", F.explode(F.array(fields_map)).alias(RAW_MAP))
     known = list(contract.field_names)
     unknown = F.map_filter(F.col(RAW_MAP), lambda k, _v: ~k.isin(known))
     typed = [_typed(F.col(RAW_MAP)[f.name], f.type).alias(f.name) for f in contract.fields]
