@@ -267,6 +267,39 @@ def _reuse(cfg: Config) -> MetastoreStatus:
     return status(cfg)
 
 
+def _server_pid(metastore_dir: Path) -> int | None:
+    """The pid recorded in ``metastore_dir/server.json``, if that process is still its server."""
+    try:
+        pid = json.loads((metastore_dir / "server.json").read_text()).get("pid")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError, AttributeError):
+        return None
+    # guard against a recycled pid: the process must be the server of this very folder
+    if isinstance(pid, int) and f"-Dderby.system.home={metastore_dir}" in cmdline and _alive(pid):
+        return pid
+    return None
+
+
+def stop_servers_under(root: Path, timeout: float = 20.0) -> list[int]:
+    """Stop every server whose database lives under ``root`` (e.g. a test run's temp folder).
+
+    Used by the test suite to clean up servers that tests started in homes of their own.
+    """
+    stopped = []
+    for state in root.rglob("server.json"):
+        pid = _server_pid(state.parent)
+        if pid is None:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)  # a throw-away database: Derby recovers from its log anyway
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        state.unlink(missing_ok=True)
+        stopped.append(pid)
+    return stopped
+
+
 def stop(cfg: Config, timeout: float = 20.0) -> bool:
     """Stop the server this home started. Returns False if there was none to stop.
 

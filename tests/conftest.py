@@ -44,6 +44,8 @@ def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from pipelines.config import load_config
 
     metastore.stop(load_config("local"))
+    # ... and so do servers that tests started in homes of their own under the temp folder
+    metastore.stop_servers_under(tmp_path_factory.getbasetemp())
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
