@@ -14,10 +14,10 @@ bronze lines goes through, in order:
 4. pseudonymize PII and append to ``silver.<source>``, partitioned by event date, so late and
    out-of-order events simply land in their event-time partition.
 
-Every write of a batch carries the batch id as a Delta transaction version (``txnAppId`` /
-``txnVersion``), so a batch replayed after a crash writes nothing twice; the duplicate check
-ignores rows that the same batch wrote in an earlier attempt. Together with the checkpoint this
-makes bronze -> silver exactly-once.
+Every row a batch writes carries the batch's tag (checkpoint id / batch id), so a batch replayed
+after a crash skips the tables an earlier attempt already wrote, and the duplicate check ignores
+rows that the same batch wrote before. Together with the checkpoint this makes bronze -> silver
+exactly-once.
 """
 
 from __future__ import annotations
@@ -126,11 +126,11 @@ assert set(SILVER_TABLES) == set(CONTRACTS), "every contract needs a silver tabl
 QUARANTINE_DDL = """
     source STRING, rule STRING, failed_rules ARRAY<STRING>, record_id STRING, event_time TIMESTAMP,
     record STRING, raw_sha256 STRING, source_file STRING, ingested_at TIMESTAMP,
-    quarantined_at TIMESTAMP, batch_id BIGINT
+    quarantined_at TIMESTAMP, batch STRING
 """
 DUPLICATES_DDL = """
     source STRING, record_id STRING, duplicate_of STRING, event_time TIMESTAMP, raw_sha256 STRING,
-    source_file STRING, ingested_at TIMESTAMP, recorded_at TIMESTAMP, batch_id BIGINT
+    source_file STRING, ingested_at TIMESTAMP, recorded_at TIMESTAMP, batch STRING
 """
 CONSENT_CURRENT_DDL = """
     customer_number STRING, purpose STRING, channel STRING, granted BOOLEAN,
@@ -204,15 +204,19 @@ def _masked_record(contract: Contract, key: bytes) -> Column:
     return F.when(F.col(RAW_MAP).isNotNull(), F.to_json(masked))  # unparseable: see raw_sha256 in bronze
 
 
-def _append(df: DataFrame, table: str, app_id: str, batch_id: int) -> None:
-    """Append idempotently: a replay of the same batch id is skipped by Delta itself."""
-    (
-        df.write.format("delta")
-        .mode("append")
-        .option("txnAppId", app_id)
-        .option("txnVersion", batch_id)
-        .saveAsTable(table)
-    )
+def _append(df: DataFrame, table: str, batch_column: str, batch_tag: str, *, maybe_replay: bool) -> None:
+    """Append a batch's rows unless an earlier attempt of the same batch already did.
+
+    Only the first batch a query runs after a (re)start can be a replay of a batch that was
+    partly written before a crash (a failed batch stops the query), so only then is the table
+    checked for rows carrying the batch's tag. This is far cheaper than Delta's txnAppId /
+    txnVersion, which rebuilds the table state to look the version up on every write.
+    """
+    if maybe_replay:
+        spark = df.sparkSession
+        if spark.table(table).where(F.col(batch_column) == batch_tag).limit(1).count():
+            return
+    df.write.format("delta").mode("append").saveAsTable(table)
 
 
 def silver_columns(table: SilverTable) -> list[str]:
@@ -237,13 +241,20 @@ def silver_columns(table: SilverTable) -> list[str]:
 
 
 def process_batch(
-    batch: DataFrame, batch_id: int, *, table: SilverTable, tables: Tables, cfg: Any, run_id: str
+    batch: DataFrame,
+    batch_id: int,
+    *,
+    table: SilverTable,
+    tables: Tables,
+    cfg: Any,
+    run_id: str,
+    maybe_replay: bool = True,
 ) -> None:
     """One bronze micro-batch -> silver, quarantine and duplicates (idempotent per batch id).
 
-    ``run_id`` identifies the checkpoint (the streaming query's persistent id): Delta skips a
-    write whose (app id, version) it has already committed, so the app id must change when a
-    checkpoint is replaced, or a fresh checkpoint's batch 0 would be skipped as a replay.
+    ``run_id`` identifies the checkpoint (the streaming query's persistent id), so the batch tag
+    written with every row is unique even when a checkpoint is replaced and batch ids restart.
+    ``maybe_replay`` says this may be a retry of a partly written batch (see :func:`_append`).
     """
     batch_tag = f"{run_id}/{batch_id}"
     spark = batch.sparkSession
@@ -298,7 +309,13 @@ def process_batch(
                 F.lit(batch_tag).alias("_silver_batch"),
                 F.to_date(contract.event_time).alias("event_date"),
             )
-            _append(rows.select(*silver_columns(table)), target, f"{run_id}:silver.{table.source}", batch_id)
+            _append(
+                rows.select(*silver_columns(table)),
+                target,
+                "_silver_batch",
+                batch_tag,
+                maybe_replay=maybe_replay,
+            )
 
         if stats["bad"]:
             bad = ranked.filter(~valid).select(
@@ -312,9 +329,9 @@ def process_batch(
                 F.col("_source_file").alias("source_file"),
                 F.col("_ingested_at").alias("ingested_at"),
                 now.alias("quarantined_at"),
-                F.lit(batch_id).cast("bigint").alias("batch_id"),
+                F.lit(batch_tag).alias("batch"),
             )
-            _append(bad, tables.quarantine, f"{run_id}:quarantine.{table.source}", batch_id)
+            _append(bad, tables.quarantine, "batch", batch_tag, maybe_replay=maybe_replay)
 
         if stats["repeated"] or seen_count:
             log = duplicates.select(
@@ -326,9 +343,9 @@ def process_batch(
                 F.col("_source_file").alias("source_file"),
                 F.col("_ingested_at").alias("ingested_at"),
                 now.alias("recorded_at"),
-                F.lit(batch_id).cast("bigint").alias("batch_id"),
+                F.lit(batch_tag).alias("batch"),
             )
-            _append(log, tables.duplicates, f"{run_id}:duplicates.{table.source}", batch_id)
+            _append(log, tables.duplicates, "batch", batch_tag, maybe_replay=maybe_replay)
         if table.source == "consent" and stats["min_time"] is not None:
             fold_consent(spark, fresh, tables)
     finally:
@@ -433,8 +450,20 @@ def start_silver_stream(
     """Start the bronze -> silver query for ``source`` (``max_files`` per micro-batch; None: no limit)."""
     table = SILVER_TABLES[source]
 
+    batches_run = 0  # only the first batch after a start can replay a partly written one
+
     def run_batch(batch: DataFrame, batch_id: int) -> None:
-        process_batch(batch, batch_id, table=table, tables=tables, cfg=cfg, run_id=checkpoint_id(checkpoint))
+        nonlocal batches_run
+        process_batch(
+            batch,
+            batch_id,
+            table=table,
+            tables=tables,
+            cfg=cfg,
+            run_id=checkpoint_id(checkpoint),
+            maybe_replay=batches_run == 0,
+        )
+        batches_run += 1
 
     reader = spark.readStream.format("delta")
     if max_files:
