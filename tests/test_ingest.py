@@ -121,28 +121,29 @@ def test_gold_features_equal_a_batch_recomputation_from_silver(spark, ingested):
     _features_match_batch_recompute(spark, ingested)
 
 
-def test_rerun_with_nothing_new_changes_nothing(spark, ingested, jl_config):
+@pytest.fixture(scope="module")
+def second_run(spark, ingested, jl_config):
+    """A second ingestion after two files land: late events for one customer and a non-JSON file.
+
+    Runs after the truth-based tests (pytest keeps file order), since truth knows neither file.
+    """
     from pipelines import ingest
 
-    before = ingest.layer_counts(spark, ingested, ingest.present_sources(jl_config))
-    ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
-    assert ingest.layer_counts(spark, ingested, ingest.present_sources(jl_config)) == before
-
-
-def test_late_events_update_customer_features(spark, ingested, jl_config):
-    """Events delivered late (event time before the high-water mark) still count in gold."""
-    from pipelines import ingest
-
+    sources = ingest.present_sources(jl_config)
+    counts_before = {c.source: c for c in ingest.layer_counts(spark, ingested, sources)}
     gold = spark.table(ingested.customer_features)
     as_of = gold.agg({"features_as_of": "max"}).first()[0]
-    row = gold.orderBy("customer_number").first()
-    customer = row["customer_number"]
-    account = (
+    with_account = (
         spark.table(ingested.silver("accounts"))
-        .where(f"customer_number = '{customer}' AND product = 'current_account'")
-        .first()["account_id"]
+        .where("product = 'current_account'")
+        .select("customer_number", "account_id")
+        .join(gold, "customer_number")
+        .orderBy("customer_number")
+        .first()
     )
-    late_time = as_of - timedelta(hours=2)
+    customer, account = with_account["customer_number"], with_account["account_id"]
+    features_before = gold.where(f"customer_number = '{customer}'").first()
+    late_time = as_of - timedelta(hours=2)  # before the high-water mark: late, inside the watermark
     lines = [
         json.dumps(
             {
@@ -161,22 +162,37 @@ def test_late_events_update_customer_features(spark, ingested, jl_config):
         )
         for i in range(3)
     ]
-    late_file = Path(jl_config.paths.landing) / "transactions" / "9999-late-test.jsonl"
-    late_file.write_text("\n".join(lines) + "\n")
+    landing = Path(jl_config.paths.landing)
+    (landing / "transactions" / "9999-late-test.jsonl").write_text("\n".join(lines) + "\n")
+    (landing / "visits" / "9999-not-json.jsonl").write_bytes(
+        b"PK\x03\x04 a zip, not json\nname,amount\nbob,12\n"
+    )
     ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
+    counts_after = {c.source: c for c in ingest.layer_counts(spark, ingested, sources)}
+    return counts_before, counts_after, features_before
 
-    updated = spark.table(ingested.customer_features).where(f"customer_number = '{customer}'").first()
+
+def test_a_second_run_adds_exactly_what_landed_since(second_run):
+    before, after, _ = second_run
+    for source, b in before.items():
+        a = after[source]
+        added = {"transactions": (3, 3, 0, 0), "visits": (3, 0, 3, 0)}.get(source, (0, 0, 0, 0))
+        assert (a.bronze - b.bronze, a.silver - b.silver, a.quarantined - b.quarantined) == added[:3], source
+        assert a.duplicates == b.duplicates, source
+
+
+def test_late_events_update_customer_features(spark, ingested, second_run):
+    """Events delivered late (event time before the high-water mark) still count in gold."""
+    _, _, row = second_run
+    updated = (
+        spark.table(ingested.customer_features).where(f"customer_number = '{row['customer_number']}'").first()
+    )
     assert updated["failed_payments_7d"] == row["failed_payments_7d"] + 3
     assert updated["events_24h"] == row["events_24h"] + 3
     _features_match_batch_recompute(spark, ingested)
 
 
-def test_a_landing_file_that_is_not_json_is_quarantined_line_by_line(spark, ingested, jl_config):
-    from pipelines import ingest
-
-    bad = Path(jl_config.paths.landing) / "visits" / "9999-not-json.jsonl"
-    bad.write_bytes(b"PK\x03\x04 this is a zip, not json\nname,amount\nbob,12\n")
-    ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
+def test_a_landing_file_that_is_not_json_is_quarantined_line_by_line(spark, ingested, second_run):
     rows = spark.table(ingested.quarantine).where("source_file LIKE '%9999-not-json.jsonl'").collect()
     assert len(rows) == 3
     assert {r["rule"] for r in rows} == {"malformed_json"}
