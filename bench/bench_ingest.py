@@ -4,7 +4,7 @@ Prints events/s in total and per core, next to a reference measured in the same 
 files: converting them to Parquet with pyarrow (one JSON reader per file, no validation). The
 run uses its own home folder and metastore port, so it never touches a demo's state.
 
-    .venv/bin/python bench/bench_ingest.py [--customers 3200] [--days 30]
+    .venv/bin/python bench/bench_ingest.py [--customers 3500] [--days 30]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def pyarrow_reference(landing: Path, out: Path) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=3200)
+    parser.add_argument("--customers", type=int, default=3500)
     parser.add_argument("--days", type=int, default=30)
     args = parser.parse_args()
 
