@@ -279,7 +279,6 @@ def process_batch(
             F.count(F.when(F.col("_rank") > 1, 1)).alias("repeated"),
             F.min(F.when(F.col("_rank") == 1, F.col(contract.event_time))).alias("min_time"),
         ).first()
-        now = F.current_timestamp()
         first = ranked.filter(F.col("_rank") == 1)
         duplicates = ranked.filter(F.col("_rank") > 1).withColumn("_duplicate_of", F.lit("same_batch"))
         fresh = first
@@ -325,11 +324,7 @@ def process_batch(
                 F.col(RECORD_ID).alias("record_id"),
                 F.col(contract.event_time).alias("event_time"),
                 _masked_record(contract, key).alias("record"),
-                F.col("_raw_sha256").alias("raw_sha256"),
-                F.col("_source_file").alias("source_file"),
-                F.col("_ingested_at").alias("ingested_at"),
-                now.alias("quarantined_at"),
-                F.lit(batch_tag).alias("batch"),
+                *_lineage("quarantined_at", batch_tag),
             )
             _append(bad, tables.quarantine, "batch", batch_tag, maybe_replay=maybe_replay)
 
@@ -339,17 +334,24 @@ def process_batch(
                 F.col(RECORD_ID).alias("record_id"),
                 F.col("_duplicate_of").alias("duplicate_of"),
                 F.col(contract.event_time).alias("event_time"),
-                F.col("_raw_sha256").alias("raw_sha256"),
-                F.col("_source_file").alias("source_file"),
-                F.col("_ingested_at").alias("ingested_at"),
-                now.alias("recorded_at"),
-                F.lit(batch_tag).alias("batch"),
+                *_lineage("recorded_at", batch_tag),
             )
             _append(log, tables.duplicates, "batch", batch_tag, maybe_replay=maybe_replay)
         if table.source == "consent" and stats["min_time"] is not None:
             fold_consent(spark, fresh, tables)
     finally:
         ranked.unpersist()
+
+
+def _lineage(written_at: str, batch_tag: str) -> list[Column]:
+    """Where a set-aside row came from (bronze line hash, file, ingest time) and which batch wrote it."""
+    return [
+        F.col("_raw_sha256").alias("raw_sha256"),
+        F.col("_source_file").alias("source_file"),
+        F.col("_ingested_at").alias("ingested_at"),
+        F.current_timestamp().alias(written_at),
+        F.lit(batch_tag).alias("batch"),
+    ]
 
 
 def checkpoint_id(checkpoint: str) -> str:
