@@ -4,7 +4,7 @@ A streaming query follows every silver event table. For each micro-batch it find
 the batch touched, recomputes their features from silver as of the stream's event-time
 high-water mark, and merges them into the table. Recomputing the touched customers (rather than
 adding deltas to running counters) is what makes the table exact under late and out-of-order
-data: a late event lands in silver in its event-time partition and the next recomputation of
+data: a late event lands in silver with its event time and the next recomputation of
 that customer counts it, whatever the order of arrival. The same function computes the features
 in batch, which is how tests check the stream.
 

@@ -11,8 +11,10 @@ bronze lines goes through, in order:
    rules they failed and the record (PII tokenized);
 3. deduplicate: by record id, within the batch and against silver rows inside the event-time
    watermark; removed duplicates are logged in ``silver.duplicates`` (never silently dropped);
-4. pseudonymize PII and append to ``silver.<source>``, partitioned by event date, so late and
-   out-of-order events simply land in their event-time partition.
+4. pseudonymize PII and append to ``silver.<source>``. Late and out-of-order events are simply
+   rows with an older ``event_time``; reads by time are pruned by Delta's per-file min/max
+   statistics. The tables are not partitioned: a partitioned write sorts every batch by
+   partition first, measured at 2.7x the cost of the write itself for a month of events.
 
 Every row a batch writes carries the batch's tag (checkpoint id / batch id), so a batch replayed
 after a crash skips the tables an earlier attempt already wrote, and the duplicate check ignores
@@ -163,20 +165,31 @@ def record_id(contract: Contract) -> Column:
 
 
 def parse_records(bronze: DataFrame, contract: Contract) -> DataFrame:
-    """Bronze lines -> one column per contract field (typed), plus the text map and rescued data."""
-    fields_map = F.from_json("raw", T.MapType(T.StringType(), T.StringType()))
-    # explode(array(x)) yields x once per row (null for a malformed line, which stays a row) and is
-    # an optimizer barrier: without it Catalyst inlines the JSON parse into every one of the ~50
-    # expressions that read a field, parsing each line dozens of times.
-    parsed = bronze.select("*", F.explode(F.array(fields_map)).alias(RAW_MAP))
+    """Bronze lines -> one column per contract field (typed), plus the field texts and rescued data.
+
+    The line is parsed once into a struct of the contract's fields *as text* (a JSON number or
+    object keeps its text), so a wrong type (text present, cast fails) is told apart from a
+    missing value. The line's top-level keys are read as well: they tell a JSON object from
+    anything else (``_fields`` is null for a line that is not an object), and only for the rare
+    line carrying a field the contract does not know is the line parsed a second time, into
+    ``_rescued_data`` (schema drift never loses data).
+    """
     known = list(contract.field_names)
-    unknown = F.map_filter(F.col(RAW_MAP), lambda k, _v: ~k.isin(known))
-    typed = [_typed(F.col(RAW_MAP)[f.name], f.type).alias(f.name) for f in contract.fields]
-    return parsed.select(
+    keys = F.json_object_keys("raw")
+    text_fields = F.from_json("raw", contract.spark_schema(as_strings=True))
+    unknown = F.map_filter(
+        F.from_json("raw", T.MapType(T.StringType(), T.StringType())), lambda k, _v: ~k.isin(known)
+    )
+    with_keys = bronze.select("*", keys.alias("_keys"))
+    parsed = with_keys.select(
         "*",
-        *typed,
-        F.when(F.size(unknown) > 0, F.to_json(unknown)).alias("_rescued_data"),
-    ).withColumn(RECORD_ID, record_id(contract))
+        F.when(F.col("_keys").isNotNull(), text_fields).alias(RAW_MAP),
+        F.when(
+            F.size(F.array_except("_keys", F.array(*[F.lit(k) for k in known]))) > 0, F.to_json(unknown)
+        ).alias("_rescued_data"),
+    ).drop("_keys")
+    typed = [_typed(F.col(RAW_MAP)[f.name], f.type).alias(f.name) for f in contract.fields]
+    return parsed.select("*", *typed).withColumn(RECORD_ID, record_id(contract))
 
 
 def _with_customer_flag(spark: SparkSession, df: DataFrame, table: SilverTable, tables: Tables) -> DataFrame:
@@ -193,15 +206,20 @@ def _with_customer_flag(spark: SparkSession, df: DataFrame, table: SilverTable, 
 
 
 def _masked_record(contract: Contract, key: bytes) -> Column:
-    """The record as JSON for quarantine: PII values tokenized, or the raw line if no PII."""
+    """The quarantined record as JSON: PII values tokenized, or the raw line if it has no PII.
+
+    Reads ``_bad_raw`` (the raw line, kept for failing rows only); a line that is not a JSON
+    object cannot be masked field by field, so its record is null (its hash points at bronze).
+    """
     pii = list(contract.pii_fields)
     if not pii:
-        return F.col("raw")
+        return F.col("_bad_raw")
+    fields = F.from_json("_bad_raw", T.MapType(T.StringType(), T.StringType()))
     masked = F.transform_values(
-        F.col(RAW_MAP),
+        fields,
         lambda k, v: F.when(k.isin(pii), F.concat(F.lit("token:"), token(v, key))).otherwise(v),
     )
-    return F.when(F.col(RAW_MAP).isNotNull(), F.to_json(masked))  # unparseable: see raw_sha256 in bronze
+    return F.when(fields.isNotNull(), F.to_json(masked))
 
 
 def _append(df: DataFrame, table: str, batch_column: str, batch_tag: str, *, maybe_replay: bool) -> None:
@@ -240,6 +258,74 @@ def silver_columns(table: SilverTable) -> list[str]:
     ]
 
 
+def _checked(spark: SparkSession, batch: DataFrame, table: SilverTable, tables: Tables) -> DataFrame:
+    """A batch parsed, typed and checked: contract fields, ``_failed_rules``, lineage columns.
+
+    Narrow on purpose, because it is cached for the several writes of a batch: the field texts
+    are dropped once checked, and the raw line is kept only for rows that fail (quarantine
+    shows them), with its hash kept for every row (lineage back to bronze).
+    """
+    contract = table.contract
+    parsed = parse_records(batch, contract)
+    for name, sql in table.derived.items():
+        parsed = parsed.withColumn(name, F.expr(sql))
+    checked = ex.apply_expectations(
+        _with_customer_flag(spark, parsed, table, tables), table.all_expectations()
+    )
+    return checked.select(
+        *contract.field_names,
+        *table.derived,
+        RECORD_ID,
+        "_rescued_data",
+        "_source_file",
+        "_ingested_at",
+        "_failed_rules",
+        F.sha2("raw", 256).alias("_raw_sha256"),
+        F.when(F.size("_failed_rules") > 0, F.col("raw")).alias("_bad_raw"),
+    )
+
+
+def _contested_ids(
+    valid: DataFrame, target: str, contract: Contract, since: Any, batch_tag: str
+) -> DataFrame:
+    """Record ids of the batch that may be duplicates: repeated in the batch, or already in silver.
+
+    ``_in_silver`` tells which. Silver is searched only inside the dedup watermark before the
+    batch's earliest event, and rows an earlier attempt of this very batch wrote do not count.
+    Both sets are small next to the batch, so the full rows never need sorting.
+    """
+    ids = valid.select(RECORD_ID)
+    repeated = (
+        ids.groupBy(RECORD_ID).count().where("count > 1").select(RECORD_ID, F.lit(False).alias("_in_silver"))
+    )
+    existing = (
+        valid.sparkSession.table(target)
+        .where((F.col("event_date") >= F.lit(since.date())) & (F.col(contract.event_time) >= F.lit(since)))
+        .where(F.col("_silver_batch") != batch_tag)
+        .select(RECORD_ID)
+    )
+    seen = ids.join(existing, RECORD_ID, "left_semi").select(RECORD_ID, F.lit(True).alias("_in_silver"))
+    return repeated.unionByName(seen).groupBy(RECORD_ID).agg(F.max("_in_silver").alias("_in_silver"))
+
+
+def _split_duplicates(valid: DataFrame, contested: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(rows to keep, removed copies with what they duplicate) given the contested record ids.
+
+    Among copies of a record the earliest ingested (then file, then line hash) is kept, unless
+    the record is in silver already; every other copy is logged as a duplicate of the
+    ``same_batch``'s kept copy or of the row in ``silver``.
+    """
+    flagged = valid.join(contested, RECORD_ID, "left")
+    calm = flagged.where(F.col("_in_silver").isNull()).drop("_in_silver")
+    order = Window.partitionBy(RECORD_ID).orderBy("_ingested_at", "_source_file", "_raw_sha256")
+    disputed = flagged.where(F.col("_in_silver").isNotNull()).withColumn("_rank", F.row_number().over(order))
+    kept = disputed.where((F.col("_rank") == 1) & ~F.col("_in_silver")).drop("_in_silver", "_rank")
+    removed = disputed.where((F.col("_rank") > 1) | F.col("_in_silver")).select(
+        "*", F.when(F.col("_rank") > 1, "same_batch").otherwise("silver").alias("_duplicate_of")
+    )
+    return calm.unionByName(kept), removed
+
+
 def process_batch(
     batch: DataFrame,
     batch_id: int,
@@ -255,6 +341,9 @@ def process_batch(
     ``run_id`` identifies the checkpoint (the streaming query's persistent id), so the batch tag
     written with every row is unique even when a checkpoint is replaced and batch ids restart.
     ``maybe_replay`` says this may be a retry of a partly written batch (see :func:`_append`).
+
+    Cost: each line is parsed once; the checked batch is kept narrow and read by each write;
+    only the few contested record ids are shuffled and only their rows are ranked.
     """
     batch_tag = f"{run_id}/{batch_id}"
     spark = batch.sparkSession
@@ -262,62 +351,55 @@ def process_batch(
     key = pii_key(cfg.ingest.pii_key_env, cfg.ingest.pii_key_default)
     target = tables.silver(table.source)
 
-    parsed = parse_records(batch, contract)
-    for name, sql in table.derived.items():
-        parsed = parsed.withColumn(name, F.expr(sql))
-    checked = ex.apply_expectations(
-        _with_customer_flag(spark, parsed, table, tables), table.all_expectations()
-    )
-    checked = checked.withColumn("_raw_sha256", F.sha2("raw", 256))
-    # rank valid rows per record id: rank 1 is kept, the rest are duplicates within the batch
-    valid = F.size("_failed_rules") == 0
-    order = Window.partitionBy(RECORD_ID, valid).orderBy("_ingested_at", "_source_file", "_raw_sha256")
-    ranked = checked.withColumn("_rank", F.when(valid, F.row_number().over(order))).persist()
+    # Materialized once (parsing is the dearest step) and read by every write below. A local
+    # checkpoint is cheaper than a cache here (measured 9.3 s vs 11.2 s for 440k lines) and cuts
+    # the lineage, so each later write plans a scan of the rows, not the whole parse again.
+    checked = _checked(spark, batch, table, tables).localCheckpoint(eager=True)
     try:
-        stats = ranked.agg(
-            F.count(F.when(~valid, 1)).alias("bad"),
-            F.count(F.when(F.col("_rank") > 1, 1)).alias("repeated"),
-            F.min(F.when(F.col("_rank") == 1, F.col(contract.event_time))).alias("min_time"),
+        is_valid = F.size("_failed_rules") == 0
+        stats = checked.agg(
+            F.count(F.when(~is_valid, 1)).alias("bad"),
+            F.min(F.when(is_valid, F.col(contract.event_time))).alias("min_time"),
         ).first()
-        first = ranked.filter(F.col("_rank") == 1)
-        duplicates = ranked.filter(F.col("_rank") > 1).withColumn("_duplicate_of", F.lit("same_batch"))
-        fresh = first
-        seen_count = 0
+        duplicates_found = False
         if stats["min_time"] is not None:
             since = stats["min_time"] - _parse_delay(cfg.ingest.dedup_watermark)
-            existing = (
-                spark.table(target)
-                .where(
-                    (F.col("event_date") >= F.lit(since.date()))
-                    & (F.col(contract.event_time) >= F.lit(since))
+            valid = checked.where(is_valid)
+            contested = _contested_ids(valid, target, contract, since, batch_tag).persist()
+            try:
+                if contested.count():
+                    fresh, removed = _split_duplicates(valid, contested)
+                    duplicates_found = True
+                    log = removed.select(
+                        F.lit(table.source).alias("source"),
+                        F.col(RECORD_ID).alias("record_id"),
+                        F.col("_duplicate_of").alias("duplicate_of"),
+                        F.col(contract.event_time).alias("event_time"),
+                        *_lineage("recorded_at", batch_tag),
+                    )
+                else:
+                    fresh = valid
+                rows = pseudonymize(fresh, contract.pii_fields, key).select(
+                    "*",
+                    F.lit(batch_tag).alias("_silver_batch"),
+                    F.to_date(contract.event_time).alias("event_date"),
                 )
-                .where(F.col("_silver_batch") != batch_tag)  # rows an earlier attempt of this batch wrote
-                .select(RECORD_ID)
-                .distinct()
-                .withColumn("_in_silver", F.lit(True))
-            )
-            flagged = first.join(existing, RECORD_ID, "left")
-            fresh = flagged.filter(F.col("_in_silver").isNull()).drop("_in_silver")
-            seen = flagged.filter(F.col("_in_silver")).drop("_in_silver")
-            seen_count = seen.count()
-            if seen_count:
-                duplicates = duplicates.unionByName(seen.withColumn("_duplicate_of", F.lit("silver")))
-
-            rows = pseudonymize(fresh, contract.pii_fields, key).select(
-                "*",
-                F.lit(batch_tag).alias("_silver_batch"),
-                F.to_date(contract.event_time).alias("event_date"),
-            )
-            _append(
-                rows.select(*silver_columns(table)),
-                target,
-                "_silver_batch",
-                batch_tag,
-                maybe_replay=maybe_replay,
-            )
+                _append(
+                    rows.select(*silver_columns(table)),
+                    target,
+                    "_silver_batch",
+                    batch_tag,
+                    maybe_replay=maybe_replay,
+                )
+                if duplicates_found:
+                    _append(log, tables.duplicates, "batch", batch_tag, maybe_replay=maybe_replay)
+                if table.source == "consent":
+                    fold_consent(spark, fresh, tables)
+            finally:
+                contested.unpersist()
 
         if stats["bad"]:
-            bad = ranked.filter(~valid).select(
+            bad = checked.where(~is_valid).select(
                 F.lit(table.source).alias("source"),
                 F.col("_failed_rules")[0].alias("rule"),
                 F.col("_failed_rules").alias("failed_rules"),
@@ -327,20 +409,9 @@ def process_batch(
                 *_lineage("quarantined_at", batch_tag),
             )
             _append(bad, tables.quarantine, "batch", batch_tag, maybe_replay=maybe_replay)
-
-        if stats["repeated"] or seen_count:
-            log = duplicates.select(
-                F.lit(table.source).alias("source"),
-                F.col(RECORD_ID).alias("record_id"),
-                F.col("_duplicate_of").alias("duplicate_of"),
-                F.col(contract.event_time).alias("event_time"),
-                *_lineage("recorded_at", batch_tag),
-            )
-            _append(log, tables.duplicates, "batch", batch_tag, maybe_replay=maybe_replay)
-        if table.source == "consent" and stats["min_time"] is not None:
-            fold_consent(spark, fresh, tables)
     finally:
-        ranked.unpersist()
+        # the checkpoint's blocks are freed by Spark's context cleaner once ``checked`` is gone
+        del checked
 
 
 def _lineage(written_at: str, batch_tag: str) -> list[Column]:
@@ -433,7 +504,7 @@ def ensure_silver_tables(spark: SparkSession, tables: Tables, sources: list[str]
         ddl = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {tables.silver(source)} ({ddl}) "
-            "USING delta PARTITIONED BY (event_date)"
+            "USING delta"
         )
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.quarantine} ({QUARANTINE_DDL}) USING delta")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.duplicates} ({DUPLICATES_DDL}) USING delta")
