@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "demo": ("pipelines.demo_cmd", "run the main job end to end on generated data and show the results"),
     "generate": ("pipelines.sources.generate_cmd", "write a synthetic bank's landing files and hidden truth"),
     "ingest": ("pipelines.ingest_cmd", "stream landing files into bronze / silver / gold Delta tables"),
+    "dbt": ("pipelines.dbt_cmd", "build, run or test the dbt models (unified customer, journeys, funnels)"),
     "sql": ("pipelines.sql_cmd", "run a SQL query against the shared catalog"),
     "metastore": ("pipelines.metastore_cmd", "start, stop or check the shared metastore service"),
 }

@@ -502,10 +502,7 @@ def ensure_silver_tables(spark: SparkSession, tables: Tables, sources: list[str]
     for source in sources or list(SILVER_TABLES):
         schema = silver_schema(spark, SILVER_TABLES[source])
         ddl = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
-        spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {tables.silver(source)} ({ddl}) "
-            "USING delta"
-        )
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.silver(source)} ({ddl}) USING delta")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.quarantine} ({QUARANTINE_DDL}) USING delta")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.duplicates} ({DUPLICATES_DDL}) USING delta")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.consent_current} ({CONSENT_CURRENT_DDL}) USING delta")

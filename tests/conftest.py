@@ -76,3 +76,26 @@ def spark(jl_config):
     session = get_spark(jl_config)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def world(jl_config):
+    """A generated bank with faults (landing + truth) in the test home's landing folder."""
+    from pipelines.sources.simulator import FaultRates, SimConfig, generate
+
+    out = Path(jl_config.paths.home)
+    generate(
+        SimConfig(customers=120, days=4, seed=7, faults=FaultRates.preset("default")), out, overwrite=True
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def ingested(spark, jl_config, world):
+    """The world ingested once, until idle; returns the table names."""
+    from pipelines import ingest
+    from pipelines.tables import Tables
+
+    tables = Tables.from_config(jl_config)
+    ingest.run(spark, jl_config, until_idle=True, tables=tables, progress=lambda _m: None)
+    return tables

@@ -1,7 +1,8 @@
 """Landing -> bronze -> silver -> gold on a small generated bank with faults.
 
-One module-scoped run feeds most tests (Spark work is the expensive part); each test pins one
-behaviour of the result against the simulator's truth.
+One session-scoped run (``world`` / ``ingested`` in conftest.py, shared with the dbt tests) feeds
+most tests, since Spark work is the expensive part; each test pins one behaviour of the result
+against the simulator's truth.
 """
 
 from __future__ import annotations
@@ -14,29 +15,6 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def world(jl_config, tmp_path_factory):
-    """A generated bank (landing + truth) in the test home's landing folder."""
-    from pipelines.sources.simulator import FaultRates, SimConfig, generate
-
-    out = Path(jl_config.paths.home)
-    generate(
-        SimConfig(customers=120, days=3, seed=7, faults=FaultRates.preset("default")), out, overwrite=True
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def ingested(spark, jl_config, world):
-    """The world ingested once, until idle."""
-    from pipelines import ingest
-    from pipelines.tables import Tables
-
-    tables = Tables.from_config(jl_config)
-    ingest.run(spark, jl_config, until_idle=True, tables=tables, progress=lambda _m: None)
-    return tables
 
 
 def test_every_landing_line_is_accounted_for(spark, ingested, world):

@@ -1,0 +1,17 @@
+with source as (
+    select * from {{ source('silver', 'visits') }}
+),
+
+renamed as (
+    select
+        event_id as visit_id,
+        event_time as visited_at,
+        customer_number,
+        channel,
+        location_id,
+        visit_type,
+        amount
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,16 @@
+with source as (
+    select * from {{ source('silver', 'contact_centre') }}
+),
+
+renamed as (
+    select
+        event_id as interaction_id,
+        event_time as interacted_at,
+        customer_number,
+        interaction_type,
+        topic,
+        sentiment
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,17 @@
+with source as (
+    select * from {{ source('silver', 'offer_responses') }}
+),
+
+renamed as (
+    select
+        event_id as response_id,
+        event_time as responded_at,
+        customer_number,
+        decision_id,
+        action_id,
+        channel,
+        response
+    from source
+)
+
+select * from renamed
