@@ -1,8 +1,10 @@
 """``journeylake demo``: the main job end to end on the embedded default.
 
 Today: generate a synthetic bank -> ingest it through bronze / silver / gold -> print what landed
-in each layer, the reconciliation against the simulator's truth (nothing lost), and how to query
-it. It grows into the full loop (dbt, training, decisions) as those stages land.
+in each layer and the reconciliation against the simulator's truth (nothing lost) -> build the
+dbt models (unified customer, journeys, funnels) and score identity resolution against the
+truth -> show how to query it. It grows into the full loop (training, decisions) as those
+stages land.
 """
 
 from __future__ import annotations
@@ -88,10 +90,30 @@ def run(args: argparse.Namespace) -> int:
             )
         console.print(table)
 
+    step("dbt build: staging -> identity resolution -> customer_360, sessions, funnels")
+    from pipelines.dbt_cmd import run_dbt
+
+    run_dbt(cfg, ["build", "--quiet"])
+    if truth.is_dir():
+        from pipelines.identity_eval import score_identity_map
+
+        scores = score_identity_map(spark, tables.gold("identity_map"), truth, tables.silver("digital"))
+        console.print("\n".join(scores.lines()))
+    friction = spark.sql(
+        f"SELECT abandoned_at_step, customers_lost FROM {tables.gold('friction_points')} "
+        "WHERE product = 'all' ORDER BY friction_rank LIMIT 3"
+    ).collect()
+    if friction:
+        console.print(
+            "top friction points (customers lost): "
+            + ", ".join(f"{r['abandoned_at_step']} {r['customers_lost']}" for r in friction)
+        )
     step("done")
     console.print(
         "\nQuery it (any number of processes can share the catalog):\n"
         '  .venv/bin/journeylake sql -e "SELECT * FROM gold.customer_features LIMIT 5"\n'
+        '  .venv/bin/journeylake sql -e "SELECT * FROM gold.customer_360 LIMIT 5"\n'
+        '  .venv/bin/journeylake sql -e "SELECT * FROM gold.funnels ORDER BY product, application_step_index"\n'
         '  .venv/bin/journeylake sql -e "SELECT rule, count(*) FROM silver.quarantine GROUP BY rule"\n'
         '  .venv/bin/journeylake sql -e "SELECT * FROM silver.consent_current LIMIT 5" --format csv\n'
         "Keep streaming new landing files: .venv/bin/journeylake ingest"
