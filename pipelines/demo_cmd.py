@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "\nQuery it (any number of processes can share the catalog):\n"
         '  .venv/bin/journeylake sql -e "SELECT * FROM gold.customer_features LIMIT 5"\n'
         '  .venv/bin/journeylake sql -e "SELECT * FROM gold.customer_360 LIMIT 5"\n'
-        '  .venv/bin/journeylake sql -e "SELECT * FROM gold.funnels ORDER BY product, application_step_index"\n'
+        '  .venv/bin/journeylake sql -e "SELECT * FROM gold.funnels LIMIT 20"\n'
         '  .venv/bin/journeylake sql -e "SELECT rule, count(*) FROM silver.quarantine GROUP BY rule"\n'
         '  .venv/bin/journeylake sql -e "SELECT * FROM silver.consent_current LIMIT 5" --format csv\n'
         "Keep streaming new landing files: .venv/bin/journeylake ingest"

@@ -1,8 +1,10 @@
-"""`journeylake sql -e QUERY`: run one query against the shared catalog and print the result.
+"""`journeylake sql -e QUERY`: one query against the shared catalog; `journeylake sql`: the endpoint.
 
-The query runs in its own Spark process on the same catalog as the streaming job and dbt, so
-tables show what they hold right now. ``--format table`` (default) prints aligned columns,
-``--format csv`` a header and rows for other tools.
+With ``-e`` the query runs in its own Spark process on the same catalog as the streaming job
+and dbt, so tables show what they hold right now. ``--format table`` (default) prints aligned
+columns, ``--format csv`` a header and rows for other tools. Without ``-e`` it starts the SQL
+endpoint (Spark's Thrift JDBC/ODBC server, see :mod:`pipelines.sql_endpoint`) on loopback and
+keeps it up until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ DEFAULT_MAX_ROWS = 1000
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-e", "--execute", metavar="QUERY", help="the SQL statement to run")
+    parser.add_argument(
+        "-e",
+        "--execute",
+        metavar="QUERY",
+        help="the SQL statement to run (without it: start the JDBC/ODBC endpoint for SQL clients)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="the endpoint's port on 127.0.0.1 (default 10015)"
+    )
     parser.add_argument(
         "--format",
         choices=("table", "csv"),
@@ -37,12 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.execute:
-        print(
-            "journeylake sql: -e QUERY is required, e.g. journeylake sql -e 'SHOW TABLES IN gold' "
-            "(an interactive SQL server is not available yet)",
-            file=sys.stderr,
-        )
-        return 2
+        return serve(args)
     if args.max_rows < 0:
         raise InputError(f"--max-rows must be 0 or more, got {args.max_rows}")
 
@@ -65,6 +70,30 @@ def run(args: argparse.Namespace) -> int:
         print("OK")
     if truncated:
         print(f"(showing the first {args.max_rows} rows; use --max-rows 0 for all)", file=sys.stderr)
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the SQL endpoint in the foreground until interrupted."""
+    from pipelines import sql_endpoint
+
+    cfg = config_from_args(args)
+    port = args.port or sql_endpoint.DEFAULT_PORT
+    print(f"starting the SQL endpoint (log: {cfg.paths.logs / 'sql-endpoint.log'}) ...", flush=True)
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # a service manager's stop also stops the server
+    process = sql_endpoint.start(cfg, port)
+    print(sql_endpoint.connection_help(port) + "\nCtrl-C stops it.", flush=True)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sql_endpoint.stop(process)
     return 0
 
 

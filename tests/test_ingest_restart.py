@@ -1,7 +1,8 @@
 """Restart safety and multi-process access, with the real CLI in separate processes.
 
 An ingest process streams a generated bank in its own home (and its own metastore); while it
-runs, a second process queries silver through `journeylake sql`; then the ingest process is
+runs, a second process queries gold through `journeylake sql -e`, and a real JDBC/Thrift client
+(PyHive) queries gold through the SQL endpoint (`journeylake sql`); then the ingest process is
 killed with SIGKILL in the middle of new work, restarted, and every landing line must be
 accounted for exactly once.
 """
@@ -33,13 +34,45 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"ingest process exited early ({proc.returncode}) while waiting for {what}")
+            raise AssertionError(f"process exited early ({proc.returncode}) while waiting for {what}")
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipelines.cli", *args]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _query_gold_over_jdbc(env: dict[str, str], tmp_path) -> None:
+    """Start the SQL endpoint with the real CLI and read gold with a HiveServer2 client library."""
+    from pyhive import hive
+
+    port = _free_port()
+    log = (tmp_path / "endpoint.log").open("w")
+    endpoint = subprocess.Popen(
+        _cli("sql", "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_for(lambda: _listening(port), timeout=300, what="the SQL endpoint", proc=endpoint)
+        connection = hive.connect(host="127.0.0.1", port=port, username="analyst")
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SELECT count(*) FROM gold.customer_features")
+            assert cursor.fetchone()[0] > 0
+            cursor.execute("SELECT count(*) FROM silver.transactions WHERE amount IS NOT NULL")
+            assert cursor.fetchone()[0] > 0
+        finally:
+            connection.close()
+    finally:
+        endpoint.terminate()
+        endpoint.wait(timeout=120)
+        log.close()
+    assert not _listening(port), "stopping `journeylake sql` must stop the endpoint"
 
 
 def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, tmp_path):
@@ -80,6 +113,8 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
         )
         assert query.returncode == 0, query.stderr
         assert int(query.stdout.strip().splitlines()[-1]) > 0
+        assert ingest.poll() is None, "ingest should still be running"
+        _query_gold_over_jdbc(env, tmp_path)
         assert ingest.poll() is None, "ingest should still be running"
 
         for source_dir in held.iterdir():

@@ -6,6 +6,7 @@ import csv
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,7 +55,14 @@ def test_bad_query_gives_one_line_error_without_traceback(offers_table: str) -> 
     assert "Traceback" not in result.stderr
 
 
-def test_without_query_says_execute_is_required() -> None:
-    result = _sql()
-    assert result.returncode == 2
-    assert "-e QUERY is required" in result.stderr
+def test_the_sql_endpoint_runs_sparks_thrift_server_on_loopback_with_the_shared_catalog(jl_config) -> None:
+    from pipelines import sql_endpoint
+
+    command = sql_endpoint.command(jl_config, 12345)
+    assert sql_endpoint.THRIFT_SERVER_CLASS in command
+    assert Path(command[0]).is_file()  # spark-submit from the installed pyspark
+    assert "hive.server2.thrift.port=12345" in command
+    assert f"hive.server2.thrift.bind.host={sql_endpoint.HOST}" in command
+    conf = [command[i + 1] for i, arg in enumerate(command) if arg == "--conf"]
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in conf
+    assert any(c.startswith("spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby://") for c in conf), conf
