@@ -25,10 +25,10 @@ def _statuses(result) -> dict[str, str]:
 def test_dbt_build_passes_every_model_data_test_and_unit_test(built):
     statuses = _statuses(built)
     marts = {"customer_360", "identity_map", "sessions", "journey_steps", "funnels", "friction_points"}
-    marts |= {"common_paths", "next_step_probabilities"}
+    marts |= {"common_paths", "next_step_probabilities", "touchpoint_impact"}
     assert marts <= set(statuses)
     unit_tests = [r for r in built.result.results if str(r.node.resource_type).endswith("unit_test")]
-    assert len(unit_tests) >= 4, [r.node.name for r in unit_tests]
+    assert len(unit_tests) >= 5, [r.node.name for r in unit_tests]
     assert all(status in ("success", "pass") for status in statuses.values()), statuses
 
 
