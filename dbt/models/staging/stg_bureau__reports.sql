@@ -1,13 +1,6 @@
 -- The newest bureau report of every customer.
-with source as (
-    select * from {{ source('silver', 'bureau') }}
-),
-
-ranked as (
-    select
-        *,
-        row_number() over (partition by customer_number order by snapshot_time desc, bureau_record_id desc) as report_rank
-    from source
+with ranked as (
+    {{ newest_extract(source('silver', 'bureau'), 'customer_number', 'snapshot_time desc, bureau_record_id desc') }}
 ),
 
 renamed as (
@@ -21,7 +14,7 @@ renamed as (
         inquiries_6m,
         snapshot_time as reported_at
     from ranked
-    where report_rank = 1
+    where extract_rank = 1
 )
 
 select * from renamed

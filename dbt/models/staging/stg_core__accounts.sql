@@ -1,13 +1,6 @@
 -- The newest extract row of every account.
-with source as (
-    select * from {{ source('silver', 'accounts') }}
-),
-
-ranked as (
-    select
-        *,
-        row_number() over (partition by account_id order by snapshot_time desc) as extract_rank
-    from source
+with ranked as (
+    {{ newest_extract(source('silver', 'accounts'), 'account_id') }}
 ),
 
 renamed as (

@@ -1,13 +1,6 @@
 -- The newest extract row of every customer (the extracts are full daily snapshots).
-with source as (
-    select * from {{ source('silver', 'customers') }}
-),
-
-ranked as (
-    select
-        *,
-        row_number() over (partition by customer_number order by snapshot_time desc) as extract_rank
-    from source
+with ranked as (
+    {{ newest_extract(source('silver', 'customers'), 'customer_number') }}
 ),
 
 renamed as (

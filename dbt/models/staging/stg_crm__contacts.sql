@@ -1,13 +1,6 @@
 -- The newest extract row of every CRM contact record.
-with source as (
-    select * from {{ source('silver', 'crm_contacts') }}
-),
-
-ranked as (
-    select
-        *,
-        row_number() over (partition by crm_contact_id order by snapshot_time desc) as extract_rank
-    from source
+with ranked as (
+    {{ newest_extract(source('silver', 'crm_contacts'), 'crm_contact_id') }}
 ),
 
 renamed as (
