@@ -69,3 +69,17 @@ def test_a_failing_dbt_query_is_reported_with_what_failed(jl_config, built):
 
     with pytest.raises(JourneylakeError, match="(?i)no_such_table"):
         run_dbt(jl_config, ["show", "--inline", "select * from no_such_table"])
+
+
+def test_dbt_docs_generate_catalogues_every_mart(jl_config, built):
+    import json
+
+    from pipelines.dbt_cmd import run_dbt
+
+    run_dbt(jl_config, ["docs", "generate"])
+    target = jl_config.paths.home / "dbt" / "target"
+    assert (target / "index.html").is_file()
+    catalogued = {
+        key.rsplit(".", 1)[-1] for key in json.loads((target / "catalog.json").read_text())["nodes"]
+    }
+    assert {"customer_360", "identity_map", "funnels", "touchpoint_impact"} <= catalogued
