@@ -27,7 +27,7 @@ $(VENV_STAMP): pyproject.toml
 
 jars: $(JARS_STAMP)
 
-$(JARS_STAMP): conf/jvm/pom.xml $(VENV_STAMP)
+$(JARS_STAMP): conf/jvm/pom.xml conf/jvm/kafka-broker.pom.xml $(VENV_STAMP)
 	@$(PY) -m pipelines.jars
 
 test: venv jars

@@ -23,6 +23,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "dbt": ("pipelines.dbt_cmd", "build, run or test the dbt models (unified customer, journeys, funnels)"),
     "sql": ("pipelines.sql_cmd", "run a SQL query against the shared catalog"),
     "metastore": ("pipelines.metastore_cmd", "start, stop or check the shared metastore service"),
+    "kafka": ("pipelines.kafka_cmd", "start, stop or check the local Kafka broker"),
 }
 
 

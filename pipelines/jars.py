@@ -1,15 +1,21 @@
-"""JVM jars journeylake adds to Spark: resolved once, then used from a local cache.
+"""JVM jars journeylake runs: resolved once, then used from a local cache.
 
-``make jars`` (``python -m pipelines.jars``) runs Maven on ``conf/jvm/pom.xml`` and copies
-Delta, the Kafka connector and the Derby network client/server into ``.cache/jars/``:
+``make jars`` (``python -m pipelines.jars``) runs Maven on two poms and copies the jars into
+``.cache/jars/``:
 
-- ``.cache/jars/spark/``  jars put on Spark's classpath (``spark.jars`` with local paths);
-- ``.cache/jars/derby/``  the Derby network server's classpath (the shared metastore);
-- ``.cache/jars/manifest.json``  what was resolved, from which pom, for which pyspark.
+- ``conf/jvm/pom.xml`` -> Delta, the Kafka connector and the Derby network client/server:
+  - ``.cache/jars/spark/``  jars put on Spark's classpath (``spark.jars`` with local paths);
+  - ``.cache/jars/derby/``  the Derby network server's classpath (the shared metastore);
+- ``conf/jvm/kafka-broker.pom.xml`` -> ``.cache/jars/kafka/``, the local Kafka broker's own
+  classpath (a separate JVM, so nothing is filtered against pyspark);
+- ``.cache/jars/manifest.json``  what was resolved, from which pom (by digest), for which pyspark.
 
-Any jar whose artifact pyspark already bundles (in ``pyspark/jars``) is dropped, so Spark never
-sees two versions of one library. Once the cache exists, starting Spark needs no network and
-never re-resolves (no ``spark.jars.packages``).
+Any Spark-side jar whose artifact pyspark already bundles (in ``pyspark/jars``) is dropped, so
+Spark never sees two versions of one library. Once the cache exists, starting Spark needs no
+network and never re-resolves (no ``spark.jars.packages``).
+
+Each pom is checked and resolved on its own: editing the broker's pom re-resolves only
+``kafka/`` and leaves the jars of running Spark processes in place, and the reverse.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import SetupError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POM = PROJECT_ROOT / "conf" / "jvm" / "pom.xml"
+KAFKA_POM = PROJECT_ROOT / "conf" / "jvm" / "kafka-broker.pom.xml"
 MANIFEST_VERSION = 1
 
 # jars of these artifacts also go on Spark's classpath; the other derby* jars are server-only
@@ -37,6 +45,31 @@ MANIFEST_VERSION = 1
 _SPARK_SIDE_DERBY = {"derbyclient"}
 
 _JAR_NAME = re.compile(r"^(?P<artifact>.+?)-(?P<version>\d+\.\d+[^-]*(?:-[A-Za-z][^-]*)*)\.jar$")
+
+
+@dataclass(frozen=True)
+class JarSet:
+    """One pom and the cache folders (groups) its jars are sorted into."""
+
+    pom: Path
+    groups: tuple[str, ...]
+    what: str  # for messages: "jars: resolving <what> from <pom> ..."
+    digest_key: str  # manifest key holding the pom's sha256 when it was resolved
+    log_name: str  # Maven's output, beside the cache
+    for_spark: bool  # sorted against pyspark's bundled jars, so tied to the pyspark version
+
+
+SPARK_SET = JarSet(
+    POM, ("spark", "derby"), "Delta, Kafka connector and Derby", "pom_sha256", "mvn-jars.log", True
+)
+KAFKA_SET = JarSet(
+    KAFKA_POM, ("kafka",), "the Kafka broker", "kafka_pom_sha256", "mvn-kafka-broker.log", False
+)
+JAR_SETS = (SPARK_SET, KAFKA_SET)
+
+
+def _set_of(group: str) -> JarSet:
+    return next(s for s in JAR_SETS if group in s.groups)
 
 
 def cache_dir() -> Path:
@@ -65,8 +98,11 @@ def _pyspark_version() -> str:
         raise SetupError("pyspark is not installed in this Python: run `make venv`") from None
 
 
-def _pom_digest() -> str:
-    return hashlib.sha256(POM.read_bytes()).hexdigest()
+def _pom_digest(pom: Path = POM) -> str:
+    try:
+        return hashlib.sha256(pom.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise SetupError(f"cannot read {pom}: {exc.strerror or exc}") from None
 
 
 def _read_manifest(directory: Path) -> dict | None:
@@ -76,19 +112,22 @@ def _read_manifest(directory: Path) -> dict | None:
         return None
 
 
-def _problem(directory: Path) -> str | None:
-    """Why the cache in ``directory`` cannot be used as it is, or None if it is up to date."""
+def _problem(directory: Path, jar_set: JarSet = SPARK_SET) -> str | None:
+    """Why ``jar_set``'s jars in ``directory`` cannot be used as they are, or None if up to date."""
     manifest = _read_manifest(directory)
     if manifest is None or manifest.get("manifest_version") != MANIFEST_VERSION:
         return f"no resolved JVM jars in {directory}"
-    if manifest.get("pom_sha256") != _pom_digest():
-        return f"{POM.relative_to(PROJECT_ROOT)} changed since the jars in {directory} were resolved"
-    if manifest.get("pyspark") != _pyspark_version():
+    pom = jar_set.pom.relative_to(PROJECT_ROOT)
+    if jar_set.digest_key not in manifest:
+        return f"the jars of {pom} are not in {directory}"
+    if manifest[jar_set.digest_key] != _pom_digest(jar_set.pom):
+        return f"{pom} changed since the jars in {directory} were resolved"
+    if jar_set.for_spark and manifest.get("pyspark") != _pyspark_version():
         return (
             f"the jars in {directory} were resolved for pyspark {manifest.get('pyspark')}, "
             f"but pyspark {_pyspark_version()} is installed"
         )
-    for group in ("spark", "derby"):
+    for group in jar_set.groups:
         for name in manifest.get(group, []):
             if not (directory / group / name).is_file():
                 return f"{directory / group / name} is missing"
@@ -97,7 +136,7 @@ def _problem(directory: Path) -> str | None:
 
 def _jars(group: str) -> list[Path]:
     directory = cache_dir()
-    problem = _problem(directory)
+    problem = _problem(directory, _set_of(group))
     if problem:
         raise SetupError(f"{problem}: run `make jars`")
     manifest = _read_manifest(directory) or {}
@@ -115,6 +154,11 @@ def spark_jars() -> list[Path]:
 def derby_server_classpath() -> list[Path]:
     """Jars that run the Derby network server (the shared metastore's own process)."""
     return _jars("derby")
+
+
+def kafka_broker_classpath() -> list[Path]:
+    """Jars that run the local Kafka broker (its own process; see pipelines/kafka_broker.py)."""
+    return _jars("kafka")
 
 
 def _failed_artifacts(log: str) -> list[str]:
@@ -145,86 +189,120 @@ def _failure_reason(log: str) -> str:
     return errors[0][:200] if errors else "mvn failed"
 
 
+def _run_maven(mvn: str, jar_set: JarSet, into: Path, log_path: Path) -> None:
+    """``mvn dependency:copy-dependencies`` of one pom; a failure names the artifact it was fetching."""
+    pom = jar_set.pom.relative_to(PROJECT_ROOT)
+    proc = subprocess.run(
+        [
+            mvn,
+            "-B",
+            "-f",
+            str(jar_set.pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={into}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=into.parent,
+    )
+    log_path.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        log = proc.stdout + proc.stderr
+        failed = _failed_artifacts(log)
+        what = failed[0] if failed else "(unknown artifact)"
+        also = f" (also {', '.join(failed[1:])})" if len(failed) > 1 else ""
+        raise SetupError(
+            f"could not resolve JVM jar {what}{also} from {pom}: {_failure_reason(log)}; "
+            f"full Maven log: {log_path}"
+        )
+
+
+def _sort_spark_set(resolved: Path, staging: Path, manifest: dict) -> None:
+    """Spark-side jars (minus what pyspark bundles) into spark/, the Derby server's into derby/."""
+    bundled = {artifact_of(p.name) for p in pyspark_jars_dir().glob("*.jar")}
+    (staging / "spark").mkdir()
+    (staging / "derby").mkdir()
+    manifest.update(
+        {"pyspark": _pyspark_version(), "spark": [], "derby": [], "dropped_bundled_by_pyspark": []}
+    )
+    for jar in sorted(resolved.glob("*.jar")):
+        artifact = artifact_of(jar.name)
+        if artifact.startswith("derby"):
+            shutil.copy2(jar, staging / "derby" / jar.name)
+            manifest["derby"].append(jar.name)
+            if artifact not in _SPARK_SIDE_DERBY:
+                continue
+        if artifact in bundled:
+            manifest["dropped_bundled_by_pyspark"].append(jar.name)
+            continue
+        shutil.copy2(jar, staging / "spark" / jar.name)
+        manifest["spark"].append(jar.name)
+
+
+def _sort_kafka_set(resolved: Path, staging: Path, manifest: dict) -> None:
+    """Every jar of the broker's pom into kafka/ (its own JVM: nothing to filter)."""
+    (staging / "kafka").mkdir()
+    manifest["kafka"] = []
+    for jar in sorted(resolved.glob("*.jar")):
+        shutil.copy2(jar, staging / "kafka" / jar.name)
+        manifest["kafka"].append(jar.name)
+
+
+def _write_manifest(target: Path, manifest: dict) -> None:
+    tmp = target / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(target / "manifest.json")  # atomic: readers see the old or the new manifest
+
+
 def resolve(force: bool = False, quiet: bool = False) -> Path:
-    """Resolve the jars in conf/jvm/pom.xml into the cache, unless it is already up to date."""
+    """Resolve the poms in conf/jvm/ into the cache, each only if its jars are not up to date."""
     target = cache_dir()
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
-    if not force and _problem(target) is None:
-        (target / "manifest.json").touch()  # lets `make` see the cache as newer than the pom
+    stale = [s for s in JAR_SETS if force or _problem(target, s) is not None]
+    if not stale:
+        (target / "manifest.json").touch()  # lets `make` see the cache as newer than the poms
         say(f"jars: up to date in {target}")
         return target
     mvn = shutil.which("mvn")
     if mvn is None:
         raise SetupError("Maven (`mvn`) is not on PATH; install it (Debian: apt-get install maven)")
 
-    bundled = {artifact_of(p.name) for p in pyspark_jars_dir().glob("*.jar")}
+    old = _read_manifest(target)
+    manifest: dict = old if old and old.get("manifest_version") == MANIFEST_VERSION else {}
+    if not manifest:  # nothing usable: every set is stale, the folder starts afresh
+        stale = list(JAR_SETS)
+    manifest["manifest_version"] = MANIFEST_VERSION
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="jars-", dir=target.parent))
-    log_path = target.parent / "mvn-jars.log"
-    say(f"jars: resolving Delta, Kafka connector and Derby from {POM.relative_to(PROJECT_ROOT)} with mvn ...")
     try:
-        proc = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-f",
-                str(POM),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={staging / 'all'}",
-                "-DincludeScope=runtime",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=staging,
-        )
-        log_path.write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            log = proc.stdout + proc.stderr
-            failed = _failed_artifacts(log)
-            what = failed[0] if failed else "(unknown artifact)"
-            also = f" (also {', '.join(failed[1:])})" if len(failed) > 1 else ""
-            raise SetupError(
-                f"could not resolve JVM jar {what}{also} from {POM.relative_to(PROJECT_ROOT)}: "
-                f"{_failure_reason(log)}; full Maven log: {log_path}"
-            )
+        for jar_set in stale:
+            say(f"jars: resolving {jar_set.what} from {jar_set.pom.relative_to(PROJECT_ROOT)} with mvn ...")
+            resolved = staging / "all"
+            _run_maven(mvn, jar_set, resolved, target.parent / jar_set.log_name)
+            sort = _sort_spark_set if jar_set.for_spark else _sort_kafka_set
+            sort(resolved, staging, manifest)
+            manifest[jar_set.digest_key] = _pom_digest(jar_set.pom)
+            shutil.rmtree(resolved)
 
-        spark_dir, derby_dir = staging / "spark", staging / "derby"
-        spark_dir.mkdir()
-        derby_dir.mkdir()
-        manifest: dict = {
-            "manifest_version": MANIFEST_VERSION,
-            "pom_sha256": _pom_digest(),
-            "pyspark": _pyspark_version(),
-            "spark": [],
-            "derby": [],
-            "dropped_bundled_by_pyspark": [],
-        }
-        for jar in sorted((staging / "all").glob("*.jar")):
-            artifact = artifact_of(jar.name)
-            if artifact.startswith("derby"):
-                shutil.copy2(jar, derby_dir / jar.name)
-                manifest["derby"].append(jar.name)
-                if artifact not in _SPARK_SIDE_DERBY:
-                    continue
-            if artifact in bundled:
-                manifest["dropped_bundled_by_pyspark"].append(jar.name)
-                continue
-            shutil.copy2(jar, spark_dir / jar.name)
-            manifest["spark"].append(jar.name)
-        shutil.rmtree(staging / "all")
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        # every pom resolved: only now replace the stale groups (the others stay as they are)
+        if not old or old.get("manifest_version") != MANIFEST_VERSION:
+            shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True, exist_ok=True)
+        for jar_set in stale:
+            for group in jar_set.groups:
+                if (target / group).exists():
+                    shutil.rmtree(target / group)
+                (staging / group).rename(target / group)
+        _write_manifest(target, manifest)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
     size = sum(p.stat().st_size for p in target.rglob("*.jar")) / 1e6
     say(
-        f"jars: {len(manifest['spark'])} for Spark, {len(manifest['derby'])} for the metastore "
-        f"({size:.0f} MB) in {target}"
+        f"jars: {len(manifest.get('spark', []))} for Spark, {len(manifest.get('derby', []))} for the "
+        f"metastore, {len(manifest.get('kafka', []))} for the Kafka broker ({size:.0f} MB) in {target}"
     )
     return target
 

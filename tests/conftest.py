@@ -18,12 +18,28 @@ import pytest
 # Set before anything loads a config: subprocesses inherit these.
 _HOME_ENV = "JOURNEYLAKE_HOME"
 _PORT_ENV = "JOURNEYLAKE_METASTORE_PORT"
+_KAFKA_PORT_ENV = "JOURNEYLAKE_KAFKA_PORT"  # the test broker's port; its controller takes the next one
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _free_port_pair() -> int:
+    """A free port P whose neighbour P + 1 is free too (the Kafka broker and its controller)."""
+    for _ in range(50):
+        port = _free_port()
+        if port >= 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1 for the test Kafka broker")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,18 +50,23 @@ def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     a demo's metastore port.
     """
     home = tmp_path_factory.mktemp("journeylake-home")
-    saved = {name: os.environ.get(name) for name in (_HOME_ENV, _PORT_ENV, "JOURNEYLAKE_TARGET")}
+    saved = {
+        name: os.environ.get(name) for name in (_HOME_ENV, _PORT_ENV, _KAFKA_PORT_ENV, "JOURNEYLAKE_TARGET")
+    }
     os.environ[_HOME_ENV] = str(home)
     os.environ[_PORT_ENV] = str(_free_port())
+    os.environ[_KAFKA_PORT_ENV] = str(_free_port_pair())
     os.environ.pop("JOURNEYLAKE_TARGET", None)
     yield home
     # whoever started the test metastore (a fixture or a CLI subprocess), it stops here
-    from pipelines import metastore
+    from pipelines import kafka_broker, metastore
     from pipelines.config import load_config
 
     metastore.stop(load_config("local"))
+    kafka_broker.down(load_config("local"))  # the same for the test Kafka broker
     # ... and so do servers that tests started in homes of their own under the temp folder
     metastore.stop_servers_under(tmp_path_factory.getbasetemp())
+    kafka_broker.stop_brokers_under(tmp_path_factory.getbasetemp())
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
@@ -66,6 +87,19 @@ def jl_config(jl_home: Path):
             "spark.app_name": "journeylake-tests",
         },
     )
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(jl_config) -> str:
+    """The test home's local Kafka broker, started once per run; its bootstrap address.
+
+    It runs on the session's private port (JOURNEYLAKE_KAFKA_PORT) and is stopped when the
+    session ends (see ``jl_home``), whoever stopped or restarted it in between.
+    """
+    from pipelines import kafka_broker as broker
+
+    state, _started = broker.up(jl_config)
+    return state.bootstrap
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Where landing lines go: a ``Writer`` protocol (files now, Kafka topics later) and delivery.
+"""Where landing lines go: a ``Writer`` protocol (files here, Kafka topics in ``kafka_writer``) and delivery.
 
 ``Delivery`` keeps a source's lines that are not due yet (late events and duplicates spill into
 later micro-batches), writes each due micro-batch through the writer in delivery order, and
@@ -52,7 +52,7 @@ class FileWriter:
 
 
 class MemoryWriter:
-    """Keeps batches in memory (tests, and a model for a Kafka producer)."""
+    """Keeps batches in memory (tests)."""
 
     def __init__(self) -> None:
         self.batches: dict[str, bytes] = {}  # in delivery order
