@@ -1,10 +1,11 @@
-"""Bronze: every landing line, exactly as delivered, with ingestion metadata.
+"""Bronze: every landing line or Kafka message, exactly as delivered, with ingestion metadata.
 
-One Structured Streaming query per source reads the source's landing folder as text, so a
-malformed line is kept with its raw text rather than dropped by a JSON reader. Each row records
-which file it came from and when it was ingested. Bronze does not parse the JSON at all: parsing
-is the dearest step per row and silver does it once (a record is traced from silver or
-quarantine back to its bronze line by file and ``sha2(raw, 256)``).
+One Structured Streaming query per source reads the source's landing folder as text (or, with
+``ingest.source: kafka``, the source's topic), so a malformed line is kept with its raw text
+rather than dropped by a JSON reader. Each row records which file it came from (for Kafka: the
+topic, partition, offset and producer timestamp) and when it was ingested. Bronze does not
+parse the JSON at all: parsing is the dearest step per row and silver does it once (a record is
+traced from silver or quarantine back to its bronze line by file and ``sha2(raw, 256)``).
 
 Raw PII lives here and only here: bronze is the restricted layer.
 """
@@ -23,6 +24,17 @@ from pipelines.errors import InputError
 
 BRONZE_COLUMNS = ("raw", "_source_file", "_ingested_at", "_ingest_date")
 BRONZE_DDL = "raw STRING, _source_file STRING, _ingested_at TIMESTAMP, _ingest_date DATE"
+# Where a Kafka message came from (null for landing files). Checkpointed offsets make the Kafka
+# source exactly-once; these columns make every bronze row traceable to its message.
+KAFKA_COLUMNS = {
+    "_kafka_topic": "STRING",
+    "_kafka_partition": "INT",
+    "_kafka_offset": "BIGINT",
+    "_kafka_timestamp": "TIMESTAMP",
+}
+# Messages the simulator (or a bank's producer) tags with the file a batch would have been: keeps
+# per-batch reconciliation and lineage the same for both sources.
+BATCH_HEADER = "journeylake-batch"
 # Data-skipping statistics only on the lineage columns: min/max statistics of the long raw text
 # are useless for skipping and measured to cost about half of the write time.
 BRONZE_PROPERTIES = "'delta.dataSkippingStatsColumns' = '_source_file,_ingested_at'"
@@ -33,9 +45,71 @@ def landing_dir(cfg: Any, source: str) -> Path:
 
 
 def ensure_bronze_table(spark: SparkSession, table: str) -> None:
+    kafka_ddl = ", ".join(f"{name} {kind}" for name, kind in KAFKA_COLUMNS.items())
     spark.sql(
-        f"CREATE TABLE IF NOT EXISTS {table} ({BRONZE_DDL}) USING delta PARTITIONED BY (_ingest_date) "
-        f"TBLPROPERTIES ({BRONZE_PROPERTIES})"
+        f"CREATE TABLE IF NOT EXISTS {table} ({BRONZE_DDL}, {kafka_ddl}) USING delta "
+        f"PARTITIONED BY (_ingest_date) TBLPROPERTIES ({BRONZE_PROPERTIES})"
+    )
+    missing = [name for name in KAFKA_COLUMNS if name not in spark.table(table).columns]
+    if missing:  # a table created before Kafka columns existed
+        added = ", ".join(f"{name} {KAFKA_COLUMNS[name]}" for name in missing)
+        spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({added})")
+
+
+def topic_name(cfg: Any, source: str) -> str:
+    return f"{cfg.kafka.topic_prefix}{source}"
+
+
+def kafka_options(cfg: Any) -> dict[str, str]:
+    """``kafka.options`` with ``${ENV_VAR}`` references filled in (secrets stay out of conf/)."""
+    import os
+    import re
+
+    resolved = {}
+    for key, value in cfg.kafka.options.items():
+        missing = [name for name in re.findall(r"\$\{(\w+)\}", value) if name not in os.environ]
+        if missing:
+            raise InputError(
+                f"kafka.options.{key} refers to the environment variable {missing[0]}, which is not set"
+            )
+        resolved[key] = re.sub(r"\$\{(\w+)\}", lambda m: os.environ[m.group(1)], value)
+    return resolved
+
+
+def read_kafka(spark: SparkSession, cfg: Any, source: str) -> DataFrame:
+    """The source's Kafka topic as a stream of raw messages with their metadata.
+
+    The message value is decoded as UTF-8 text and kept as is; whether it is valid JSON is
+    silver's business, exactly as for a landing line. ``kafka.options`` pass through as
+    ``kafka.<key>`` (security settings of a bank's cluster).
+    """
+    get_contract(source)
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
+        .option("subscribe", topic_name(cfg, source))
+        .option("startingOffsets", cfg.kafka.starting_offsets)
+        .option("includeHeaders", "true")
+        .option("failOnDataLoss", "true")  # offsets that vanished (retention) stop the stream loudly
+    )
+    if cfg.kafka.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", cfg.kafka.max_offsets_per_trigger)
+    for key, value in kafka_options(cfg).items():
+        reader = reader.option(f"kafka.{key}", value)
+    messages = reader.load()
+    batch = F.expr(f"element_at(filter(headers, h -> h.key = '{BATCH_HEADER}'), 1).value").cast("string")
+    ingested_at = F.current_timestamp()
+    return messages.select(
+        F.col("value").cast("string").alias("raw"),
+        F.coalesce(
+            batch, F.format_string("kafka://%s/%d/%d", F.col("topic"), F.col("partition"), F.col("offset"))
+        ).alias("_source_file"),
+        ingested_at.alias("_ingested_at"),
+        F.to_date(ingested_at).alias("_ingest_date"),
+        F.col("topic").alias("_kafka_topic"),
+        F.col("partition").alias("_kafka_partition"),
+        F.col("offset").alias("_kafka_offset"),
+        F.col("timestamp").alias("_kafka_timestamp"),
     )
 
 
@@ -58,6 +132,7 @@ def read_landing(spark: SparkSession, cfg: Any, source: str, max_files: int | No
         F.col("_metadata.file_path").alias("_source_file"),
         ingested_at.alias("_ingested_at"),
         F.to_date(ingested_at).alias("_ingest_date"),
+        *[F.lit(None).cast(kind).alias(name) for name, kind in KAFKA_COLUMNS.items()],
     )
 
 
@@ -70,11 +145,14 @@ def start_bronze_stream(
     configure_trigger: Any,
     max_files: int | None = None,
 ) -> StreamingQuery:
-    """Start the landing -> bronze query for ``source``; appends are exactly-once via the checkpoint."""
+    """Start the landing (or Kafka) -> bronze query for ``source``; exactly-once via the checkpoint."""
     ensure_bronze_table(spark, table)
+    if cfg.ingest.source == "kafka":
+        stream = read_kafka(spark, cfg, source)
+    else:
+        stream = read_landing(spark, cfg, source, max_files)
     writer: DataStreamWriter = (
-        read_landing(spark, cfg, source, max_files)
-        .writeStream.format("delta")
+        stream.writeStream.format("delta")
         .outputMode("append")
         .queryName(f"bronze_{source}")
         .option("checkpointLocation", str(checkpoint))

@@ -8,8 +8,9 @@ file and the dotted key at fault::
     conf/targets/local.yml: spark.shuffle_partitions: expected an integer, got 'many'
 
 Environment overrides: ``JOURNEYLAKE_HOME`` (the folder holding all local state),
-``JOURNEYLAKE_METASTORE_PORT`` (the shared catalog's port) and ``JOURNEYLAKE_CONF_DIR`` (another
-``conf/`` folder).
+``JOURNEYLAKE_METASTORE_PORT`` (the shared catalog's port), ``JOURNEYLAKE_KAFKA_PORT`` (the local
+Kafka broker's port, its controller's is the next one, and the bootstrap servers) and
+``JOURNEYLAKE_CONF_DIR`` (another ``conf/`` folder).
 
 Usage::
 
@@ -24,10 +25,10 @@ import argparse
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from pipelines.errors import ConfigError
 
@@ -36,6 +37,7 @@ DEFAULT_TARGET = "local"
 ENV_TARGET = "JOURNEYLAKE_TARGET"
 ENV_HOME = "JOURNEYLAKE_HOME"
 ENV_METASTORE_PORT = "JOURNEYLAKE_METASTORE_PORT"
+ENV_KAFKA_PORT = "JOURNEYLAKE_KAFKA_PORT"
 ENV_CONF_DIR = "JOURNEYLAKE_CONF_DIR"
 
 
@@ -87,6 +89,7 @@ class CatalogConfig(_Section):
 
 
 class IngestConfig(_Section):
+    source: Literal["files", "kafka"] = "files"  # landing folder of JSON files, or Kafka topics
     trigger_interval: str = "10 seconds"
     max_files_per_trigger: int = Field(50, ge=1)
     dedup_watermark: str = "6 hours"
@@ -94,10 +97,42 @@ class IngestConfig(_Section):
     pii_key_default: str | None = None
 
 
+class KafkaBrokerConfig(_Section):
+    """The local single-node broker `journeylake kafka up` starts (development, tests, demo)."""
+
+    port: int = Field(19092, ge=1, le=65535)
+    controller_port: int = Field(19093, ge=1, le=65535)
+    heap: str = "512m"
+    partitions: int = Field(4, ge=1)  # per topic, for topics the simulator creates
+
+
 class KafkaConfig(_Section):
-    enabled: bool = False
-    bootstrap_servers: str = "127.0.0.1:9092"
+    """Kafka as the event source (``ingest.source: kafka``): one topic per source."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
     topic_prefix: str = "journeylake."
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    max_offsets_per_trigger: int | None = Field(None, ge=1)
+    # passed to Spark's Kafka source and to producers as kafka.<key>, e.g. security.protocol,
+    # sasl.mechanism, sasl.jaas.config, ssl.truststore.location (a bank's own cluster)
+    options: dict[str, str] = Field(default_factory=dict)
+    broker: KafkaBrokerConfig = Field(default_factory=KafkaBrokerConfig)
+
+
+MarketingChannel = Literal["email", "sms", "push", "phone"]
+SegmentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+
+class SegmentConfig(_Section):
+    """One audience marketing pulls: who is in it and which channel will contact them.
+
+    ``where`` is a Spark SQL condition over ``gold.customer_360`` columns. Exports keep only
+    customers whose marketing consent for ``channel`` (and for ``any``) is granted at export time.
+    """
+
+    description: str = Field(min_length=1)
+    where: str = Field(min_length=1)
+    channel: MarketingChannel
 
 
 class Config(_Section):
@@ -108,6 +143,7 @@ class Config(_Section):
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    segments: dict[SegmentName, SegmentConfig] = Field(default_factory=dict)
     target: str = DEFAULT_TARGET
     sources: tuple[str, ...] = ()  # the files (and "overrides") this config was built from
 
@@ -282,6 +318,18 @@ def load_config(target: str | None = None, overrides: dict[str, Any] | None = No
     port = os.environ.get(ENV_METASTORE_PORT)
     if port:
         layers.append((f"${ENV_METASTORE_PORT}", {"catalog": {"metastore": {"port": port}}}))
+    kafka_port = os.environ.get(ENV_KAFKA_PORT)
+    if kafka_port:  # a private local broker: its listener, its controller (port + 1), and bootstrap
+        try:
+            broker = {"port": int(kafka_port), "controller_port": int(kafka_port) + 1}
+        except ValueError:
+            raise ConfigError(f"${ENV_KAFKA_PORT}: expected a port number, got {kafka_port!r}") from None
+        layers.append(
+            (
+                f"${ENV_KAFKA_PORT}",
+                {"kafka": {"bootstrap_servers": f"127.0.0.1:{kafka_port}", "broker": broker}},
+            )
+        )
 
     merged: dict[str, Any] = {}
     for origin, data in layers:

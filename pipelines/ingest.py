@@ -48,7 +48,13 @@ class LayerCounts:
 
 
 def present_sources(cfg: Any) -> list[str]:
-    """Sources with a landing folder, snapshots first; a missing landing root is an error."""
+    """Sources to ingest, snapshots first: those with a landing folder, or every topic for Kafka.
+
+    A missing landing root, or Kafka bootstrap servers that accept no connection, is an error.
+    """
+    if cfg.ingest.source == "kafka":
+        check_kafka_reachable(cfg)
+        return [*SNAPSHOT_SOURCES, *STREAM_SOURCES]
     root = Path(cfg.paths.landing)
     if not root.is_dir():
         raise InputError(
@@ -60,6 +66,24 @@ def present_sources(cfg: Any) -> list[str]:
             f"landing folder {root} holds no source folder (expected e.g. {root / 'transactions'})"
         )
     return found
+
+
+def check_kafka_reachable(cfg: Any, timeout: float = 5.0) -> None:
+    """Fail fast, naming the servers, when no bootstrap server accepts a TCP connection."""
+    import socket
+
+    servers = [s.strip() for s in cfg.kafka.bootstrap_servers.split(",") if s.strip()]
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError):
+            continue
+    raise InputError(
+        f"Kafka is not reachable at {cfg.kafka.bootstrap_servers} (kafka.bootstrap_servers in conf/); "
+        "for the local broker run `journeylake kafka up`"
+    )
 
 
 def _checkpoint(cfg: Any, layer: str, name: str) -> str:

@@ -1,4 +1,4 @@
-"""``journeylake ingest``: stream landing files into bronze / silver / gold Delta tables."""
+"""``journeylake ingest``: stream landing files (or Kafka topics) into bronze / silver / gold Delta tables."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="process what has landed, then stop (default: keep streaming until Ctrl-C)",
     )
     parser.add_argument("--landing", help="landing folder to read (default: paths.landing from conf/)")
+    parser.add_argument(
+        "--source",
+        choices=("files", "kafka"),
+        default=None,
+        help="read the landing folder or Kafka topics (default: ingest.source from conf/)",
+    )
+    parser.add_argument(
+        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (default: kafka.bootstrap_servers)"
+    )
     add_config_arguments(parser)
 
 
@@ -45,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = cfg.model_copy(
             update={"paths": cfg.paths.model_copy(update={"landing": Path(args.landing).resolve()})}
+        )
+    if args.source:
+        cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"source": args.source})})
+    if args.bootstrap:
+        cfg = cfg.model_copy(
+            update={"kafka": cfg.kafka.model_copy(update={"bootstrap_servers": args.bootstrap})}
         )
     ingest.present_sources(cfg)  # fail fast, before starting Spark, on a missing landing folder
     started = time.monotonic()

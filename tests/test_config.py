@@ -38,9 +38,9 @@ def test_target_overlay_is_deep_merged_onto_base(conf: Path) -> None:
 
 
 def test_overrides_win_and_may_be_dotted(conf: Path) -> None:
-    cfg = load_config(overrides={"spark.shuffle_partitions": 3, "kafka": {"enabled": True}})
+    cfg = load_config(overrides={"spark.shuffle_partitions": 3, "kafka": {"topic_prefix": "bank."}})
     assert cfg.spark.shuffle_partitions == 3
-    assert cfg.kafka.enabled is True
+    assert cfg.kafka.topic_prefix == "bank."
 
 
 def test_target_comes_from_environment(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,3 +133,48 @@ def test_databricks_target_needs_a_real_pii_key(monkeypatch: pytest.MonkeyPatch)
         cfg.pii_key()
     monkeypatch.setenv("JOURNEYLAKE_PII_KEY", "from-a-secret")
     assert cfg.pii_key() == "from-a-secret"
+
+
+def test_shipped_segments_name_a_marketing_channel_each() -> None:
+    cfg = load_config("local")
+    assert cfg.segments
+    assert {s.channel for s in cfg.segments.values()} <= {"email", "sms", "push", "phone"}
+
+
+@pytest.mark.parametrize(
+    ("segment", "message"),
+    [
+        ({"Big Savers": {"description": "d", "where": "true", "channel": "email"}}, r"segments\.Big Savers"),
+        ({"savers": {"description": "d", "where": "true", "channel": "fax"}}, r"segments\.savers\.channel"),
+        ({"savers": {"description": "d", "channel": "sms"}}, r"segments\.savers\.where: required key"),
+    ],
+)
+def test_a_bad_segment_definition_names_its_key(segment: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", overrides={"segments": segment})
+
+
+def test_kafka_options_take_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.bronze import kafka_options
+    from pipelines.errors import InputError
+
+    cfg = load_config(
+        "local", overrides={"kafka.options": {"sasl.jaas.config": 'x password="${JL_TEST_KAFKA_SECRET}";'}}
+    )
+    monkeypatch.delenv("JL_TEST_KAFKA_SECRET", raising=False)
+    with pytest.raises(InputError, match=r"kafka\.options\.sasl\.jaas\.config .* JL_TEST_KAFKA_SECRET"):
+        kafka_options(cfg)
+    monkeypatch.setenv("JL_TEST_KAFKA_SECRET", "s3cret")
+    assert kafka_options(cfg) == {"sasl.jaas.config": 'x password="s3cret";'}
+
+
+def test_kafka_port_from_the_environment_sets_broker_controller_and_bootstrap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOURNEYLAKE_KAFKA_PORT", "29092")
+    cfg = load_config("local")
+    assert (cfg.kafka.broker.port, cfg.kafka.broker.controller_port) == (29092, 29093)
+    assert cfg.kafka.bootstrap_servers == "127.0.0.1:29092"
+    monkeypatch.setenv("JOURNEYLAKE_KAFKA_PORT", "many")
+    with pytest.raises(ConfigError, match="JOURNEYLAKE_KAFKA_PORT: expected a port number"):
+        load_config("local")
