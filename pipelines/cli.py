@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "generate": ("pipelines.sources.generate_cmd", "write a synthetic bank's landing files and hidden truth"),
     "ingest": ("pipelines.ingest_cmd", "stream landing files into bronze / silver / gold Delta tables"),
     "dbt": ("pipelines.dbt_cmd", "build, run or test the dbt models (unified customer, journeys, funnels)"),
+    "export-segments": ("pipelines.export_cmd", "write dated, consent-filtered segment files for marketing"),
     "sql": ("pipelines.sql_cmd", "run a SQL query against the shared catalog"),
     "metastore": ("pipelines.metastore_cmd", "start, stop or check the shared metastore service"),
     "kafka": ("pipelines.kafka_cmd", "start, stop or check the local Kafka broker"),

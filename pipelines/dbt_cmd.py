@@ -31,14 +31,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def dbt_vars(cfg: Any) -> dict[str, str]:
-    """Schema names from conf/, as the dbt vars the project reads (dbt/dbt_project.yml)."""
+def dbt_vars(cfg: Any) -> dict[str, Any]:
+    """Schema names and segment definitions from conf/, as the dbt vars the project reads."""
     from pipelines.spark import schema_name
 
     return {
         "silver_schema": schema_name(cfg, "silver"),
         "gold_schema": schema_name(cfg, "gold"),
         "work_schema": f"{schema_name(cfg, 'gold')}_work",
+        "segments": [
+            {"name": name, "where": segment.where, "channel": segment.channel}
+            for name, segment in cfg.segments.items()
+        ],
     }
 
 

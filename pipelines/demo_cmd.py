@@ -108,6 +108,19 @@ def run(args: argparse.Namespace) -> int:
             "top friction points (customers lost): "
             + ", ".join(f"{r['abandoned_at_step']} {r['customers_lost']}" for r in friction)
         )
+    from datetime import UTC, datetime
+
+    from pipelines.segment_export import export_segments
+
+    today = datetime.now(UTC).date()
+    manifest = export_segments(spark, cfg, today, cfg.paths.exports)
+    step(f"segment export for marketing -> {cfg.paths.exports / today.isoformat()}")
+    for segment in manifest["segments"]:
+        excluded = sum(segment["excluded"].values())
+        console.print(
+            f"  {segment['name']:<20} {segment['rows']:>6,} customers to contact by {segment['channel']}"
+            f" ({excluded:,} of {segment['matched']:,} matched left out: no consent or not active)"
+        )
     step("done")
     console.print(
         "\nQuery it (any number of processes can share the catalog):\n"
@@ -116,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         '  .venv/bin/journeylake sql -e "SELECT * FROM gold.funnels LIMIT 20"\n'
         '  .venv/bin/journeylake sql -e "SELECT rule, count(*) FROM silver.quarantine GROUP BY rule"\n'
         '  .venv/bin/journeylake sql -e "SELECT * FROM silver.consent_current LIMIT 5" --format csv\n'
+        "Re-export marketing's segments: .venv/bin/journeylake export-segments --date YYYY-MM-DD\n"
         "Keep streaming new landing files: .venv/bin/journeylake ingest"
     )
     return 0

@@ -133,3 +133,11 @@ def ingested(spark, jl_config, world):
     tables = Tables.from_config(jl_config)
     ingest.run(spark, jl_config, until_idle=True, tables=tables, progress=lambda _m: None)
     return tables
+
+
+@pytest.fixture(scope="session")
+def built(spark, jl_config, ingested):
+    """`dbt build` (models, data tests, unit tests) on the ingested test bank, once per run."""
+    from pipelines.dbt_cmd import run_dbt
+
+    return run_dbt(jl_config, ["build"])

@@ -25,6 +25,9 @@ from pipelines.errors import JourneylakeError
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_FILE = ROOT / "databricks.yml"
 VAR_REF = re.compile(r"\$\{var\.([A-Za-z0-9_-]+)\}")
+# Databricks fills these in when a run starts; the checker parses a task's arguments with a sample.
+DYNAMIC_REF = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+DYNAMIC_SAMPLES = {"job.start_time.iso_date": "2026-01-01", "job.run_id": "1", "job.id": "1"}
 ENTRY_POINT = "journeylake"
 
 
@@ -80,6 +83,10 @@ def wheel_task_problems(task: dict[str, Any]) -> list[str]:
     if wheel.get("entry_point") != ENTRY_POINT:
         problems.append(f"entry_point is {wheel.get('entry_point')!r}, expected {ENTRY_POINT!r}")
     params = [str(p) for p in wheel.get("parameters") or []]
+    unknown_refs = sorted({ref for p in params for ref in DYNAMIC_REF.findall(p)} - set(DYNAMIC_SAMPLES))
+    if unknown_refs:
+        problems.append(f"unknown dynamic value reference {', '.join(unknown_refs)}")
+    params = [DYNAMIC_REF.sub(lambda m: DYNAMIC_SAMPLES.get(m.group(1), m.group(0)), p) for p in params]
     if not params:
         return [*problems, "no parameters: the first parameter must be a journeylake verb"]
     verb = params[0]
@@ -252,3 +259,27 @@ def test_checker_rejects_an_unknown_config_target() -> None:
 def test_checker_finds_missing_files_and_undeclared_variables(tmp_path: Path) -> None:
     assert file_problems({"spark_python_task": {"python_file": "../nope.py"}}, tmp_path)
     assert var_refs({"a": ["x ${var.catalog} ${var.nope}"]}) == {"catalog", "nope"}
+
+
+def test_checker_fills_in_run_dates_and_rejects_unknown_dynamic_references() -> None:
+    def task(date_text: str) -> dict[str, Any]:
+        params = ["export-segments", "--date", date_text, "--target", "databricks"]
+        return {
+            "python_wheel_task": {
+                "package_name": "journeylake",
+                "entry_point": "journeylake",
+                "parameters": params,
+            }
+        }
+
+    assert wheel_task_problems(task("{{job.start_time.iso_date}}")) == []
+    assert any("job.no_such_value" in p for p in wheel_task_problems(task("{{job.no_such_value}}")))
+    assert any("rejected" in p for p in wheel_task_problems(task("yesterday")))
+
+
+def test_segment_exports_are_scheduled_daily_by_default(bundle) -> None:
+    root, included = bundle
+    jobs = {key: job for _path, key, job in iter_jobs(included)}
+    schedule = jobs["segment_export"]["schedule"]
+    assert schedule["quartz_cron_expression"] == "${var.export_cron}"
+    assert root["variables"]["export_cron"]["default"] == "0 0 6 * * ?"

@@ -9,15 +9,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def built(spark, jl_config, ingested):
-    """`dbt build` (models, data tests, unit tests) on the ingested test bank."""
-    from pipelines.dbt_cmd import run_dbt
-
-    result = run_dbt(jl_config, ["build"])
-    return result
-
-
 def _statuses(result) -> dict[str, str]:
     return {r.node.name: str(r.status).lower() for r in result.result.results}
 

@@ -95,11 +95,13 @@ service as (
 consent as (
     select
         customer_number,
+        -- marketing on a channel needs both the channel's own consent and the general ("any") one
         {% for channel in ['email', 'sms', 'push', 'phone'] %}
-        coalesce(max(case when purpose = 'marketing' and channel in ('{{ channel }}', 'any') then granted end), false)
+        coalesce(max(case when purpose = 'marketing' and channel = '{{ channel }}' then granted end), false)
+            and coalesce(max(case when purpose = 'marketing' and channel = 'any' then granted end), false)
             as marketing_consent_{{ channel }},
         {% endfor %}
-        coalesce(max(case when purpose = 'profiling' then granted end), false) as profiling_consent
+        coalesce(max(case when purpose = 'profiling' and channel = 'any' then granted end), false) as profiling_consent
     from {{ ref('stg_consent__current') }}
     group by customer_number
 ),

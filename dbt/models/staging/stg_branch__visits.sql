@@ -10,7 +10,8 @@ renamed as (
         channel,
         location_id,
         visit_type,
-        amount
+        amount,
+        _ingested_at as ingested_at
     from source
 )
 

@@ -9,7 +9,8 @@ renamed as (
         customer_number,
         interaction_type,
         topic,
-        sentiment
+        sentiment,
+        _ingested_at as ingested_at
     from source
 )
 

@@ -16,7 +16,8 @@ renamed as (
         product,
         application_id,
         step as application_step,
-        step_index as application_step_index
+        step_index as application_step_index,
+        _ingested_at as ingested_at
     from source
 )
 

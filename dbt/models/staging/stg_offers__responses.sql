@@ -10,7 +10,8 @@ renamed as (
         decision_id,
         action_id,
         channel,
-        response
+        response,
+        _ingested_at as ingested_at
     from source
 )
 
