@@ -33,20 +33,21 @@ def test_incremental_run_after_late_events_equals_a_full_rebuild(spark, jl_confi
     work = dbt_vars(jl_config)["work_schema"]
     events_table, sessions_table = f"{work}.int_journey_events", f"{work}.int_journey_events_sessionized"
     sessions = spark.table(sessions_table)
-    customer_sessions = (
+    customer_numbers = (
+        spark.table(ingested.gold("identity_map"))
+        .where("id_type = 'customer_number'")
+        .selectExpr("unified_customer_id", "id_value AS customer_number")
+    )
+    chosen = (
         sessions.groupBy("unified_customer_id")
         .agg({"session_number": "max"})
         .where("`max(session_number)` >= 2")
+        .join(customer_numbers, "unified_customer_id")  # visits are attributed by customer number
         .orderBy("unified_customer_id")
         .first()
     )
-    assert customer_sessions, "the test bank should have a customer with two sessions"
-    unified = customer_sessions["unified_customer_id"]
-    customer = (
-        spark.table(ingested.gold("identity_map"))
-        .where(f"unified_customer_id = '{unified}' AND id_type = 'customer_number'")
-        .first()["id_value"]
-    )
+    assert chosen, "the test bank should have a core-banking customer with two sessions"
+    unified, customer = chosen["unified_customer_id"], chosen["customer_number"]
     first = (
         sessions.where(f"unified_customer_id = '{unified}' AND session_number = 1")
         .agg({"event_time": "min"})
