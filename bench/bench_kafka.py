@@ -206,7 +206,7 @@ def main() -> None:
                 SimConfig(
                     customers=args.customers, days=args.days, seed=1, faults=FaultRates.preset("default")
                 ),
-                cfg.paths.home,
+                work / "world",  # truth only: the lines go to Kafka
                 writer=writer,
             )
         events = stats.total_lines

@@ -71,6 +71,7 @@ def start_transaction_triggers(
         .option("topic", topic_name(cfg, TRIGGERS_TOPIC))
         .option("checkpointLocation", str(checkpoint))
         .queryName("realtime_transaction_triggers")
+        .outputMode("update")  # real-time mode emits each record as it comes; append is not allowed
     )
     for key, value in options.items():
         writer = writer.option(f"kafka.{key}", value)
