@@ -196,7 +196,10 @@ def main() -> None:
     from pipelines.spark import get_spark
     from pipelines.tables import Tables
 
-    cfg = load_config("local", overrides={"ingest.source": "kafka", "ingest.trigger_interval": args.trigger})
+    overrides: dict[str, object] = {"ingest.source": "kafka", "ingest.trigger_interval": args.trigger}
+    if args.realtime_only:  # real-time mode holds one task slot per partition for the whole run
+        overrides["kafka.broker.partitions"] = 1
+    cfg = load_config("local", overrides=overrides)
     kafka_broker.up(cfg)
     if args.realtime_only:
         try:
