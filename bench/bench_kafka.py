@@ -127,10 +127,18 @@ def produce_steadily(
 def realtime_latency(spark, cfg, accounts: list[tuple[str, str]], rate: int, seconds: int) -> None:  # type: ignore[no-untyped-def]
     """The same load through the real-time query (Kafka -> triggers topic), alone on the machine."""
     from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient, NewTopic
 
     from pipelines.bronze import topic_name
     from pipelines.realtime import TRIGGERS_TOPIC, start_transaction_triggers
 
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers, "log_level": 3})
+    wanted = [topic_name(cfg, "transactions"), topic_name(cfg, TRIGGERS_TOPIC)]
+    for future in admin.create_topics([NewTopic(t, cfg.kafka.broker.partitions, 1) for t in wanted]).values():
+        try:
+            future.result()
+        except Exception:  # already there  # noqa: BLE001
+            pass
     query = start_transaction_triggers(spark, cfg, cfg.paths.checkpoints / "realtime" / "bench")
     time.sleep(15)  # its long-running tasks start
     consumer = Consumer(
