@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
     export_date = args.date or datetime.now(UTC).date()
     out = Path(args.out).resolve() if args.out else cfg.paths.exports
     spark = get_spark(cfg, "journeylake-export")
-    check_segments(spark, cfg, args.segment)  # a bad `where` is named before dbt runs
     if args.build:
         from pipelines.dbt_cmd import run_dbt
 
+        check_segments(spark, cfg, args.segment)  # a bad `where` is named before dbt runs
         run_dbt(cfg, ["build", "--select", "segment_exports"])
     manifest = export_segments(spark, cfg, export_date, out, args.segment)
     print(f"segment export {manifest['export_date']} -> {out / manifest['export_date']}")
