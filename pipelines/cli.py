@@ -21,6 +21,17 @@ VERBS: dict[str, tuple[str, str]] = {
     "generate": ("pipelines.sources.generate_cmd", "write a synthetic bank's landing files and hidden truth"),
     "ingest": ("pipelines.ingest_cmd", "stream landing files into bronze / silver / gold Delta tables"),
     "dbt": ("pipelines.dbt_cmd", "build, run or test the dbt models (unified customer, journeys, funnels)"),
+    "train": (
+        "ml.train_cmd",
+        "train segmentation, propensity and churn models; register champions in MLflow",
+    ),
+    "score": ("ml.score_cmd", "score every customer with the champion models, with reason codes"),
+    "decide": ("pipelines.nba.decide_cmd", "stream next-best-action decisions into gold.next_best_actions"),
+    "explain-decision": ("pipelines.nba.explain_cmd", "show why a decision chose what it chose"),
+    "evaluate-policy": (
+        "pipelines.nba.evaluate_cmd",
+        "estimate the value of the current and alternative policies (IPS, SNIPS, DR) and the A/B uplift",
+    ),
     "export-segments": ("pipelines.export_cmd", "write dated, consent-filtered segment files for marketing"),
     "sql": ("pipelines.sql_cmd", "run a SQL query against the shared catalog"),
     "metastore": ("pipelines.metastore_cmd", "start, stop or check the shared metastore service"),

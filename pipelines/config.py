@@ -135,6 +135,174 @@ class SegmentConfig(_Section):
     channel: MarketingChannel
 
 
+class TrainingConfig(_Section):
+    """How point-in-time training sets are cut: features as of T, labels from (T, T + horizon]."""
+
+    horizon_days: int = Field(14, ge=1)
+    cutoffs: int = Field(
+        3, ge=1
+    )  # cut-offs per training set, the latest one horizon_days before the data ends
+    cutoff_step_days: int = Field(7, ge=1)
+    min_history_days: int = Field(14, ge=0)  # no cut-off earlier than this after the data starts
+    holdout_fraction: float = Field(
+        0.25, gt=0, lt=1
+    )  # customers (all their cut-offs) kept out for evaluation
+    seed: int = 0
+
+
+PropensityTarget = Literal["credit_card", "mortgage", "personal_loan", "savings", "investments", "churn"]
+
+
+class PropensityModelConfig(_Section):
+    """LightGBM settings shared by every propensity and churn model (ml.propensity)."""
+
+    targets: list[PropensityTarget] = Field(
+        default_factory=lambda: [
+            "credit_card",
+            "mortgage",
+            "personal_loan",
+            "savings",
+            "investments",
+            "churn",
+        ]
+    )
+    num_leaves: int = Field(15, ge=2)
+    learning_rate: float = Field(0.05, gt=0)
+    n_estimators: int = Field(300, ge=1)
+    min_child_samples: int = Field(40, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    calibration_fraction: float = Field(0.25, gt=0, lt=1)
+    min_positives: int = Field(30, ge=1)  # fewer in the training set: the model is not trained
+    num_threads: int = Field(2, ge=1)
+
+
+class SegmentationModelConfig(_Section):
+    """HDBSCAN segmentation (ml.segmentation)."""
+
+    # the smallest segment: the larger of min_cluster_size and min_cluster_share of the customers fitted
+    min_cluster_size: int = Field(20, ge=2)
+    min_cluster_share: float = Field(0.013, ge=0, lt=1)
+    min_samples: int | None = Field(5, ge=1)
+    pca_components: float | int | None = 0.8  # variance kept (float) or components (int)
+    noise: Literal["nearest", "unsegmented"] = "nearest"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    max_fit_rows: int = Field(20000, ge=100)
+    features: list[str] | None = None  # None: every non-protected feature
+
+
+class FairnessConfig(_Section):
+    """The promotion gate: a model over either limit is not registered as champion."""
+
+    attributes: list[str] = Field(default_factory=lambda: ["age_band", "region"])
+    selection_rate: float = Field(0.1, gt=0, le=1)  # "selected" = top share by score
+    max_dp_difference: float = Field(0.25, ge=0, le=1)  # demographic parity difference
+    max_eo_difference: float = Field(0.35, ge=0, le=1)  # equal opportunity difference
+    min_group_positives: int = Field(10, ge=1)
+
+
+class MlConfig(_Section):
+    """Models: tracking, training sets, propensity, segmentation, explanations and fairness."""
+
+    tracking_uri: str | None = None  # None: a sqlite store under paths.mlflow; a server URI for teams
+    model_prefix: str = (
+        "journeylake"  # registered models: <prefix>_propensity_<target>, <prefix>_segmentation
+    )
+    champion_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    reason_codes: int = Field(4, ge=1, le=10)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    propensity: PropensityModelConfig = Field(default_factory=PropensityModelConfig)
+    segmentation: SegmentationModelConfig = Field(default_factory=SegmentationModelConfig)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+
+
+TriggerType = Literal[
+    "product_view",
+    "application_abandoned",
+    "application_stalled",
+    "salary",
+    "low_balance",
+    "failed_payment",
+    "complaint",
+    "consent_change",
+    "offer_response",
+]
+OfferChannel = Literal["email", "sms", "push", "phone", "web", "app", "branch"]
+
+
+class ChannelCap(_Section):
+    """At most ``max_contacts`` contacts on one channel per customer in any ``period_days`` days."""
+
+    max_contacts: int = Field(ge=0)
+    period_days: int = Field(ge=1)
+
+
+def _default_caps() -> dict[str, ChannelCap]:
+    return {
+        "email": ChannelCap(max_contacts=3, period_days=7),
+        "sms": ChannelCap(max_contacts=2, period_days=7),
+        "push": ChannelCap(max_contacts=3, period_days=7),
+        "phone": ChannelCap(max_contacts=1, period_days=14),
+        "web": ChannelCap(max_contacts=5, period_days=1),
+        "app": ChannelCap(max_contacts=5, period_days=1),
+        "branch": ChannelCap(max_contacts=2, period_days=7),
+    }
+
+
+class ContactPolicyConfig(_Section):
+    """How often a customer may be contacted: caps, cool-downs, no repeats, how long a decision lasts."""
+
+    channel_caps: dict[OfferChannel, ChannelCap] = Field(default_factory=_default_caps)  # absent: no cap
+    cooldown_after_dismiss_days: int = Field(30, ge=0)  # the dismissed action, on every channel
+    cooldown_after_complaint_days: int = Field(90, ge=0)  # every contacting action, every channel
+    cooldown_after_ignore_days: int = Field(7, ge=0)  # the channel, after an unanswered impression
+    repeat_days: int = Field(14, ge=0)  # the same action to the same customer, any channel
+    decision_ttl_hours: float = Field(72.0, gt=0)  # a decision's serving rows expire after this
+
+
+class ArbitrationConfig(_Section):
+    """Priority = propensity x value x business_lever x context weight; the best action per channel."""
+
+    # per trigger type; types not listed weigh 1.0; a decision of several triggers takes the largest
+    context_weights: dict[TriggerType, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    service_propensity: float = Field(0.3, ge=0, le=1)  # help_finish_application has no model
+    # ... x this (at most 1.0) when a trigger is about the open application's product
+    service_match_boost: float = Field(2.0, ge=1)
+    fallback_propensity: float = Field(0.02, ge=0, le=1)  # a score is null (no champion model)
+    max_actions_per_decision: int = Field(1, ge=1)  # contacting actions per customer per decision
+
+
+class ExplorationConfig(_Section):
+    """A stable control group on the default policy; Thompson-sampling settings (pipelines/nba/bandit.py)."""
+
+    control_share: float = Field(0.1, ge=0, lt=1)  # customers kept on the default policy (by a hash)
+    prior_shape: float = Field(1.0, gt=0)  # Gamma(prior_shape, prior_rate) prior of the bandit
+    prior_rate: float = Field(1.0, gt=0)
+    draws: int = Field(1000, ge=1)  # Monte Carlo draws estimating each choice's probability
+    seed: int = 0
+
+
+class TriggersConfig(_Section):
+    """When an event is a decision trigger."""
+
+    low_balance_threshold: float = 100.0  # current account balance below this
+    stalled_application_hours: float = Field(24.0, gt=0)  # an application with no step for this long
+
+
+class DecisioningConfig(_Section):
+    """Next-best-action decisioning: the action catalog file and the policies applied to it."""
+
+    catalog: Path = Path("actions.yml")  # relative to the conf folder
+    contact_policy: ContactPolicyConfig = Field(default_factory=ContactPolicyConfig)
+    arbitration: ArbitrationConfig = Field(default_factory=ArbitrationConfig)
+    exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig)
+
+    def context_weight(self, trigger_type: str) -> float:
+        """The arbitration weight of one trigger type (1.0 when not configured)."""
+        return float(self.arbitration.context_weights.get(trigger_type, 1.0))
+
+
 class Config(_Section):
     """The whole configuration of one target, with absolute paths."""
 
@@ -144,6 +312,8 @@ class Config(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     segments: dict[SegmentName, SegmentConfig] = Field(default_factory=dict)
+    ml: MlConfig = Field(default_factory=MlConfig)
+    decisioning: DecisioningConfig = Field(default_factory=DecisioningConfig)
     target: str = DEFAULT_TARGET
     sources: tuple[str, ...] = ()  # the files (and "overrides") this config was built from
 
@@ -268,8 +438,11 @@ def _describe(error: dict) -> str:
 
 
 def _dotted(loc: tuple) -> str:
-    # Union types add their branch name to the location (e.g. "str", "int"); drop those.
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p in {"str", "int", "float", "bool"})]
+    # Union types add their branch name to the location (e.g. "str", "int"), and a mapping's bad key
+    # adds "[key]" after the key; drop those.
+    parts = [
+        str(p) for p in loc if not (isinstance(p, str) and p in {"str", "int", "float", "bool", "[key]"})
+    ]
     return ".".join(parts)
 
 

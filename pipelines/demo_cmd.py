@@ -3,8 +3,9 @@
 Today: generate a synthetic bank -> ingest it through bronze / silver / gold -> print what landed
 in each layer and the reconciliation against the simulator's truth (nothing lost) -> build the
 dbt models (unified customer, journeys, funnels) and score identity resolution against the
-truth -> show how to query it. It grows into the full loop (training, decisions) as those
-stages land.
+truth -> train the segmentation, propensity and churn models (each next to its truth ceiling)
+and score every customer with reason codes -> export marketing's segments -> show how to query
+it. It grows into the full loop (decisions) as that stage lands.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pipelines.config import add_config_arguments, config_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--customers", type=int, default=1000, help="simulated customers (default: 1000)")
-    parser.add_argument("--days", type=int, default=14, help="simulated days (default: 14)")
+    parser.add_argument("--customers", type=int, default=1200, help="simulated customers (default: 1200)")
+    parser.add_argument(
+        "--days", type=int, default=35, help="simulated days (default: 35; models need weeks of history)"
+    )
     parser.add_argument("--seed", type=int, default=42, help="simulator seed (default: 42)")
     parser.add_argument(
         "--keep", action="store_true", help="keep the previous demo's data instead of starting afresh"
@@ -32,7 +35,14 @@ def _reset(spark, cfg) -> None:  # type: ignore[no-untyped-def]
 
     for layer in LAYERS:
         spark.sql(f"DROP SCHEMA IF EXISTS {schema_name(cfg, layer)} CASCADE")
-    for folder in (cfg.paths.checkpoints, cfg.paths.warehouse, cfg.paths.landing, cfg.paths.home / "truth"):
+    folders = (
+        cfg.paths.checkpoints,
+        cfg.paths.warehouse,
+        cfg.paths.landing,
+        cfg.paths.home / "truth",
+        cfg.paths.mlflow,
+    )
+    for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
     cfg.paths.warehouse.mkdir(parents=True, exist_ok=True)
     ensure_schemas(spark, cfg)
@@ -108,8 +118,22 @@ def run(args: argparse.Namespace) -> int:
             "top friction points (customers lost): "
             + ", ".join(f"{r['abandoned_at_step']} {r['customers_lost']}" for r in friction)
         )
+    step("train: segmentation, propensity and churn models (MLflow), each next to the truth ceiling")
+    from ml.score import write_scores
+    from ml.train import format_reports, train_all
+
+    reports = train_all(spark, cfg, tables, truth if truth.is_dir() else None, progress=lambda m: step(m))
+    console.print(format_reports(reports))
+    if any(r.champion for r in reports if r.family == "propensity"):
+        scored = write_scores(spark, cfg, tables)
+        step(
+            f"scored {scored['customers_scored']:,} customers with reason codes -> "
+            f"{tables.gold('customer_scores')}, {tables.gold('propensity_explanations')}"
+        )
+        run_dbt(cfg, ["build", "--quiet", "--select", "customer_360+"])  # scores flow into customer_360
     from datetime import UTC, datetime
 
+    from ml.registry import tracking_uri
     from pipelines.segment_export import export_segments
 
     today = datetime.now(UTC).date()
@@ -129,7 +153,11 @@ def run(args: argparse.Namespace) -> int:
         '  .venv/bin/journeylake sql -e "SELECT * FROM gold.funnels LIMIT 20"\n'
         '  .venv/bin/journeylake sql -e "SELECT rule, count(*) FROM silver.quarantine GROUP BY rule"\n'
         '  .venv/bin/journeylake sql -e "SELECT * FROM silver.consent_current LIMIT 5" --format csv\n'
+        '  .venv/bin/journeylake sql -e "SELECT * FROM gold.propensity_explanations LIMIT 8"\n'
         "Re-export marketing's segments: .venv/bin/journeylake export-segments --date YYYY-MM-DD\n"
+        "MLflow UI (experiments, registry, SHAP plots):\n"
+        f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri(cfg)}\n"
+        "Notebooks: notebooks/01_segments.ipynb, 02_propensity_review.ipynb, 03_journeys.ipynb\n"
         "Keep streaming new landing files: .venv/bin/journeylake ingest"
     )
     return 0

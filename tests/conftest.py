@@ -141,3 +141,70 @@ def built(spark, jl_config, ingested):
     from pipelines.dbt_cmd import run_dbt
 
     return run_dbt(jl_config, ["build"])
+
+
+# ---------------------------------------------------------------- the ML test bank
+# Models need weeks of history and enough product openings, which the 4-day `world` does not
+# have. A second generated bank is ingested into schemas of its own (ml_bronze / ml_silver /
+# ml_gold) by the same Spark session, so the exact reconciliations on `world` stay untouched.
+# demand and churn are scaled up so that a small bank has enough positives for every model
+ML_BANK = {"customers": 500, "days": 22, "seed": 11, "demand_scale": 20.0, "churn_scale": 4.0}
+
+
+@pytest.fixture(scope="session")
+def ml_overrides(jl_home: Path) -> dict:
+    """The ML bank's config as overrides, so a test can vary one setting on top of them."""
+    return {
+        "spark.shuffle_partitions": 2,
+        "spark.driver_memory": "1g",
+        "spark.app_name": "journeylake-tests",
+        "ingest.max_files_per_trigger": 100_000,  # history lands at once: one micro-batch per source
+        "paths.landing": str(jl_home / "ml_bank" / "landing"),
+        "paths.checkpoints": str(jl_home / "ml_bank" / "checkpoints"),
+        "paths.mlflow": str(jl_home / "ml_bank" / "mlflow"),
+        "catalog.schemas": {"bronze": "ml_bronze", "silver": "ml_silver", "gold": "ml_gold"},
+        "ml.training": {"horizon_days": 7, "cutoffs": 2, "cutoff_step_days": 6, "min_history_days": 7},
+        "ml.propensity": {"min_positives": 8, "n_estimators": 120},
+        "ml.segmentation": {"min_cluster_size": 25, "seeds": [0, 1]},
+    }
+
+
+@pytest.fixture(scope="session")
+def ml_config(ml_overrides: dict):
+    from pipelines.config import load_config
+
+    return load_config("local", overrides=ml_overrides)
+
+
+@pytest.fixture(scope="session")
+def ml_bank(spark, ml_config, jl_home: Path):
+    """The ML bank generated and ingested (until idle); returns (tables, truth folder)."""
+    from pipelines import ingest
+    from pipelines.sources.simulator import FaultRates, SimConfig, generate
+    from pipelines.spark import ensure_schemas
+    from pipelines.tables import Tables
+
+    ensure_schemas(spark, ml_config)
+    out = jl_home / "ml_bank"
+    generate(SimConfig(**ML_BANK, faults=FaultRates.preset("default")), out, overwrite=True)
+    tables = Tables.from_config(ml_config)
+    ingest.run(spark, ml_config, until_idle=True, tables=tables, progress=lambda _m: None)
+    return tables, out / "truth"
+
+
+@pytest.fixture(scope="session")
+def ml_training_set(spark, ml_config, ml_bank):
+    """The ML bank's point-in-time training set, built once (tests that retrain reuse it)."""
+    from ml.training_set import build_training_set
+
+    tables, _ = ml_bank
+    return build_training_set(spark, tables, ml_config)
+
+
+@pytest.fixture(scope="session")
+def ml_trained(spark, ml_config, ml_bank, ml_training_set):
+    """Every model trained once on the ML bank (with the truth), as train_all's reports."""
+    from ml.train import train_all
+
+    tables, truth = ml_bank
+    return train_all(spark, ml_config, tables, truth, progress=lambda _m: None, training=ml_training_set)

@@ -106,6 +106,26 @@ consent as (
     group by customer_number
 ),
 
+{#- Model scores flow in once `journeylake score` has written gold.customer_scores; before that the
+    columns exist and are null, so the mart's shape never depends on whether models were trained. -#}
+{%- set scores_relation = adapter.get_relation(database=none, schema=var('gold_schema'), identifier='customer_scores') if execute else none %}
+{%- set score_columns = ['propensity_credit_card', 'propensity_mortgage', 'propensity_personal_loan',
+                         'propensity_savings', 'propensity_investments', 'churn_risk'] %}
+scores as (
+    {% if scores_relation %}
+    select customer_number, segment_id as model_segment_id, segment_name as model_segment_name,
+        {% for column in score_columns %}{{ column }}, {% endfor %}
+        scored_at
+    from {{ scores_relation }}
+    {% else %}
+    select cast(null as string) as customer_number, cast(null as int) as model_segment_id,
+        cast(null as string) as model_segment_name,
+        {% for column in score_columns %}cast(null as double) as {{ column }}, {% endfor %}
+        cast(null as timestamp) as scored_at
+    where false
+    {% endif %}
+),
+
 final as (
     select
         u.unified_customer_id,
@@ -144,6 +164,12 @@ final as (
         coalesce(f.linked_devices, 0) as linked_devices,
         coalesce(f.linked_cookies, 0) as linked_cookies,
         coalesce(f.crm_records, 0) as crm_records,
+        sc.model_segment_id,
+        sc.model_segment_name,
+        {% for column in score_columns %}
+        sc.{{ column }},
+        {% endfor %}
+        sc.scored_at,
         (select as_of from as_of) as as_of
     from customers as c
     left join unified as u on c.customer_number = u.customer_number
@@ -154,6 +180,7 @@ final as (
     left join {{ ref('stg_bureau__reports') }} as b on c.customer_number = b.customer_number
     left join consent as cs on c.customer_number = cs.customer_number
     left join footprint as f on c.customer_number = f.customer_number
+    left join scores as sc on c.customer_number = sc.customer_number
 )
 
 select * from final

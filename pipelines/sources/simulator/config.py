@@ -76,6 +76,10 @@ class SimConfig:
     faults: FaultRates = field(default_factory=FaultRates)
     campaign_rate: float = 0.03  # share of active customers the bank's own campaigns contact per day
     label_days: int | None = None  # labelling window at the end of the run (default: days // 4, 1..7)
+    # Multipliers on every persona's daily intent to apply for products and on the churn hazard:
+    # a small bank with busier demand, so that model tests see enough openings in a few weeks.
+    demand_scale: float = 1.0
+    churn_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.customers < 1:
@@ -97,6 +101,9 @@ class SimConfig:
         drift = self.faults.schema_drift_at
         if drift is not None and not 0.0 <= drift <= 1.0:
             raise InputError(f"schema_drift_at must be within 0..1, got {drift}")
+        for name in ("demand_scale", "churn_scale"):
+            if not 0.0 <= getattr(self, name) <= 50.0:
+                raise InputError(f"{name} must be within 0..50, got {getattr(self, name)}")
         if self.label_days is not None and not 1 <= self.label_days <= self.days:
             raise InputError(f"label_days must be within 1..{self.days}, got {self.label_days}")
 

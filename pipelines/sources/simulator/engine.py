@@ -160,6 +160,9 @@ class Simulation:
         stress = L.stress_level(life, d)
         intent = P.BASE_INTENT[pop.persona] * L.intent_multiplier(life, d) * ~pop.holds * active[:, None]
         hazard = P.CHURN_HAZARD[pop.persona] * L.churn_multiplier(life, d) * active
+        if cfg.demand_scale != 1.0 or cfg.churn_scale != 1.0:  # test banks with busier demand
+            intent = np.minimum(intent * cfg.demand_scale, 0.5)
+            hazard = np.minimum(hazard * cfg.churn_scale, 0.5)
         approve = AP.approval_probability(pop)
         p_open = intent * self.complete_p[:, None] * approve
         abandoned = (self.abandoned_day >= d - ABANDONED_DAYS) & (self.abandoned_product >= 0)

@@ -1,0 +1,169 @@
+"""Benchmark: model training time, and SHAP reason codes in customers/s, at 100k customers.
+
+1. **The real pipeline** on a generated bank (default 1,500 customers x 50 days, ingested into a
+   home of its own unless ``--home`` points at one already ingested): the point-in-time
+   training set from silver, then ``train_all`` (segmentation + every propensity model, with
+   each model's AUC next to the truth ceiling, and the MLflow registry).
+2. **At bank scale** (``--scale``, default 100,000 customers): the real training rows are
+   resampled to that many customers, then each propensity model and the segmentation are
+   trained on them, and every model's scores with top-4 reason codes (``ml.score.score_frame``,
+   the code the scoring job runs in each Spark task) are timed. Resampling keeps the feature
+   distributions and the model shapes; the cost of training and of TreeSHAP depends on rows,
+   features and trees, not on where the rows came from.
+
+    .venv/bin/python bench/bench_ml.py [--customers 1500] [--days 50] [--scale 100000] [--home DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1500)
+    parser.add_argument("--days", type=int, default=50)
+    parser.add_argument("--scale", type=int, default=100_000)
+    parser.add_argument("--home", default=None, help="an ingested home to reuse (skips generate + ingest)")
+    args = parser.parse_args()
+
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="jl-bench-ml-"))
+    os.environ["JOURNEYLAKE_HOME"] = str(home)
+    os.environ.setdefault("JOURNEYLAKE_METASTORE_PORT", str(_free_port()))
+
+    import numpy as np
+    import pandas as pd
+
+    from ml.features import DESCRIPTIONS, FEATURE_NAMES, MONEY_FEATURES
+    from ml.propensity import train_propensity
+    from ml.score import Champions, score_frame
+    from ml.segmentation import fit_segmentation
+    from ml.train import _propensity_settings, _segmentation_settings, format_reports, segmentation_features
+    from ml.training_set import build_training_set, eligible, label_column
+    from pipelines import ingest, metastore
+    from pipelines.config import load_config
+    from pipelines.spark import get_spark
+    from pipelines.tables import Tables
+
+    cfg = load_config()
+    spark = get_spark(cfg, "journeylake-bench-ml")
+    tables = Tables.from_config(cfg)
+    try:
+        if not (home / "truth").exists():
+            from pipelines.sources.simulator import SimConfig, generate
+
+            started = time.perf_counter()
+            generate(SimConfig(customers=args.customers, days=args.days, seed=42), home, overwrite=True)
+            ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda _m: None)
+            print(
+                f"bank: {args.customers:,} customers x {args.days} days generated and ingested in "
+                f"{time.perf_counter() - started:.0f} s"
+            )
+
+        # 1. the real pipeline
+        from ml.train import train_all
+
+        started = time.perf_counter()
+        training = build_training_set(spark, tables, cfg)
+        built = time.perf_counter() - started
+        print(
+            f"training set: {len(training.frame):,} rows "
+            f"({training.frame['customer_number'].nunique():,} customers x {len(training.cutoffs)} cut-offs) "
+            f"from silver in {built:.1f} s"
+        )
+        started = time.perf_counter()
+        reports = train_all(spark, cfg, tables, home / "truth", progress=lambda _m: None, training=training)
+        print(f"training every model (with MLflow logging): {time.perf_counter() - started:.1f} s")
+        print(format_reports(reports))
+
+        # 2. at bank scale
+        frame = training.frame
+        rng = np.random.default_rng(0)
+        customers = frame["customer_number"].unique()
+        picks = rng.choice(len(customers), args.scale, replace=True)
+        by_customer = frame.groupby("customer_number").indices
+        latest = frame.sort_values("as_of").groupby("customer_number").tail(1).set_index("customer_number")
+        scaled = latest.loc[customers[picks]].reset_index()
+        scaled["customer_number"] = [f"S{i:08d}" for i in range(args.scale)]
+        stacked_rows = np.concatenate(
+            [by_customer[customers[i]] for i in picks[: args.scale // len(training.cutoffs)]]
+        )
+        stacked = frame.iloc[stacked_rows].reset_index(drop=True)
+        print(
+            f"\nat scale: {args.scale:,} customers (resampled from {len(customers):,}); "
+            f"training rows {len(stacked):,}"
+        )
+
+        settings = _propensity_settings(cfg)
+        models = {}
+        for target in cfg.ml.propensity.targets:
+            rows = stacked[eligible(stacked, target)]
+            y = rows[label_column(target)].to_numpy(dtype=int)
+            started = time.perf_counter()
+            try:
+                models[target] = (train_propensity(rows[FEATURE_NAMES], y, target, settings), "bench")
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                print(f"  propensity {target:<14} skipped: {exc}")
+                continue
+            print(
+                f"  propensity {target:<14} {len(rows):>9,} rows {int(y.sum()):>6,} positives  "
+                f"trained in {time.perf_counter() - started:6.1f} s "
+                f"({models[target][0].booster.num_trees()} trees)"
+            )
+        columns = segmentation_features(cfg)
+        seg_settings = _segmentation_settings(cfg, len(scaled))
+        started = time.perf_counter()
+        segmentation, _ = fit_segmentation(scaled[columns], DESCRIPTIONS, seg_settings)
+        print(
+            f"  segmentation: HDBSCAN on {min(len(scaled), seg_settings.max_fit_rows):,} + surrogate for "
+            f"{len(scaled):,} customers in {time.perf_counter() - started:.1f} s "
+            f"({len(segmentation.segment_names)} segments, "
+            f"{len(set(MONEY_FEATURES) & set(columns))} money features log-scaled)"
+        )
+
+        from ml.explain import reason_codes
+        from ml.features import PROTECTED
+
+        x = scaled[FEATURE_NAMES].astype("float64")
+        for target, (model, _) in models.items():
+            started = time.perf_counter()
+            reason_codes(model, x[model.feature_names], DESCRIPTIONS, set(PROTECTED), cfg.ml.reason_codes)
+            seconds = time.perf_counter() - started
+            print(
+                f"  SHAP reason codes {target:<14} {args.scale / seconds:>9,.0f} customers/s "
+                f"({seconds:.1f} s for {args.scale:,})"
+            )
+        champions = Champions(models, (segmentation, "bench"))
+        started = time.perf_counter()
+        for chunk in np.array_split(np.arange(len(scaled)), max(1, len(scaled) // 10_000)):
+            score_frame(scaled.iloc[chunk], champions, cfg.ml.reason_codes)
+        seconds = time.perf_counter() - started
+        print(
+            f"  full scoring pass (segment + {len(models)} models, each with {cfg.ml.reason_codes} reasons): "
+            f"{args.scale / seconds:,.0f} customers/s in one Python process "
+            f"({seconds:.1f} s for {args.scale:,})"
+        )
+        _ = pd  # pandas is imported for the frames above
+    finally:
+        spark.stop()
+        if not args.home:
+            metastore.stop(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

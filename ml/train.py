@@ -1,0 +1,345 @@
+"""``journeylake train``: segmentation and propensity models, measured, explained, gated, registered.
+
+For every target in ``ml.propensity.targets`` (a product, or ``churn``):
+1. the point-in-time training set (``ml.training_set``), rows where the target is defined;
+2. LightGBM with calibration on the training customers;
+3. holdout metrics, next to the **ceiling** (the AUC of the simulator's true probabilities on
+   the same rows) when a truth folder is given;
+4. SHAP global importance (a plot and a table) logged with the run;
+5. the fairness gate (``ml.fairness``): over a limit, the model is not registered;
+6. registration, and ``@champion`` only when it beats the current champion on this holdout.
+
+Segmentation is fitted on the latest cut-off (one row per customer) and compared with the
+hidden personas when the truth is known. A target with too few positives is skipped with a
+message that says how many it had; nothing is registered for it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from ml import registry
+from ml.features import DESCRIPTIONS, FEATURE_NAMES, MONEY_FEATURES, PROTECTED
+from ml.training_set import TrainingSet, build_training_set, eligible, label_column
+
+DEFAULT_FAIRNESS_NOTE = "fairness measured on the holdout; selected = top share by score"
+
+
+@dataclass
+class ModelReport:
+    """What one trained model achieved and what happened to it in the registry."""
+
+    family: str
+    target: str
+    rows: int = 0
+    positives: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    fairness: dict[str, float] = field(default_factory=dict)
+    registered: str = ""  # version, empty if not registered
+    champion: bool = False
+    outcome: str = ""  # promotion decision or why it was skipped
+    seconds: float = 0.0
+
+
+def _propensity_settings(cfg: Any) -> Any:
+    from ml.propensity import PropensitySettings
+
+    p = cfg.ml.propensity
+    return PropensitySettings(
+        num_leaves=p.num_leaves,
+        learning_rate=p.learning_rate,
+        n_estimators=p.n_estimators,
+        min_child_samples=p.min_child_samples,
+        early_stopping_rounds=p.early_stopping_rounds,
+        calibration=p.calibration,
+        calibration_fraction=p.calibration_fraction,
+        min_positives=p.min_positives,
+        seed=cfg.ml.training.seed,
+        num_threads=p.num_threads,
+    )
+
+
+def _segmentation_settings(cfg: Any, rows: int) -> Any:
+    from ml.segmentation import SegmentationSettings
+
+    s = cfg.ml.segmentation
+    fitted = min(rows, s.max_fit_rows)
+    return SegmentationSettings(
+        min_cluster_size=max(s.min_cluster_size, round(s.min_cluster_share * fitted)),
+        min_samples=s.min_samples,
+        pca_components=s.pca_components,
+        noise=s.noise,
+        log_features=tuple(f for f in MONEY_FEATURES if f in segmentation_features(cfg)),
+        seeds=tuple(s.seeds),
+        max_fit_rows=s.max_fit_rows,
+    )
+
+
+def segmentation_features(cfg: Any) -> list[str]:
+    chosen = cfg.ml.segmentation.features
+    return list(chosen) if chosen else [f for f in FEATURE_NAMES if f not in PROTECTED]
+
+
+def _ceiling_column(target: str) -> str:
+    return "p_churned" if target == "churn" else f"p_opened_{target}"
+
+
+def _with_truth(ts: TrainingSet, truth_dir: Path | None) -> pd.DataFrame:
+    from ml import truth
+
+    if not truth.has_truth(truth_dir):
+        return ts.frame
+    probabilities = truth.true_probabilities(truth_dir, ts.cutoffs, ts.horizon_days)
+    return ts.frame.merge(probabilities, on=["customer_number", "as_of_date"], how="left")
+
+
+def _log_figure(figure: Any, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, name)
+    plt.close(figure)
+
+
+def train_propensity_target(
+    cfg: Any, client: Any, frame: pd.DataFrame, target: str, truth_known: bool
+) -> ModelReport:
+    from ml.explain import global_importance, importance_plot
+    from ml.fairness import fairness_gate, fairness_report
+    from ml.propensity import NotEnoughPositives, evaluate, train_propensity
+
+    started = time.perf_counter()
+    report = ModelReport("propensity", target)
+    label = label_column(target)
+    rows = frame[eligible(frame, target) & frame["label_complete"].fillna(False).astype(bool)]
+    train, hold = rows[~rows["holdout"]], rows[rows["holdout"]]
+    y_train = train[label].to_numpy(dtype=int)
+    y_hold = hold[label].to_numpy(dtype=int)
+    report.rows, report.positives = len(rows), int(rows[label].sum())
+    try:
+        model = train_propensity(train[FEATURE_NAMES], y_train, target, _propensity_settings(cfg))
+    except NotEnoughPositives as exc:
+        report.outcome = f"skipped: {exc}"
+        return report
+    if y_hold.sum() == 0 or y_hold.sum() == len(y_hold):
+        report.outcome = f"skipped: the holdout has {int(y_hold.sum())} positives of {len(y_hold)} rows"
+        return report
+    x_hold = hold[FEATURE_NAMES]
+    p_hold = model.predict_proba(x_hold)
+    ceiling = hold[_ceiling_column(target)].to_numpy() if truth_known else None
+    if ceiling is not None and np.isnan(ceiling).any():
+        ceiling = None
+    report.metrics = {k: float(v) for k, v in evaluate(y_hold, p_hold, ceiling).items()}
+    fairness = cfg.ml.fairness
+    fair = fairness_report(
+        y_hold,
+        p_hold,
+        hold[list(fairness.attributes)].reset_index(drop=True),
+        fairness.selection_rate,
+        fairness.min_group_positives,
+    )
+    report.fairness = fair.metrics()
+    violations = fairness_gate(fair, cfg.ml.fairness.max_dp_difference, cfg.ml.fairness.max_eo_difference)
+
+    registry.experiment(cfg, "propensity")
+    with mlflow.start_run(run_name=f"propensity_{target}"):
+        mlflow.set_tags({"target": target, "label": label, "holdout": "customers by hash"})
+        mlflow.log_params(
+            {
+                **{f"lgbm_{k}": v for k, v in asdict(_propensity_settings(cfg)).items()},
+                "horizon_days": cfg.ml.training.horizon_days,
+                "cutoffs": ",".join(str(d) for d in sorted(frame["as_of_date"].unique())),
+                "features": len(FEATURE_NAMES),
+                "train_rows": len(train),
+                "train_positives": int(y_train.sum()),
+            }
+        )
+        mlflow.log_metrics({**report.metrics, **report.fairness})
+        importance = global_importance(model, x_hold)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "global_importance.csv"
+            importance.rename("mean_abs_shap").to_csv(path, index_label="feature")
+            mlflow.log_artifact(str(path))
+        _log_figure(importance_plot(model, x_hold, DESCRIPTIONS), "shap_importance.png")
+        if violations:
+            mlflow.set_tag("fairness_gate", "failed: " + "; ".join(violations))
+        uri = registry.log_model(model, "propensity", x_hold)
+        metric = cfg.ml.champion_metric
+
+        def champion_score(champion: str) -> float:
+            try:
+                old, _ = registry.load_champion("propensity", champion.split("/")[1].split("@")[0])
+                p_old = old.predict_proba(hold[old.feature_names])
+            except (KeyError, ValueError):
+                return float("-inf")  # an older feature set: the new model replaces it
+            if metric == "pr_auc":
+                from sklearn.metrics import average_precision_score
+
+                return float(average_precision_score(y_hold, p_old))
+            return float(roc_auc_score(y_hold, p_old))
+
+        outcome = registry.register(
+            client,
+            registry.model_name(cfg, "propensity", target),
+            uri,
+            report.metrics[metric],
+            champion_score,
+            metric,
+            blocked=violations,
+        )
+        mlflow.set_tag("registry", outcome.reason)
+    report.registered, report.champion, report.outcome = outcome.version, outcome.champion, outcome.reason
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def train_segmentation(cfg: Any, client: Any, frame: pd.DataFrame, truth_dir: Path | None) -> ModelReport:
+    from ml import truth
+    from ml.segmentation import SegmentationError, agreement, fit_segmentation, stability
+
+    started = time.perf_counter()
+    report = ModelReport("segmentation", "segments")
+    latest = frame[frame["as_of_date"] == frame["as_of_date"].max()].reset_index(drop=True)
+    columns = segmentation_features(cfg)
+    settings = _segmentation_settings(cfg, len(latest))
+    report.rows = len(latest)
+    with warnings.catch_warnings():  # per-segment medians of a feature a segment never has are NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            model, fitted = fit_segmentation(
+                latest[columns], DESCRIPTIONS, settings, seed=cfg.ml.training.seed
+            )
+        except SegmentationError as exc:
+            report.outcome = f"skipped: {exc}"
+            return report
+        report.metrics = {
+            "segments": float(len(set(fitted.tolist()) - {-1})),
+            "unsegmented_share": float(np.mean(fitted == -1)),
+            "stability_ari": float(stability(latest[columns], settings)),
+            "surrogate_accuracy": float(model.surrogate_accuracy),
+        }
+    if truth.has_truth(truth_dir):
+        known = latest[["customer_number"]].merge(truth.personas(truth_dir), on="customer_number", how="left")
+        mask = known["persona"].notna().to_numpy()
+        scores = agreement(fitted[mask], known["persona"].to_numpy()[mask])
+        report.metrics.update({f"persona_{k}": float(v) for k, v in scores.items()})
+
+    registry.experiment(cfg, "segmentation")
+    with mlflow.start_run(run_name="segmentation"):
+        mlflow.log_params({**{k: str(v) for k, v in asdict(settings).items()}, "features": len(columns)})
+        mlflow.log_metrics(report.metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "segment_profiles.csv"
+            model.profiles.to_csv(path, index=False)
+            mlflow.log_artifact(str(path))
+            names = Path(tmp) / "segment_names.json"
+            names.write_text(json.dumps({str(k): v for k, v in model.segment_names.items()}, indent=2))
+            mlflow.log_artifact(str(names))
+        uri = registry.log_model(model, "segmentation", latest[columns])
+        outcome = registry.register(
+            client,
+            registry.model_name(cfg, "segmentation"),
+            uri,
+            report.metrics["stability_ari"],
+            _segmentation_champion_score,
+            "stability_ari",
+        )
+        mlflow.set_tag("registry", outcome.reason)
+    report.registered, report.champion, report.outcome = outcome.version, outcome.champion, outcome.reason
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _segmentation_champion_score(uri: str) -> float:
+    """The champion segmentation's stability, taken from its run (a clustering has no holdout labels)."""
+    name = uri.split("/")[1].split("@")[0]
+    version = registry.MlflowClient().get_model_version_by_alias(name, registry.CHAMPION)
+    run = registry.MlflowClient().get_run(version.run_id)
+    return float(run.data.metrics.get("stability_ari", float("-inf")))
+
+
+def train_all(
+    spark: Any,
+    cfg: Any,
+    tables: Any,
+    truth_dir: Path | None = None,
+    targets: list[str] | None = None,
+    segmentation: bool = True,
+    progress: Any = print,
+    training: TrainingSet | None = None,
+) -> list[ModelReport]:
+    """Build the training set once (unless given), then train every model; one report per model."""
+    from ml import truth
+
+    client = registry.configure(cfg)
+    if training is None:
+        progress("train: building point-in-time training sets from silver ...")
+    ts = training or build_training_set(spark, tables, cfg)
+    frame = _with_truth(ts, truth_dir)
+    truth_known = truth.has_truth(truth_dir)
+    progress(
+        f"train: {len(frame):,} rows = customers x cut-offs {', '.join(str(d) for d in ts.cutoffs)}, "
+        f"horizon {ts.horizon_days} days, holdout {frame['holdout'].mean():.0%} of customers"
+    )
+    reports = []
+    if segmentation:
+        progress("train: segmentation (HDBSCAN) ...")
+        reports.append(train_segmentation(cfg, client, frame, truth_dir))
+    for target in targets or list(cfg.ml.propensity.targets):
+        progress(f"train: propensity {target} ...")
+        reports.append(train_propensity_target(cfg, client, frame, target, truth_known))
+    return reports
+
+
+def format_reports(reports: list[ModelReport]) -> str:
+    """The table ``journeylake train`` prints: metrics next to the ceiling, and registry outcomes."""
+    lines = []
+    header = (
+        f"{'model':<26}{'rows':>8}{'pos':>6}{'AUC':>8}{'ceiling':>9}{'gap':>7}"
+        f"{'PR-AUC':>8}{'Brier':>8}{'lift10':>8}"
+    )
+    lines.append(header)
+    for r in reports:
+        if r.family != "propensity":
+            continue
+        m = r.metrics
+        if not m:
+            lines.append(f"{'propensity ' + r.target:<26}{r.rows:>8}{r.positives:>6}  {r.outcome}")
+            continue
+        ceiling = f"{m['ceiling_auc']:.3f}" if "ceiling_auc" in m else "n/a"
+        gap = f"{m['auc_gap']:+.3f}" if "auc_gap" in m else ""
+        name = f"propensity {r.target}"
+        lines.append(
+            f"{name:<26}{r.rows:>8}{r.positives:>6}{m['roc_auc']:>8.3f}{ceiling:>9}{gap:>7}"
+            f"{m['pr_auc']:>8.3f}{m['brier']:>8.4f}{m['top_decile_lift']:>8.2f}"
+        )
+    for r in reports:
+        if r.family == "segmentation":
+            m = r.metrics
+            if not m:
+                lines.append(f"segmentation: {r.outcome}")
+                continue
+            persona = (
+                f", vs personas ARI {m['persona_ari']:.3f} NMI {m['persona_nmi']:.3f}"
+                if "persona_ari" in m
+                else ""
+            )
+            lines.append(
+                f"segmentation: {int(m['segments'])} segments over {r.rows:,} customers, stability ARI "
+                f"{m['stability_ari']:.3f}, surrogate accuracy {m['surrogate_accuracy']:.3f}{persona}"
+            )
+    lines.append("registry:")
+    for r in reports:
+        fairness = ", ".join(f"{k} {v:.3f}" for k, v in r.fairness.items())
+        lines.append(f"  {r.family} {r.target}: {r.outcome}" + (f" [{fairness}]" if fairness else ""))
+    return "\n".join(lines)

@@ -1,0 +1,481 @@
+"""Decide (streaming): trigger events -> the decision funnel -> ``gold.next_best_actions``.
+
+One Structured Streaming query follows the silver event tables whose rows can call for an action
+(a product viewed, an application step left unfinished, a salary, a low balance, a failed payment,
+a complaint, a consent change, an offer response). For each micro-batch (``foreachBatch``):
+
+1. the batch's trigger rows are attributed to customers (digital sessions belong to whoever logged
+   in during them, as in gold);
+2. the touched customers' context is read at decision time: ``gold.customer_features``, the
+   latest ``gold.customer_scores`` (null scores before the first ``journeylake score``), open
+   holdings and status from silver, current consent (``silver.consent_current``), contact history
+   (earlier decisions and offer responses) and the actions still being served;
+3. :func:`pipelines.nba.funnel.run_funnel` decides, with Thompson sampling over the arms'
+   calibration lift (:class:`pipelines.nba.bandit.ThompsonChooser`) whose state is rebuilt from
+   the decision log and the responses;
+4. the chosen actions are merged into ``gold.next_best_actions`` (one current row per customer x
+   channel) and every candidate's fate is appended to ``gold.decision_log``.
+
+Restarts neither lose nor duplicate: decision ids are a hash of the customer and the trigger
+event ids, the log append is a Delta idempotent write keyed on (query id, batch id), and the
+serving merge replaces a row only with the same or a newer decision.
+
+A decision's clock is its latest trigger's event time (``decided_at``): policies (caps,
+cool-downs, expiry) then mean the same thing whether events arrive live or are replayed from a
+simulated history. ``processed_at`` is the wall-clock time the row was written; the difference
+between it and the trigger's ingestion is the pipeline's decision latency.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from pipelines.contracts import PRODUCTS
+from pipelines.nba.bandit import ThompsonChooser, state_from_history
+from pipelines.nba.catalog import ActionCatalog, load_catalog
+from pipelines.nba.funnel import FunnelResult, run_funnel
+from pipelines.tables import Tables
+
+log = logging.getLogger(__name__)
+
+TRIGGER_SOURCES = ("transactions", "digital", "contact_centre", "consent", "offer_responses")
+BROWSE_EVENTS = ("product_view", "compare", "calculator")
+SCORE_PRODUCTS = ("savings", "credit_card", "mortgage", "personal_loan", "investments")
+
+NEXT_BEST_ACTIONS_DDL = """
+    customer_number STRING, channel STRING, action_id STRING, priority DOUBLE, propensity DOUBLE,
+    choice_probability DOUBLE, policy STRING, reason_codes ARRAY<STRING>, rule_trace ARRAY<STRING>,
+    model_versions MAP<STRING, STRING>, decision_id STRING, trigger_types ARRAY<STRING>,
+    trigger_event_ids ARRAY<STRING>, decided_at TIMESTAMP, expires_at TIMESTAMP,
+    triggered_at TIMESTAMP, processed_at TIMESTAMP
+"""
+DECISION_LOG_DDL = """
+    decision_id STRING, customer_number STRING, action_id STRING, channel STRING, stage STRING,
+    rule STRING, detail STRING, priority DOUBLE, choice_probability DOUBLE, propensity DOUBLE,
+    policy STRING, decided_at TIMESTAMP, processed_at TIMESTAMP
+"""
+
+
+def ensure_decision_tables(spark: SparkSession, tables: Tables) -> None:
+    """Create the serving table and the decision log if they do not exist."""
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {tables.gold('next_best_actions').rsplit('.', 1)[0]}")
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {tables.gold('next_best_actions')} ({NEXT_BEST_ACTIONS_DDL}) USING delta"
+    )
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.gold('decision_log')} ({DECISION_LOG_DDL}) USING delta")
+
+
+# ------------------------------------------------------------------------------------ triggers
+
+
+def trigger_stream(spark: SparkSession, tables: Tables, cfg: Any, max_files: int | None = None) -> DataFrame:
+    """One stream of trigger rows over the silver event tables, in one shape.
+
+    Columns: customer_number (null for digital rows, attributed per batch), session_id,
+    trigger_event_id, trigger_type, trigger_product, event_time, ingested_at.
+    """
+    low_balance = float(cfg.decisioning.triggers.low_balance_threshold)
+
+    def read(source: str) -> DataFrame:
+        reader = spark.readStream.format("delta")
+        if max_files:
+            reader = reader.option("maxFilesPerTrigger", max_files)
+        return reader.table(tables.silver(source))
+
+    none = F.lit(None).cast("string")
+    txn = read("transactions")
+    txn_type = (
+        F.when(F.col("txn_type") == "salary", "salary")
+        .when(F.col("txn_type") == "failed_payment", "failed_payment")
+        .when(F.col("balance_after") < F.lit(low_balance), "low_balance")
+    )
+    digital = read("digital")
+    digital_type = F.when(F.col("event_type").isin(*BROWSE_EVENTS), "product_view").when(
+        (F.col("event_type") == "application_step") & (F.col("step") != "submit"), "application_step"
+    )
+    calls = read("contact_centre")
+    parts = [
+        txn.select(
+            "customer_number",
+            none.alias("session_id"),
+            "event_id",
+            txn_type.alias("trigger_type"),
+            none.alias("trigger_product"),
+            "event_time",
+            "_ingested_at",
+        ),
+        digital.select(
+            none.alias("customer_number"),
+            "session_id",
+            "event_id",
+            digital_type.alias("trigger_type"),
+            F.col("product").alias("trigger_product"),
+            "event_time",
+            "_ingested_at",
+        ),
+        calls.select(
+            "customer_number",
+            none.alias("session_id"),
+            "event_id",
+            F.when(F.col("interaction_type") == "complaint", "complaint").alias("trigger_type"),
+            none.alias("trigger_product"),
+            "event_time",
+            "_ingested_at",
+        ),
+        read("consent").select(
+            "customer_number",
+            none.alias("session_id"),
+            "event_id",
+            F.lit("consent_change").alias("trigger_type"),
+            none.alias("trigger_product"),
+            "event_time",
+            "_ingested_at",
+        ),
+        read("offer_responses").select(
+            "customer_number",
+            none.alias("session_id"),
+            "event_id",
+            F.lit("offer_response").alias("trigger_type"),
+            none.alias("trigger_product"),
+            "event_time",
+            "_ingested_at",
+        ),
+    ]
+    stream = parts[0]
+    for part in parts[1:]:
+        stream = stream.unionByName(part)
+    return stream.where(F.col("trigger_type").isNotNull()).select(
+        "customer_number",
+        "session_id",
+        F.col("event_id").alias("trigger_event_id"),
+        "trigger_type",
+        "trigger_product",
+        "event_time",
+        F.col("_ingested_at").alias("ingested_at"),
+    )
+
+
+def attribute(spark: SparkSession, tables: Tables, triggers: DataFrame) -> DataFrame:
+    """Digital trigger rows get the customer who logged in during their session (gold's rule)."""
+    sessions = triggers.where(F.col("session_id").isNotNull()).select("session_id").distinct()
+    session_login = (
+        spark.table(tables.silver("digital"))
+        .join(F.broadcast(sessions), "session_id", "left_semi")
+        .where(F.col("login_id").isNotNull())
+        .groupBy("session_id")
+        .agg(F.max("login_id").alias("_login"))
+    )
+    logins = (
+        spark.table(tables.silver("customers"))
+        .where(F.col("login_id").isNotNull())
+        .select(F.col("login_id").alias("_login"), F.col("customer_number").alias("_by_login"))
+        .distinct()
+    )
+    attributed = (
+        triggers.join(session_login, "session_id", "left")
+        .join(logins, "_login", "left")
+        .withColumn("customer_number", F.coalesce("customer_number", "_by_login"))
+    )
+    # anonymous browsing belongs to nobody: no one to decide for
+    return attributed.where(F.col("customer_number").isNotNull()).drop("_login", "_by_login", "session_id")
+
+
+# ------------------------------------------------------------------------------------- context
+
+
+def _table_or_none(spark: SparkSession, name: str) -> DataFrame | None:
+    return spark.table(name) if spark.catalog.tableExists(name) else None
+
+
+def context(spark: SparkSession, tables: Tables, customers: DataFrame) -> DataFrame:
+    """Per customer: status, holdings, gold features and the latest scores (null when unscored)."""
+    keep = F.broadcast(customers)
+    profiles = spark.table(tables.silver("customers")).join(keep, "customer_number", "left_semi")
+    status = profiles.groupBy("customer_number").agg(
+        F.max_by("status", "snapshot_time").alias("customer_status")
+    )
+    accounts = spark.table(tables.silver("accounts")).join(keep, "customer_number", "left_semi")
+    latest = accounts.groupBy("account_id").agg(
+        F.max_by(F.struct("customer_number", "product", "status"), "snapshot_time").alias("a")
+    )
+    holdings = (
+        latest.where(F.col("a.status") == "open")
+        .groupBy(F.col("a.customer_number").alias("customer_number"))
+        .agg(*(F.max(F.col("a.product") == p).alias(f"holds_{p}") for p in PRODUCTS))
+    )
+    features = (
+        spark.table(tables.customer_features)
+        .join(keep, "customer_number", "left_semi")
+        .select(
+            "customer_number",
+            "current_account_balance",
+            "card_utilisation",
+            "failed_payments_7d",
+            "complaints_7d",
+            "open_application_id",
+            "open_application_product",
+            "open_application_last_step",
+            "salary_received_7d",
+            "last_product_viewed",
+        )
+    )
+    out = status.join(holdings, "customer_number", "left").join(features, "customer_number", "left")
+    for p in PRODUCTS:
+        out = out.withColumn(f"holds_{p}", F.coalesce(f"holds_{p}", F.lit(False)))
+    scores = _table_or_none(spark, tables.gold("customer_scores"))
+    score_columns = [*(f"propensity_{p}" for p in SCORE_PRODUCTS), "churn_risk", "segment_name"]
+    if scores is not None:
+        present = [c for c in score_columns if c in scores.columns]
+        versions = ["model_versions"] if "model_versions" in scores.columns else []
+        out = out.join(
+            scores.join(keep, "customer_number", "left_semi").select("customer_number", *present, *versions),
+            "customer_number",
+            "left",
+        )
+    for column in score_columns:
+        if column not in out.columns:
+            out = out.withColumn(column, F.lit(None).cast("double" if column != "segment_name" else "string"))
+    if "model_versions" not in out.columns:
+        out = out.withColumn("model_versions", F.lit(None).cast("map<string,string>"))
+    return out
+
+
+def contact_history(spark: SparkSession, tables: Tables, customers: DataFrame) -> DataFrame:
+    """Earlier delivered decisions ("decided") and every offer response of these customers."""
+    keep = F.broadcast(customers)
+    decided = (
+        spark.table(tables.gold("decision_log"))
+        .join(keep, "customer_number", "left_semi")
+        .where((F.col("stage") == "chosen") & (F.col("action_id") != "no_action"))
+        .select(
+            "customer_number",
+            "action_id",
+            "channel",
+            "decision_id",
+            F.col("decided_at").alias("contacted_at"),
+            F.lit("decided").alias("response"),
+        )
+    )
+    responses = (
+        spark.table(tables.silver("offer_responses"))
+        .join(keep, "customer_number", "left_semi")
+        .select(
+            "customer_number",
+            "action_id",
+            "channel",
+            "decision_id",
+            F.col("event_time").alias("contacted_at"),
+            "response",
+        )
+    )
+    return decided.unionByName(responses)
+
+
+def bandit_outcomes(spark: SparkSession, tables: Tables) -> pd.DataFrame:
+    """Delivered model-policy decisions with whether they were accepted (the bandit's evidence)."""
+    chosen = (
+        spark.table(tables.gold("decision_log"))
+        .where(
+            (F.col("stage") == "chosen") & (F.col("action_id") != "no_action") & (F.col("policy") == "model")
+        )
+        .select("decision_id", "action_id", "channel", "propensity")
+    )
+    accepted = (
+        spark.table(tables.silver("offer_responses"))
+        .where(F.col("response") == "accept")
+        .select("decision_id", "action_id", "channel", F.lit(True).alias("accepted"))
+        .distinct()
+    )
+    rows = chosen.join(accepted, ["decision_id", "action_id", "channel"], "left").select(
+        "action_id",
+        "channel",
+        F.coalesce("propensity", F.lit(0.0)).alias("propensity"),
+        F.coalesce("accepted", F.lit(False)).alias("accepted"),
+    )
+    return rows.toPandas()
+
+
+# ------------------------------------------------------------------------------------ decisions
+
+
+def decide_batch(
+    spark: SparkSession,
+    cfg: Any,
+    tables: Tables,
+    catalog: ActionCatalog,
+    triggers: DataFrame,
+    *,
+    txn_app_id: str,
+    batch_id: int,
+) -> FunnelResult | None:
+    """Decide for every customer in one micro-batch of trigger rows and write the results."""
+    attributed = attribute(spark, tables, triggers).persist()
+    try:
+        customers = attributed.select("customer_number").distinct()
+        if customers.limit(1).count() == 0:
+            return None
+        requests = (
+            attributed.withColumn("decided_at", F.col("event_time"))
+            .join(context(spark, tables, customers), "customer_number", "left")
+            .toPandas()
+        )
+        consent = (
+            spark.table(tables.consent_current)
+            .join(F.broadcast(customers), "customer_number", "left_semi")
+            .select("customer_number", "purpose", "channel", "granted")
+            .toPandas()
+        )
+        contacts = contact_history(spark, tables, customers).toPandas()
+        active = (
+            spark.table(tables.gold("next_best_actions"))
+            .join(F.broadcast(customers), "customer_number", "left_semi")
+            .select("customer_number", "channel", "action_id", "expires_at", "decision_id")
+            .toPandas()
+        )
+        reasons = _reason_codes(spark, tables, customers)
+    finally:
+        attributed.unpersist()
+    requests["customer_status"] = requests["customer_status"].fillna("unknown")
+    exploration = cfg.decisioning.exploration
+    chooser = ThompsonChooser(
+        state_from_history(bandit_outcomes(spark, tables)),
+        exploration.prior_shape,
+        exploration.prior_rate,
+        draws=exploration.draws,
+        seed=exploration.seed,
+    )
+    result = run_funnel(requests, consent, contacts, active, catalog, cfg.decisioning, chooser)
+    _write(spark, tables, catalog, result, requests, reasons, txn_app_id=txn_app_id, batch_id=batch_id)
+    return result
+
+
+def _reason_codes(
+    spark: SparkSession, tables: Tables, customers: DataFrame
+) -> dict[tuple[str, str], list[str]]:
+    """(customer, model) -> the model's reason codes in rank order, from the latest scoring."""
+    explanations = _table_or_none(spark, tables.gold("propensity_explanations"))
+    if explanations is None:
+        return {}
+    rows = (
+        explanations.join(F.broadcast(customers), "customer_number", "left_semi")
+        .select("customer_number", "model", "reason_rank", "reason")
+        .toPandas()
+        .sort_values("reason_rank")
+    )
+    return {key: list(group["reason"]) for key, group in rows.groupby(["customer_number", "model"])}
+
+
+def _model_of(action_id: str, catalog: ActionCatalog) -> str | None:
+    action = catalog[action_id]
+    if action.product:
+        return action.product
+    return "churn" if action.kind == "retention" else None
+
+
+def _write(
+    spark: SparkSession,
+    tables: Tables,
+    catalog: ActionCatalog,
+    result: FunnelResult,
+    requests: pd.DataFrame,
+    reasons: dict[tuple[str, str], list[str]],
+    *,
+    txn_app_id: str,
+    batch_id: int,
+) -> None:
+    from delta.tables import DeltaTable
+
+    processed_at = pd.Timestamp(datetime.now(UTC))
+    decisions = result.decisions.copy()
+    if len(decisions):
+        # the triggers' earliest ingestion: decision latency is processed_at - triggered_at
+        ingested = requests.groupby("customer_number")["ingested_at"].min()
+        decisions["triggered_at"] = pd.to_datetime(decisions["customer_number"].map(ingested), utc=True)
+        versions = requests.drop_duplicates("customer_number").set_index("customer_number")["model_versions"]
+        decisions["model_versions"] = decisions["customer_number"].map(
+            lambda c: dict(versions.get(c) or {}) if versions.get(c) is not None else {}
+        )
+
+        def reason_list(row: Any) -> list[str]:
+            model = _model_of(row.action_id, catalog)
+            return list(reasons.get((row.customer_number, model), [])) if model else []
+
+        decisions["reason_codes"] = [reason_list(r) for r in decisions.itertuples()]
+        decisions["processed_at"] = processed_at
+        serving = spark.createDataFrame(
+            decisions[_columns(NEXT_BEST_ACTIONS_DDL)], schema=NEXT_BEST_ACTIONS_DDL
+        )
+        target = DeltaTable.forName(spark, tables.gold("next_best_actions"))
+        (
+            target.alias("t")
+            .merge(serving.alias("s"), "t.customer_number = s.customer_number AND t.channel = s.channel")
+            .whenMatchedUpdateAll(condition="s.decided_at >= t.decided_at")
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    log_rows = result.log.copy()
+    if len(log_rows):
+        log_rows["processed_at"] = processed_at
+        (
+            spark.createDataFrame(log_rows[_columns(DECISION_LOG_DDL)], schema=DECISION_LOG_DDL)
+            .write.format("delta")
+            .mode("append")
+            .option("txnAppId", txn_app_id)
+            .option("txnVersion", batch_id)
+            .saveAsTable(tables.gold("decision_log"))
+        )
+
+
+def _columns(ddl: str) -> list[str]:
+    names = []
+    depth = 0
+    token = ""
+    for ch in ddl:
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "," and depth == 0:
+            names.append(token.split()[0])
+            token = ""
+        else:
+            token += ch
+    if token.strip():
+        names.append(token.split()[0])
+    return names
+
+
+def start_decision_stream(
+    spark: SparkSession,
+    cfg: Any,
+    tables: Tables,
+    checkpoint: str,
+    configure_trigger: Callable[[Any], Any],
+    progress: Callable[[str], None] = print,
+) -> StreamingQuery:
+    """The decision query: silver triggers -> funnel -> serving table and decision log."""
+    ensure_decision_tables(spark, tables)
+    catalog = load_catalog(cfg)
+    app_id = f"journeylake-decide:{checkpoint}"
+
+    def run_batch(batch: DataFrame, batch_id: int) -> None:
+        result = decide_batch(spark, cfg, tables, catalog, batch, txn_app_id=app_id, batch_id=batch_id)
+        if result is not None:
+            progress(
+                f"batch {batch_id}: {result.decisions['decision_id'].nunique():,} decisions, "
+                f"{len(result.decisions):,} actions served, {len(result.log):,} candidates logged"
+            )
+
+    writer = (
+        trigger_stream(spark, tables, cfg)
+        .writeStream.queryName("decide_next_best_actions")
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(run_batch)
+    )
+    return configure_trigger(writer).start()

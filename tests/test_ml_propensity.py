@@ -1,0 +1,208 @@
+"""Propensity models on generated customers whose true probabilities are known.
+
+The generator's log-odds are linear in most features plus an interaction, with informative
+missing values and a categorical segment, so a good model gets close to the ROC-AUC of the true
+probabilities (the ceiling) and a calibrated one predicts the observed rates. No Spark.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.propensity import (
+    Calibrator,
+    NotEnoughPositives,
+    PropensityModel,
+    PropensitySettings,
+    evaluate,
+    train_propensity,
+)
+from pipelines.errors import InputError
+
+
+def make_customers(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Features (with NaN and a categorical column), labels and the true P(y = 1)."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        {
+            "balance": rng.normal(size=n),
+            "tenure_years": rng.gamma(2.0, 2.0, size=n),
+            "fees_7d": rng.poisson(0.8, size=n).astype(float),
+            "app_sessions_30d": rng.normal(size=n),
+            "product_views_7d": rng.normal(size=n),
+            "failed_payments_7d": rng.poisson(0.6, size=n).astype(float),
+            "card_utilisation": rng.uniform(0.0, 1.0, size=n),
+            "noise_1": rng.normal(size=n),
+            "noise_2": rng.normal(size=n),
+            "segment": rng.choice(["mass", "affluent", "young"], size=n, p=[0.6, 0.2, 0.2]),
+        }
+    )
+    no_card = rng.random(n) < 0.2  # no credit card: utilisation unknown
+    X.loc[no_card, "card_utilisation"] = np.nan
+    logit = (
+        -1.6
+        + 1.0 * X["balance"]
+        + 0.12 * X["tenure_years"]
+        - 0.5 * X["fees_7d"]
+        + 0.8 * X["app_sessions_30d"] * X["product_views_7d"]  # the interaction
+        + 0.4 * X["failed_payments_7d"]
+        + np.where(no_card, -0.6, 1.2 * X["card_utilisation"].fillna(0.0))
+        + X["segment"].map({"mass": 0.0, "affluent": 0.7, "young": -0.4})
+    ).to_numpy()
+    p_true = 1.0 / (1.0 + np.exp(-logit))
+    y = rng.binomial(1, p_true)
+    return X, y, p_true
+
+
+@pytest.fixture(scope="module")
+def customers():
+    return make_customers(20_000, seed=11)
+
+
+@pytest.fixture(scope="module")
+def holdout():
+    return make_customers(10_000, seed=12)
+
+
+@pytest.fixture(scope="module")
+def model(customers) -> PropensityModel:
+    X, y, _ = customers
+    return train_propensity(X, y, "mortgage", PropensitySettings(), categorical=["segment"])
+
+
+def test_holdout_auc_is_within_003_of_the_true_probability_ceiling(model, holdout):
+    X, y, p_true = holdout
+    metrics = evaluate(y, model.predict_proba(X), p_true)
+    print(f"holdout AUC {metrics['roc_auc']:.4f}, ceiling {metrics['ceiling_auc']:.4f}")
+    assert metrics["auc_gap"] < 0.03
+
+
+def test_calibrated_probabilities_match_the_observed_rate_in_every_decile(model, holdout):
+    X, y, _ = holdout
+    p = model.predict_proba(X)
+    deciles = np.array_split(np.argsort(p, kind="stable"), 10)
+    gaps = [abs(p[rows].mean() - y[rows].mean()) for rows in deciles]
+    assert np.mean(gaps) < 0.025
+    assert max(gaps) < 0.06
+    assert abs(p.mean() - y.mean()) < 0.01
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_calibration_gives_a_better_brier_score_than_an_overconfident_booster(customers, holdout, method):
+    X, y, _ = customers
+    overfit = PropensitySettings(
+        calibration=method,
+        early_stopping_rounds=0,
+        learning_rate=0.3,
+        num_leaves=63,
+        min_child_samples=5,
+        n_estimators=120,
+    )
+    model = train_propensity(X.iloc[:10_000], y[:10_000], "mortgage", overfit, categorical=["segment"])
+    X_hold, y_hold, _ = holdout
+    raw = 1.0 / (1.0 + np.exp(-model.margin(X_hold)))
+    calibrated = model.predict_proba(X_hold)
+    assert evaluate(y_hold, calibrated)["brier"] < evaluate(y_hold, raw)["brier"] - 0.005
+
+
+def test_predict_proba_is_monotone_non_decreasing_in_the_margin(model, holdout):
+    X, _, _ = holdout
+    margin, p = model.margin(X), model.predict_proba(X)
+    order = np.argsort(margin, kind="stable")
+    assert np.all(np.diff(p[order]) >= 0)
+    assert np.all((p >= 0) & (p <= 1))
+
+
+def test_isotonic_calibrator_clips_margins_outside_the_fitted_range():
+    rng = np.random.default_rng(0)
+    margin = rng.normal(size=2000)
+    y = rng.binomial(1, 1 / (1 + np.exp(-margin)))
+    calibrator = Calibrator.fit("isotonic", margin, y)
+    far = calibrator.predict(np.array([-1e6, margin.min(), margin.max(), 1e6]))
+    assert far[0] == far[1] == calibrator.y[0]
+    assert far[3] == far[2] == calibrator.y[-1]
+    grid = calibrator.predict(np.linspace(-10, 10, 1001))
+    assert np.all(np.diff(grid) >= 0)
+
+
+def test_rows_with_missing_values_and_unseen_categories_get_a_probability(model):
+    rows = pd.DataFrame({name: [np.nan, np.nan] for name in model.feature_names})
+    rows["segment"] = [None, "a segment never seen in training"]
+    p = model.predict_proba(rows)
+    assert np.all(np.isfinite(p)) and p[0] == p[1]  # both count as missing
+
+
+def test_training_twice_with_the_same_seed_gives_identical_models(customers):
+    X, y, _ = customers
+    small = PropensitySettings(n_estimators=60, seed=3)
+    first = train_propensity(X.iloc[:5000], y[:5000], "loan", small, categorical=["segment"])
+    second = train_propensity(X.iloc[:5000], y[:5000], "loan", small, categorical=["segment"])
+    assert first.booster.model_to_string() == second.booster.model_to_string()
+    assert first.calibrator == second.calibrator
+
+
+def test_too_few_positives_raises_not_enough_positives_naming_target_counts_and_setting(customers):
+    X, _, _ = customers
+    y = np.zeros(1000, dtype=int)
+    y[:12] = 1
+    with pytest.raises(NotEnoughPositives) as caught:
+        train_propensity(X.iloc[:1000], y, "churn", PropensitySettings(min_positives=30))
+    message = str(caught.value)
+    for part in ("'churn'", "12 positive", "1000", "30", "ml.propensity.min_positives"):
+        assert part in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_save_and_load_round_trip_gives_identical_predictions_without_pickle(model, holdout, tmp_path):
+    X, _, _ = holdout
+    model.save(tmp_path / "mortgage")
+    loaded = PropensityModel.load(tmp_path / "mortgage")
+    files = sorted(p.name for p in (tmp_path / "mortgage").iterdir())
+    assert files == ["booster.txt", "model.json"]
+    for path in (tmp_path / "mortgage").iterdir():
+        assert path.read_bytes()[:1] != pickle.PROTO  # the opcode every pickle starts with
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert np.array_equal(loaded.contributions(X.iloc[:500]), model.contributions(X.iloc[:500]))
+    assert loaded.expected_value == model.expected_value
+
+
+def test_contributions_add_up_to_the_margin(model, holdout):
+    X, _, _ = holdout
+    contributions = model.contributions(X.iloc[:1000])
+    assert contributions.shape == (1000, len(model.feature_names))
+    total = contributions.sum(axis=1) + model.expected_value
+    assert np.allclose(total, model.margin(X.iloc[:1000]), atol=1e-9)
+
+
+def test_a_missing_feature_column_is_named_in_the_error(model, holdout):
+    X, _, _ = holdout
+    with pytest.raises(InputError, match="failed_payments_7d"):
+        model.predict_proba(X.drop(columns=["failed_payments_7d"]))
+
+
+def test_evaluate_matches_a_hand_computed_example():
+    y = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.3, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    p_true = np.array([0.8, 0.7, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])
+    metrics = evaluate(y, p, p_true)
+    # positive 0.9 beats all 8 negatives, positive 0.3 beats 7 of them: 15 of 16 pairs
+    assert metrics["roc_auc"] == pytest.approx(15 / 16)
+    # ranked: 0.9 (pos), 0.5 (neg), 0.3 (pos): precision 1 at recall 1/2, 2/3 at recall 1
+    assert metrics["pr_auc"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert metrics["brier"] == pytest.approx((0.1**2 + 0.7**2 + 0.5**2 + 7 * 0.1**2) / 10)
+    # top 10% = the single highest score, a positive: rate 1 over the base rate 0.2
+    assert metrics["top_decile_lift"] == pytest.approx(5.0)
+    assert (metrics["positives"], metrics["rows"]) == (2.0, 10.0)
+    assert metrics["ceiling_auc"] == pytest.approx(1.0)
+    assert metrics["auc_gap"] == pytest.approx(1.0 - 15 / 16)
+
+
+def test_evaluate_gives_nan_auc_when_only_one_class_is_present():
+    metrics = evaluate(np.zeros(5, dtype=int), np.linspace(0.1, 0.5, 5))
+    assert math.isnan(metrics["roc_auc"]) and math.isnan(metrics["top_decile_lift"])
+    assert metrics["brier"] == pytest.approx(np.mean(np.linspace(0.1, 0.5, 5) ** 2))
