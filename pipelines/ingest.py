@@ -48,13 +48,24 @@ class LayerCounts:
 
 
 def present_sources(cfg: Any) -> list[str]:
-    """Sources to ingest, snapshots first: those with a landing folder, or every topic for Kafka.
+    """Sources to ingest, snapshots first: those with a landing folder, or with a Kafka topic.
 
-    A missing landing root, or Kafka bootstrap servers that accept no connection, is an error.
+    A missing landing root or one without source folders, Kafka bootstrap servers that accept no
+    connection, or a cluster without any ``<kafka.topic_prefix><source>`` topic, is an error.
     """
     if cfg.ingest.source == "kafka":
         check_kafka_reachable(cfg)
-        return [*SNAPSHOT_SOURCES, *STREAM_SOURCES]
+        every = [*SNAPSHOT_SOURCES, *STREAM_SOURCES]
+        topics = kafka_topics(cfg)
+        if topics is None:  # the client could not list them: subscribe to every source's topic
+            return every
+        found = [s for s in every if bronze.topic_name(cfg, s) in topics]
+        if not found:
+            raise InputError(
+                f"Kafka at {cfg.kafka.bootstrap_servers} has no source topic (expected e.g. "
+                f"{bronze.topic_name(cfg, 'transactions')}; kafka.topic_prefix in conf/)"
+            )
+        return found
     root = Path(cfg.paths.landing)
     if not root.is_dir():
         raise InputError(
@@ -84,6 +95,32 @@ def check_kafka_reachable(cfg: Any, timeout: float = 5.0) -> None:
         f"Kafka is not reachable at {cfg.kafka.bootstrap_servers} (kafka.bootstrap_servers in conf/); "
         "for the local broker run `journeylake kafka up`"
     )
+
+
+def kafka_topics(cfg: Any, timeout: float = 10.0) -> set[str] | None:
+    """The topics the Kafka cluster lists for this client, or None when it cannot list them.
+
+    ``kafka.options`` apply, as for Spark. They are written for Spark's Java client; a setting
+    the Python client does not know (``sasl.jaas.config``, say) or a listing that fails is
+    reported on stderr and the caller falls back to every source's topic, as before topics were
+    listed: the streaming queries then report what is wrong with the cluster themselves.
+    """
+    import sys
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    settings = {"bootstrap.servers": cfg.kafka.bootstrap_servers, **bronze.kafka_options(cfg)}
+    try:
+        metadata = AdminClient({**settings, "log_level": 0}).list_topics(timeout=timeout)
+    except (KafkaException, ValueError, TypeError) as exc:
+        print(
+            f"ingest: could not list the topics of Kafka at {cfg.kafka.bootstrap_servers} ({exc}); "
+            "subscribing to every source's topic",
+            file=sys.stderr,
+        )
+        return None
+    return set(metadata.topics)
 
 
 def _checkpoint(cfg: Any, layer: str, name: str) -> str:
