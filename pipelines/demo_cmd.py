@@ -1,11 +1,12 @@
 """``journeylake demo``: the main job end to end on the embedded default.
 
-Today: generate a synthetic bank -> ingest it through bronze / silver / gold -> print what landed
-in each layer and the reconciliation against the simulator's truth (nothing lost) -> build the
-dbt models (unified customer, journeys, funnels) and score identity resolution against the
-truth -> train the segmentation, propensity and churn models (each next to its truth ceiling)
-and score every customer with reason codes -> export marketing's segments -> show how to query
-it. It grows into the full loop (decisions) as that stage lands.
+Generate a synthetic bank and hold back its last days -> ingest the history through bronze /
+silver / gold -> build the dbt models (unified customer, journeys, funnels) and score identity
+resolution against the truth -> train the segmentation, propensity and churn models (each next to
+its truth ceiling) and score every customer with reason codes -> export marketing's segments ->
+the closed loop: the live days stream in while the decision job runs, the simulator answers every
+contact, and the policies are compared and audited -> the reconciliation of every landing line
+against the simulator's truth (nothing lost) -> how to query it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from datetime import timedelta
 
 from pipelines.config import add_config_arguments, config_from_args
+from pipelines.errors import InputError
+
+HELD = "held"  # under the home: the live days' landing files until the closed loop plays them
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--days", type=int, default=35, help="simulated days (default: 35; models need weeks of history)"
     )
     parser.add_argument("--seed", type=int, default=42, help="simulator seed (default: 42)")
+    parser.add_argument(
+        "--live-days",
+        type=int,
+        default=3,
+        help="the last days of the bank are played live through the decision loop (default: 3; 0: none)",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the previous demo's data instead of starting afresh"
     )
@@ -40,6 +51,7 @@ def _reset(spark, cfg) -> None:  # type: ignore[no-untyped-def]
         cfg.paths.warehouse,
         cfg.paths.landing,
         cfg.paths.home / "truth",
+        cfg.paths.home / HELD,
         cfg.paths.mlflow,
     )
     for folder in folders:
@@ -50,9 +62,8 @@ def _reset(spark, cfg) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    from pipelines import audit, ingest
+    from pipelines import ingest
     from pipelines.ingest_cmd import print_layer_counts
     from pipelines.sources.simulator import FaultRates, SimConfig, generate
     from pipelines.spark import get_spark
@@ -77,29 +88,27 @@ def run(args: argparse.Namespace) -> int:
         sim = SimConfig(
             customers=args.customers, days=args.days, seed=args.seed, faults=FaultRates.preset("default")
         )
+        training = cfg.ml.training
+        history = training.min_history_days + training.horizon_days + 1  # one training cut-off
+        if not 0 <= args.live_days <= args.days - history:
+            raise InputError(
+                f"--live-days {args.live_days}: use 0 to {max(args.days - history, 0)} for {args.days} days "
+                f"(the models need {history} days of history: "
+                "ml.training.min_history_days + horizon_days + 1)"
+            )
         stats = generate(sim, home, overwrite=True)
         step(f"landed {stats.total_lines:,} lines in {cfg.paths.landing}")
+        if args.live_days:
+            from pipelines.nba.closed_loop import hold_back
+
+            first_live = (sim.start + timedelta(days=args.days - args.live_days)).isoformat()
+            held = hold_back(cfg.paths.landing, home / HELD, first_live)
+            step(f"held back {held:,} files from {first_live} on: the live days, played through decisions")
 
     ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda m: step(f"ingest {m}"))
     print_layer_counts(spark, cfg, tables)
 
     truth = home / "truth"
-    if truth.is_dir():
-        rec = audit.reconcile(spark, tables, truth)
-        table = Table(
-            title="nothing lost: landing lines vs where they ended up (expected from the simulator's truth)"
-        )
-        for column in ("source", "lines", "silver", "quarantine", "duplicate", "match"):
-            table.add_column(column, justify="left" if column == "source" else "right")
-        for r in rec.to_dict("records"):
-            table.add_row(
-                r["source"],
-                f"{r['lines']:,}",
-                *(f"{r['actual_' + f]:,} / {r['expected_' + f]:,}" for f in audit.FATES),
-                "yes" if r["ok"] else f"NO ({r['files_mismatched']} files)",
-            )
-        console.print(table)
-
     step("dbt build: staging -> identity resolution -> customer_360, sessions, funnels")
     from pipelines.dbt_cmd import run_dbt
 
@@ -145,6 +154,26 @@ def run(args: argparse.Namespace) -> int:
             f"  {segment['name']:<20} {segment['rows']:>6,} customers to contact by {segment['channel']}"
             f" ({excluded:,} of {segment['matched']:,} matched left out: no consent or not active)"
         )
+    held = home / HELD
+    from pipelines.nba.closed_loop import held_days, plot_policy_values, run_closed_loop
+
+    days = held_days(held) if held.is_dir() else []
+    if days and truth.is_dir():
+        step(
+            f"closed loop: {len(days)} live day(s) streamed in, decided as they arrive, "
+            "answered by the simulator"
+        )
+        loop = run_closed_loop(spark, cfg, tables, held=held, days=days, progress=step)
+        loop.plot = plot_policy_values(loop, home / "reports" / "policy_comparison.png")
+        console.print("\n".join(loop.lines()))
+        from pipelines.nba.catalog import load_catalog
+        from pipelines.nba.evaluate import evaluate_policies, format_report
+
+        console.print(format_report(evaluate_policies(spark, cfg, tables, load_catalog(cfg))))
+    elif held.is_dir():
+        step(f"no live days left in {held}: the closed loop has been played (run without --keep to replay)")
+    if truth.is_dir():
+        _print_reconciliation(spark, tables, truth, console)
     step("done")
     console.print(
         "\nQuery it (any number of processes can share the catalog):\n"
@@ -158,6 +187,32 @@ def run(args: argparse.Namespace) -> int:
         "MLflow UI (experiments, registry, SHAP plots):\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri(cfg)}\n"
         "Notebooks: notebooks/01_segments.ipynb, 02_propensity_review.ipynb, 03_journeys.ipynb\n"
-        "Keep streaming new landing files: .venv/bin/journeylake ingest"
+        "Next-best-actions (what channel systems read) and why one was chosen:\n"
+        '  .venv/bin/journeylake sql -e "SELECT * FROM gold.next_best_actions LIMIT 5"\n'
+        "  .venv/bin/journeylake explain-decision <decision_id>\n"
+        "  .venv/bin/journeylake evaluate-policy\n"
+        "Keep streaming new landing files: .venv/bin/journeylake ingest (and .venv/bin/journeylake decide)"
     )
     return 0
+
+
+def _print_reconciliation(spark, tables, truth, console) -> None:  # type: ignore[no-untyped-def]
+    """Every landing line (generated and closed-loop responses) against where it ended up."""
+    from rich.table import Table
+
+    from pipelines import audit
+
+    rec = audit.reconcile(spark, tables, truth)
+    table = Table(
+        title="nothing lost: landing lines vs where they ended up (expected from the simulator's truth)"
+    )
+    for column in ("source", "lines", "silver", "quarantine", "duplicate", "match"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for r in rec.to_dict("records"):
+        table.add_row(
+            r["source"],
+            f"{r['lines']:,}",
+            *(f"{r['actual_' + f]:,} / {r['expected_' + f]:,}" for f in audit.FATES),
+            "yes" if r["ok"] else f"NO ({r['files_mismatched']} files)",
+        )
+    console.print(table)

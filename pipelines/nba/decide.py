@@ -76,11 +76,19 @@ def ensure_decision_tables(spark: SparkSession, tables: Tables) -> None:
 # ------------------------------------------------------------------------------------ triggers
 
 
-def trigger_stream(spark: SparkSession, tables: Tables, cfg: Any, max_files: int | None = None) -> DataFrame:
+def trigger_stream(
+    spark: SparkSession,
+    tables: Tables,
+    cfg: Any,
+    max_files: int | None = None,
+    since: datetime | None = None,
+) -> DataFrame:
     """One stream of trigger rows over the silver event tables, in one shape.
 
     Columns: customer_number (null for digital rows, attributed per batch), session_id,
-    trigger_event_id, trigger_type, trigger_product, event_time, ingested_at.
+    trigger_event_id, trigger_type, trigger_product, event_time, ingested_at. With ``since``,
+    events that happened before it call for nothing: a decision job started on a year of
+    history acts on what happens from then on, not on every old salary.
     """
     low_balance = float(cfg.decisioning.triggers.low_balance_threshold)
 
@@ -152,7 +160,10 @@ def trigger_stream(spark: SparkSession, tables: Tables, cfg: Any, max_files: int
     stream = parts[0]
     for part in parts[1:]:
         stream = stream.unionByName(part)
-    return stream.where(F.col("trigger_type").isNotNull()).select(
+    stream = stream.where(F.col("trigger_type").isNotNull())
+    if since is not None:
+        stream = stream.where(F.col("event_time") >= F.lit(since))
+    return stream.select(
         "customer_number",
         "session_id",
         F.col("event_id").alias("trigger_event_id"),
@@ -458,6 +469,7 @@ def start_decision_stream(
     checkpoint: str,
     configure_trigger: Callable[[Any], Any],
     progress: Callable[[str], None] = print,
+    since: datetime | None = None,
 ) -> StreamingQuery:
     """The decision query: silver triggers -> funnel -> serving table and decision log."""
     ensure_decision_tables(spark, tables)
@@ -473,7 +485,7 @@ def start_decision_stream(
             )
 
     writer = (
-        trigger_stream(spark, tables, cfg)
+        trigger_stream(spark, tables, cfg, since=since)
         .writeStream.queryName("decide_next_best_actions")
         .option("checkpointLocation", checkpoint)
         .foreachBatch(run_batch)

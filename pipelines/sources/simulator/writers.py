@@ -28,15 +28,20 @@ class Writer(Protocol):
 
 
 class FileWriter:
-    """Writes ``<root>/landing/<source>/<batch_name>.jsonl``."""
+    """Writes ``<root>/landing/<source>/<prefix><batch_name>.jsonl``.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    A prefix keeps files written later into a landing folder (the closed loop's responses) from
+    ever taking the name of a generated file still to be delivered.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], prefix: str = "") -> None:
         self.root = Path(root)
+        self.prefix = prefix
         self._root = os.fspath(self.root)
         self._made: set[str] = set()
 
     def write_batch(self, source: str, batch_name: str, lines: bytes | memoryview) -> str:
-        rel = f"landing/{source}/{batch_name}.jsonl"
+        rel = f"landing/{source}/{self.prefix}{batch_name}.jsonl"
         if source not in self._made:
             (self.root / "landing" / source).mkdir(parents=True, exist_ok=True)
             self._made.add(source)
