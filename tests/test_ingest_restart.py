@@ -30,8 +30,9 @@ import yaml
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-# customers first (every record is checked against them), a snapshot, two event streams
-LANDED = ("customers", "accounts", "transactions", "digital")
+# customers first (every record is checked against them), a snapshot, three event streams
+# (consent too: without it the decision job may contact nobody)
+LANDED = ("customers", "accounts", "transactions", "digital", "consent")
 # higher than the "default" preset, so that a small bank has every fault in the landed sources
 FAULTS = {
     "duplicate": 0.04,
@@ -225,6 +226,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
         assert not _listening(port), "stopping `journeylake sql` must stop the endpoint"
         restart.wait(timeout=600)
         assert restart.returncode == 0, (tmp_path / "restart.log").read_text()[-3000:]
+        _kill_and_restart_decide(env, home, tmp_path)
     finally:
         if ingest.poll() is None:
             _kill(ingest)
@@ -260,3 +262,48 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
     }
     for row in findings.to_dict("records"):
         assert row["ok"], row
+    _check_decisions_after_the_kill(spark, warehouse)
+
+
+def _log_versions(table: Path) -> set[int]:
+    folder = table / "_delta_log"
+    return {int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()} if folder.is_dir() else set()
+
+
+def _kill_and_restart_decide(env: dict[str, str], home: Path, tmp_path: Path) -> None:
+    """`journeylake decide` is SIGKILLed right after its first decision-log commit, then restarted.
+
+    That is the window where the log append is in Delta but the stream's checkpoint has not
+    recorded the batch: the restart replays the batch, and the idempotent append must skip it.
+    """
+    log_table = home / "warehouse" / "gold.db" / "decision_log"
+    with (tmp_path / "decide.log").open("w") as out:
+        decide = subprocess.Popen(
+            _cli("decide"), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            _wait_for(
+                lambda: any(v >= 1 for v in _log_versions(log_table)),
+                timeout=600,
+                what="the first decision-log commit",
+                proc=decide,
+                poll=0.05,
+            )
+        finally:
+            _kill(decide)
+    again = subprocess.run(
+        _cli("decide", "--until-idle"), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+
+
+def _check_decisions_after_the_kill(spark, warehouse: Path) -> None:
+    log = spark.read.format("delta").load(str(warehouse / "gold.db" / "decision_log")).toPandas()
+    serving = spark.read.format("delta").load(str(warehouse / "gold.db" / "next_best_actions")).toPandas()
+    assert len(log) and len(serving), "the restarted decision job decided nothing"
+    # no candidate of any decision is logged twice, whatever the kill interrupted
+    assert not log.duplicated(["decision_id", "action_id", "channel"]).any()
+    assert not serving.duplicated(["customer_number", "channel"]).any()
+    chosen = log[log["stage"] == "chosen"]
+    served = set(zip(serving["decision_id"], serving["action_id"], serving["channel"], strict=True))
+    assert served <= set(zip(chosen["decision_id"], chosen["action_id"], chosen["channel"], strict=True))

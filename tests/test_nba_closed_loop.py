@@ -133,6 +133,9 @@ def test_the_contact_policy_audit_finds_exactly_the_planted_violations(spark, tm
         # C5: any contact after a known complaint
         ("d10", "C5", "offer_savings", "app", at(0)),
         ("d11", "C5", "retention_call", "phone", at(30)),
+        # C7: decided in processing order d12 then d13, though d13's clock is earlier
+        ("d12", "C7", "offer_investments", "app", at(10)),
+        ("d13", "C7", "offer_investments", "email", at(5)),
         # before the loop started: not audited
         ("d0", "C6", "offer_savings", "email", at(-500)),
         ("d00", "C6", "offer_savings", "email", at(-499)),
@@ -140,6 +143,7 @@ def test_the_contact_policy_audit_finds_exactly_the_planted_violations(spark, tm
     log = pd.DataFrame(rows, columns=["decision_id", "customer_number", "action_id", "channel", "decided_at"])
     log["stage"] = "chosen"
     log["processed_at"] = [d + pd.Timedelta(minutes=5) for d in log["decided_at"]]
+    log.loc[log["decision_id"] == "d13", "processed_at"] = at(11)
     log = pd.concat(
         [log, log.assign(action_id="no_action", channel="sms")[log["customer_number"] == "C1"]],
         ignore_index=True,
@@ -170,6 +174,7 @@ def test_the_contact_policy_audit_finds_exactly_the_planted_violations(spark, tm
         ("channel_cap", "d3"),
         ("cooldown_after_complaint", "d11"),
         ("cooldown_after_dismiss", "d7"),
+        ("repeat_days", "d13"),
         ("repeat_days", "d5"),
         ("repeat_days", "d7"),
         ("repeat_days", "d9"),

@@ -453,6 +453,15 @@ def test_the_same_action_is_not_repeated_within_repeat_days() -> None:
     assert _chosen(older) == [("offer_mortgage", "email")]
 
 
+def test_contacts_already_made_count_even_when_timed_after_this_decision() -> None:
+    # triggers arrive out of event-time order: a contact decided earlier in processing can carry a
+    # later clock than the decision being made now, and the customer has received it all the same
+    later = _run(contacts=[_contact("offer_mortgage", "branch", -0.1, "decided")])
+    assert _stage(later, "offer_mortgage", "email") == ("contact_policy", "repeat_days")
+    dismissed = _run(contacts=[_contact("offer_mortgage", "app", -0.1, "dismiss", decision="d9")])
+    assert _stage(dismissed, "offer_mortgage", "email") == ("contact_policy", "cooldown_after_dismiss")
+
+
 def test_an_action_mutually_exclusive_with_an_active_serving_row_is_removed() -> None:
     serving = {"customer_number": "C1", "channel": "app", "action_id": "offer_personal_loan"}
     live = _run(active=[{**serving, "expires_at": NOW + pd.Timedelta(hours=5)}])

@@ -96,7 +96,9 @@ class LoopReport:
     days: list[DayResult]
     decisions: pd.DataFrame  # one row per decision: policy, contact or not, latency
     contacts: pd.DataFrame  # chosen contacting actions with their sampled responses
-    values: pd.DataFrame  # policy -> decisions, expected value, accepts, complaints, consent violations
+    values: (
+        pd.DataFrame
+    )  # policy -> opportunities ("decisions"), value, accepts, complaints, consent violations
     violations: pd.DataFrame  # contact-policy audit findings (rule, customer, decision, detail)
     decide_seconds: float  # time the decision query spent in micro-batches that had input
     plot: Path | None = None
@@ -134,10 +136,13 @@ class LoopReport:
                 f"  {row['policy']:<8} group: {row['accepted']:,} of {row['contacts']:,} contacts accepted "
                 f"({row['rate']:.1%})"
             )
-        out.append("  policy value on the same customers at the same moments (simulator's true model):")
+        out.append(
+            "  policy value per contact opportunity of the model group (the same customers at the same "
+            "moments; simulator's true model):"
+        )
         for row in self.values.to_dict("records"):
             out.append(
-                f"    {row['policy']:<13} {row['value_per_decision']:>8.2f} per decision  "
+                f"    {row['policy']:<13} {row['value_per_opportunity']:>8.2f} per opportunity  "
                 f"(expected accepts {row['expected_accepts']:,.1f}, "
                 f"complaints {row['expected_complaints']:,.1f}, "
                 f"consent violations {row['consent_violations']})"
@@ -200,7 +205,9 @@ def run_closed_loop(
             chosen = _chosen_since(spark, tables, started)
             day_decisions = _silver_latency(spark, tables, _decision_rows(chosen, started), started)
             day_contacts = chosen[chosen["action_id"] != "no_action"].copy()
-            values.append(_policy_values(world, day_decisions, day_contacts, expected_value))
+            model = day_contacts[day_contacts["policy"] == "model"]
+            moments = day_decisions[day_decisions["decision_id"].isin(model["decision_id"])]
+            values.append(_policy_values(world, moments, model, expected_value))
             answered = _respond(world, day_contacts, writer)
             decisions.append(day_decisions)
             contacts.append(answered)
@@ -220,7 +227,7 @@ def run_closed_loop(
     all_decisions = pd.concat(decisions, ignore_index=True) if decisions else pd.DataFrame()
     all_contacts = pd.concat(contacts, ignore_index=True) if contacts else pd.DataFrame()
     summed = pd.concat(values, ignore_index=True).groupby("policy", sort=False).sum(numeric_only=True)
-    summed["value_per_decision"] = summed["value"] / summed["decisions"].clip(lower=1)
+    summed["value_per_opportunity"] = summed["value"] / summed["decisions"].clip(lower=1)
     report = LoopReport(
         days=results,
         decisions=all_decisions,
@@ -302,7 +309,13 @@ def _busy_seconds(query: Any) -> float:
 def _policy_values(
     world: Any, decisions: pd.DataFrame, contacts: pd.DataFrame, expected_value: Callable[..., Any]
 ) -> pd.DataFrame:
-    """The day's learned decisions and the reference policies' on the same customers and moments."""
+    """The learned policy's contacts and the reference policies' at the same contact opportunities.
+
+    ``decisions`` are the moments the learned policy contacted a customer: the contact policies
+    (caps, cool-downs, no repeats) decide *when* a customer may be contacted and a reference
+    policy, which knows no contact policy, would contact at every trigger. Given the same
+    opportunities, the policies differ in *what* they do: that is what is compared.
+    """
     from pipelines.sources.simulator.closed_loop import oracle_policy, random_policy, static_rule_policy
 
     frames: dict[str, pd.DataFrame] = {"learned": _as_simulator_decisions(contacts)}
@@ -375,10 +388,11 @@ def audit_contact_policy(spark: SparkSession, tables: Tables, policy: Any, since
     """Contacts decided since ``since`` that break a contact policy, given what was known then.
 
     Re-checked here without the funnel's code: channel caps, repeats of an action, the cool-downs
-    after a dismissal and after a complaint, and per decision no repeated or mutually exclusive
-    actions and at most ``max_actions_per_decision`` contacts are left to the funnel's own tests.
-    "Known" means decided earlier (an earlier decided_at) or ingested before the decision was
-    processed (a response). The cool-down after an ignored impression is not re-checked here.
+    after a dismissal and after a complaint. "Known" goes by processing, not by event time:
+    a contact counts for every decision processed after it (whatever their clocks), a response
+    once it was ingested before the decision was processed. Windows start N days before the
+    decision's clock and have no end. The cool-down after an ignored impression and the checks
+    within one decision (no repeated or mutually exclusive actions) are the funnel tests' job.
     """
     columns = ["rule", "customer_number", "decision_id", "detail"]
     chosen = (
@@ -403,13 +417,11 @@ def audit_contact_policy(spark: SparkSession, tables: Tables, policy: Any, since
     )
     found: list[dict[str, str]] = []
     by_customer = dict(tuple(responses.groupby("customer_number"))) if len(responses) else {}
-    for customer, mine in chosen.sort_values("decided_at").groupby("customer_number"):
-        mine = mine.reset_index(drop=True)
+    for customer, mine in chosen.groupby("customer_number"):
         answers = by_customer.get(customer)
-        for i, row in mine.iterrows():
+        for _, row in mine.iterrows():
             now = row["decided_at"]
-            earlier = mine.iloc[:i]
-            earlier = earlier[earlier["decided_at"] < now]
+            earlier = mine[mine["processed_at"] < row["processed_at"]]
             cap = policy.channel_caps.get(row["channel"])
             if cap is not None:
                 window = earlier[
@@ -433,7 +445,7 @@ def audit_contact_policy(spark: SparkSession, tables: Tables, policy: Any, since
                     )
             if answers is None:
                 continue
-            known = answers[(answers["_ingested_at"] < row["processed_at"]) & (answers["event_time"] <= now)]
+            known = answers[answers["_ingested_at"] < row["processed_at"]]
             dismissed = known[
                 (known["response"] == "dismiss")
                 & (known["action_id"] == row["action_id"])
@@ -469,21 +481,22 @@ def _finding(rule: str, row: Any, detail: str) -> dict[str, str]:
 
 
 def plot_policy_values(report: LoopReport, path: Path) -> Path:
-    """A bar chart of value per decision by policy, with the learned policy's A/B groups."""
+    """A bar chart of each policy's expected value per contact opportunity of the model group."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     order = ["random", "static_rules", "learned", "oracle"]
-    values = report.values.set_index("policy").reindex(order)["value_per_decision"].fillna(0.0)
+    values = report.values.set_index("policy").reindex(order)["value_per_opportunity"].fillna(0.0)
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = ["#9e9e9e", "#8d6e63", "#1e88e5", "#43a047"]
     bars = ax.bar(order, values.to_numpy(), color=colours)
     ax.bar_label(bars, fmt="%.2f")
-    ax.set_ylabel("expected value per decision (true response model)")
+    ax.set_ylabel("expected value per contact opportunity")
     days = ", ".join(d.day for d in report.days)
-    ax.set_title(f"Next-best-action policies on the same {len(report.decisions):,} decisions ({days})")
+    opportunities = int(report.values["decisions"].max()) if len(report.values) else 0
+    ax.set_title(f"Policies on the same {opportunities:,} contact opportunities ({days})", fontsize=10)
     ax.axhline(0, color="black", linewidth=0.6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

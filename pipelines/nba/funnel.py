@@ -233,14 +233,17 @@ class _Contact:
 class _History:
     """One customer's contact history as the decision sees it.
 
-    Rows after the decision time, and rows of this very decision (a replay after a crash may find
-    its first attempt's delivery), are ignored, so a replay decides exactly as the first attempt.
-    A contact is a delivered decision or an impression, counted once per (decision, action,
-    channel) at its first time; clicks, accepts, dismissals and complaints are answers to it.
+    Everything already known counts, including rows timed after this decision's clock: triggers
+    reach the job out of event-time order (sources land and stage separately, events arrive
+    late), so a contact decided earlier in processing may carry a later decided_at, and it has
+    been made all the same. Rows of this very decision (a replay after a crash may find its first
+    attempt's delivery) are ignored. A contact is a delivered decision or an impression, counted
+    once per (decision, action, channel) at its first time; clicks, accepts, dismissals and
+    complaints are answers to it.
     """
 
     def __init__(self, rows: list[_Contact], decided_at: pd.Timestamp, decision_id: str) -> None:
-        self.rows = [r for r in rows if r.at <= decided_at and r.decision_id != decision_id]
+        self.rows = [r for r in rows if r.decision_id != decision_id]
         first: dict[tuple, _Contact] = {}
         for r in self.rows:
             if r.response in CONTACT_STARTS:
@@ -552,7 +555,8 @@ Check = tuple[str, bool, str]  # (rule name, passed, plain words)
 class _ContactPolicy:
     """The contact-policy checks of one decision; each returns (rule, passed, detail).
 
-    Windows are ``(decided_at - N days, decided_at]``; N = 0 switches a cool-down off.
+    Windows are ``(decided_at - N days, ...)``: whatever is already known from then on counts,
+    even if timed after decided_at (see :class:`_History`); N = 0 switches a cool-down off.
     """
 
     def __init__(
@@ -590,8 +594,9 @@ class _ContactPolicy:
         )
 
     def since(self, days: int) -> pd.Timestamp:
+        """The window's start; N = 0 (switched off) starts it past anything already known."""
         if days not in self._since:
-            self._since[days] = self.now - pd.Timedelta(days=days)
+            self._since[days] = self.now + pd.Timedelta(days=36_500 if days == 0 else -days)
         return self._since[days]
 
     def channel_cap(self, action: Action, channel: str) -> Check:
