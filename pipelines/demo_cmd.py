@@ -29,6 +29,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=42, help="simulator seed (default: 42)")
     parser.add_argument(
+        "--demand-scale",
+        type=float,
+        default=8.0,
+        help="busier product demand (default: 8; 1 = the simulator's natural rates): a bank this small "
+        "and short opens too few products for every model to have ml.propensity.min_positives",
+    )
+    parser.add_argument(
+        "--churn-scale",
+        type=float,
+        default=3.0,
+        help="a higher churn hazard, for the same reason (default: 3)",
+    )
+    parser.add_argument(
         "--live-days",
         type=int,
         default=3,
@@ -84,9 +97,17 @@ def run(args: argparse.Namespace) -> int:
 
     home = cfg.paths.home
     if not (cfg.paths.landing.is_dir() and any(cfg.paths.landing.iterdir())):
-        step(f"generating a bank: {args.customers:,} customers x {args.days} days (seed {args.seed})")
+        step(
+            f"generating a bank: {args.customers:,} customers x {args.days} days (seed {args.seed}; "
+            f"demand x{args.demand_scale:g}, churn x{args.churn_scale:g})"
+        )
         sim = SimConfig(
-            customers=args.customers, days=args.days, seed=args.seed, faults=FaultRates.preset("default")
+            customers=args.customers,
+            days=args.days,
+            seed=args.seed,
+            faults=FaultRates.preset("default"),
+            demand_scale=args.demand_scale,
+            churn_scale=args.churn_scale,
         )
         training = cfg.ml.training
         history = training.min_history_days + training.horizon_days + 1  # one training cut-off

@@ -494,7 +494,7 @@ def plot_policy_values(report: LoopReport, path: Path) -> Path:
     bars = ax.bar(order, values.to_numpy(), color=colours)
     ax.bar_label(bars, fmt="%.2f")
     ax.set_ylabel("expected value per contact opportunity")
-    days = ", ".join(d.day for d in report.days)
+    days = f"{report.days[0].day} .. {report.days[-1].day}" if report.days else "no days"
     opportunities = int(report.values["decisions"].max()) if len(report.values) else 0
     ax.set_title(f"Policies on the same {opportunities:,} contact opportunities ({days})", fontsize=10)
     ax.axhline(0, color="black", linewidth=0.6)
