@@ -25,14 +25,14 @@ HELD = "held"  # under the home: the live days' landing files until the closed l
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customers", type=int, default=1200, help="simulated customers (default: 1200)")
     parser.add_argument(
-        "--days", type=int, default=35, help="simulated days (default: 35; models need weeks of history)"
+        "--days", type=int, default=42, help="simulated days (default: 42; models need weeks of history)"
     )
     parser.add_argument("--seed", type=int, default=42, help="simulator seed (default: 42)")
     parser.add_argument(
         "--demand-scale",
         type=float,
-        default=8.0,
-        help="busier product demand (default: 8; 1 = the simulator's natural rates): a bank this small "
+        default=15.0,
+        help="busier product demand (default: 15; 1 = the simulator's natural rates): a bank this small "
         "and short opens too few products for every model to have ml.propensity.min_positives",
     )
     parser.add_argument(
