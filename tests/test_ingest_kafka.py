@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.contracts import FAULT_TYPES
+
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,16 +287,7 @@ def test_sigkill_and_a_broker_restart_lose_and_duplicate_nothing(spark, jl_confi
     assert {r[0] for r in bronze.select("_kafka_topic").distinct().collect()} == {f"{prefix}transactions"}
     # every labelled fault was found where it belongs (quarantined ones with their rule)
     findings = fault_findings(spark, by_path, truth)
-    assert set(findings["fault"]) >= {
-        "duplicate",
-        "late",
-        "out_of_order",
-        "malformed_json",
-        "missing_required",
-        "wrong_type",
-        "unknown_customer",
-        "schema_drift",
-    }
+    assert set(findings["fault"]) >= set(FAULT_TYPES)
     for row in findings.to_dict("records"):
         assert row["ok"], row
     quarantine = spark.read.format("delta").load(str(warehouse / "silver.db" / "quarantine"))

@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.contracts import FAULT_TYPES
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,16 +252,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
         assert bronze_rows == row["lines"], row["source"]
     # every labelled fault was found where it belongs (quarantined ones with their rule)
     findings = fault_findings(spark, by_path, truth)
-    assert set(findings["fault"]) >= {
-        "duplicate",
-        "late",
-        "out_of_order",
-        "malformed_json",
-        "missing_required",
-        "wrong_type",
-        "unknown_customer",
-        "schema_drift",
-    }
+    assert set(findings["fault"]) >= set(FAULT_TYPES)
     for row in findings.to_dict("records"):
         assert row["ok"], row
     _check_decisions_after_the_kill(spark, warehouse)

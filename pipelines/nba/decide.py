@@ -41,7 +41,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pipelines.contracts import PRODUCTS
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
-from pipelines.nba.funnel import FunnelResult, run_funnel
+from pipelines.nba.funnel import FEATURE_COLUMNS, FunnelResult, run_funnel
 from pipelines.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -225,18 +225,7 @@ def context(spark: SparkSession, tables: Tables, customers: DataFrame) -> DataFr
     features = (
         spark.table(tables.customer_features)
         .join(keep, "customer_number", "left_semi")
-        .select(
-            "customer_number",
-            "current_account_balance",
-            "card_utilisation",
-            "failed_payments_7d",
-            "complaints_7d",
-            "open_application_id",
-            "open_application_product",
-            "open_application_last_step",
-            "salary_received_7d",
-            "last_product_viewed",
-        )
+        .select("customer_number", *FEATURE_COLUMNS)
     )
     out = status.join(holdings, "customer_number", "left").join(features, "customer_number", "left")
     for p in PRODUCTS:

@@ -57,10 +57,8 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "decided_at",
     "customer_status",
 )
-# Read when present (null when absent): the trigger's product, holdings, gold features, scores.
-CONTEXT_COLUMNS: tuple[str, ...] = (
-    "trigger_product",
-    *(f"holds_{p}" for p in PRODUCTS),
+# The columns of gold.customer_features a decision reads.
+FEATURE_COLUMNS: tuple[str, ...] = (
     "current_account_balance",
     "card_utilisation",
     "failed_payments_7d",
@@ -70,6 +68,12 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "open_application_last_step",
     "salary_received_7d",
     "last_product_viewed",
+)
+# Read when present (null when absent): the trigger's product, holdings, gold features, scores.
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "trigger_product",
+    *(f"holds_{p}" for p in PRODUCTS),
+    *FEATURE_COLUMNS,
     *SCORE_COLUMNS,
     "segment_name",
     "model_versions",
