@@ -9,7 +9,7 @@ ever a model input: a bank's own data has no truth folder, and training runs wit
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +23,19 @@ def has_truth(truth_dir: Path | None) -> bool:
 
 
 def true_probabilities(truth_dir: Path, cutoffs: list[date], horizon_days: int) -> pd.DataFrame:
-    """Per customer and cut-off: the true probability of each label in the horizon after it.
+    """Per customer and cut-off: the true probability, known at the cut-off, of each label.
 
-    An account opened on day d+1 comes from an application approved on day d, so P(opened in
-    (D, D + h]) combines the daily ``p_open`` of days D .. D + h - 1; churn at the end of day d
-    shows in that day's profile, so P(churned) combines ``churn_hazard`` over the same days.
+    Ex ante, from the hidden state on the cut-off day: ``1 - (1 - p)^horizon`` of that day's
+    daily ``p_open`` (``churn_hazard`` for churn). The realised days after the cut-off must not
+    be used: once an account opens, that product's daily ``p_open`` drops to 0 (it is held), so
+    combining the days that followed would lower exactly the positives' probabilities, and the
+    "ceiling" would sit below chance for products that open often. An account opened on the
+    cut-off day itself comes from an application approved the day before: on that day's state
+    the product is already held, and the opening in the label window is certain (p = 1).
     Columns: customer_number, as_of_date, p_opened_<product>, p_churned.
     """
     propensity = pd.read_parquet(
-        truth_dir / "propensity.parquet", columns=["date", "customer_number", "product", "p_open"]
+        truth_dir / "propensity.parquet", columns=["date", "customer_number", "product", "held", "p_open"]
     )
     daily = pd.read_parquet(
         truth_dir / "daily_state.parquet", columns=["date", "customer_number", "churn_hazard"]
@@ -40,23 +44,20 @@ def true_probabilities(truth_dir: Path, cutoffs: list[date], horizon_days: int) 
     daily["date"] = pd.to_datetime(daily["date"]).dt.date
     frames = []
     for cutoff in cutoffs:
-        days = (propensity["date"] >= cutoff) & (propensity["date"] < cutoff + timedelta(days=horizon_days))
-        window = propensity[days & propensity["product"].isin(PROPENSITY_PRODUCTS)]
-        log_none = np.log1p(-np.minimum(window["p_open"].to_numpy(np.float64), 0.999999))
+        state = propensity[(propensity["date"] == cutoff) & propensity["product"].isin(PROPENSITY_PRODUCTS)]
+        p_open = np.minimum(state["p_open"].to_numpy(np.float64), 1.0)
+        within = -np.expm1(horizon_days * np.log1p(-np.minimum(p_open, 0.999999)))
         opened = (
-            window.assign(_log_none=log_none)
-            .groupby(["customer_number", "product"])["_log_none"]
-            .sum()
-            .unstack("product")
+            state.assign(_p=np.where(state["held"].to_numpy(bool), 1.0, within))
+            .pivot_table(index="customer_number", columns="product", values="_p", aggfunc="max")
+            .add_prefix("p_opened_")
         )
-        opened = -np.expm1(opened).add_prefix("p_opened_")
-        hazard_days = (daily["date"] >= cutoff) & (daily["date"] < cutoff + timedelta(days=horizon_days))
-        churn = daily[hazard_days].assign(
-            _log_none=np.log1p(
-                -np.minimum(daily.loc[hazard_days, "churn_hazard"].to_numpy(np.float64), 0.999999)
-            )
+        hazard = daily.loc[daily["date"] == cutoff].set_index("customer_number")["churn_hazard"]
+        p_churn = pd.Series(
+            -np.expm1(horizon_days * np.log1p(-np.minimum(hazard.to_numpy(np.float64), 0.999999))),
+            index=hazard.index,
+            name="p_churned",
         )
-        p_churn = -np.expm1(churn.groupby("customer_number")["_log_none"].sum()).rename("p_churned")
         frame = opened.join(p_churn, how="outer").reset_index()
         frame["as_of_date"] = cutoff
         frames.append(frame)
