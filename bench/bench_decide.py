@@ -100,6 +100,7 @@ def main() -> None:
 
     from pipelines import ingest, metastore
     from pipelines.config import load_config
+    from pipelines.contracts import SNAPSHOT_SOURCES
     from pipelines.nba.closed_loop import hold_back
     from pipelines.nba.decide import start_decision_stream
     from pipelines.sources.simulator import FaultRates, SimConfig, generate
@@ -113,6 +114,9 @@ def main() -> None:
     live = (sim.start + timedelta(days=args.days - 1)).isoformat()
     held = work / "held"
     hold_back(cfg.paths.landing, held, live)
+    for source in SNAPSHOT_SOURCES:  # a snapshot is state, delivered whole: only events are fed
+        for path in (held / source).glob("*.jsonl"):
+            path.rename(cfg.paths.landing / source / path.name)
     lines = _held_lines(held)
     print(f"bank: {args.customers:,} customers x {args.days} days; {len(lines):,} lines of {live} held back")
 
