@@ -192,14 +192,14 @@ def run_closed_loop(
     decisions: list[pd.DataFrame] = []
     contacts: list[pd.DataFrame] = []
     values: list[pd.DataFrame] = []
-    released_at: dict[str, float] = {}
+    busy: dict[int, float] = {}  # batch id -> seconds; recentProgress keeps only the latest updates
     try:
         for day in days:
             started = time.time()
             files = release(held, cfg.paths.landing, day)
-            released_at[day] = started
             ingest.run(spark, cfg, until_idle=True, tables=tables, progress=quiet)
             query.processAllAvailable()
+            busy.update(_busy_seconds(query))
             if query.exception() is not None:
                 raise InputError(f"the decision query failed: {query.exception()}")
             chosen = _chosen_since(spark, tables, started)
@@ -220,7 +220,7 @@ def run_closed_loop(
         # the last day's responses flow in too: contact history and the bandit see them
         ingest.run(spark, cfg, until_idle=True, tables=tables, progress=quiet)
         query.processAllAvailable()
-        decide_seconds = _busy_seconds(query)
+        busy.update(_busy_seconds(query))
     finally:
         if query.isActive:
             query.stop()
@@ -234,7 +234,7 @@ def run_closed_loop(
         contacts=all_contacts,
         values=summed.reset_index(),
         violations=audit_contact_policy(spark, tables, cfg.decisioning.contact_policy, since),
-        decide_seconds=decide_seconds,
+        decide_seconds=sum(busy.values()),
     )
     return report
 
@@ -294,13 +294,13 @@ def _silver_latency(
     return out.drop(columns=["triggered_at", "served_at"])
 
 
-def _busy_seconds(query: Any) -> float:
-    """Seconds the decision query spent in micro-batches that had input rows."""
-    total = 0.0
-    for p in query.recentProgress:
-        if p.numInputRows:
-            total += p.durationMs.get("triggerExecution", 0) / 1000.0
-    return total
+def _busy_seconds(query: Any) -> dict[int, float]:
+    """Seconds per micro-batch that had input rows, by batch id, from the query's recent progress."""
+    return {
+        int(p.batchId): p.durationMs.get("triggerExecution", 0) / 1000.0
+        for p in query.recentProgress
+        if p.numInputRows
+    }
 
 
 # ------------------------------------------------------------------------ valuing and answering
