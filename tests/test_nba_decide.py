@@ -9,6 +9,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from pipelines.nba.funnel import STAGES
+
 pytestmark = pytest.mark.slow
 
 
@@ -58,17 +60,7 @@ def test_every_candidate_of_every_decision_is_logged_once_with_its_fate(spark, d
     log = spark.table(tables.gold("decision_log")).toPandas()
     serving = spark.table(tables.gold("next_best_actions")).toPandas()
     assert not log.duplicated(["decision_id", "action_id", "channel"]).any()
-    assert set(log["stage"]) <= {
-        "customer",
-        "validity",
-        "eligibility",
-        "suitability",
-        "consent",
-        "contact_policy",
-        "arbitration",
-        "ranked",
-        "chosen",
-    }
+    assert set(log["stage"]) <= set(STAGES)
     assert log["rule"].notna().all() or log.loc[log["rule"].isna(), "stage"].isin(["ranked", "chosen"]).all()
     chosen = log[(log["stage"] == "chosen") & (log["action_id"] != "no_action")]
     served = serving.merge(chosen, on=["decision_id", "action_id", "channel"], how="left", indicator=True)

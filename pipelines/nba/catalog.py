@@ -29,6 +29,7 @@ Errors name the file and the dotted key at fault, like the main configuration::
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -105,15 +106,17 @@ class _Rule(_Strict):
         """The rule's stable name in the decision log and trace."""
         return self.name or self.default_name()
 
-    def default_name(self) -> str:  # pragma: no cover - every rule kind overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def default_name(self) -> str:
+        """The name a rule of this kind gets in the log when conf/ gives it none."""
 
     def columns(self) -> tuple[str, ...]:
         """The decision-context columns the rule reads."""
         return ()
 
-    def evaluate(self, context: Mapping[str, Any], action: Action) -> Verdict:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def evaluate(self, context: Mapping[str, Any], action: Action) -> Verdict:
+        """Whether the rule passes for this customer and action, in plain words."""
 
 
 class HoldingRule(_Rule):
@@ -190,8 +193,9 @@ class _ThresholdRule(_Rule):
     def default_name(self) -> str:
         return f"{self.kind}:{self.column}"
 
-    def _compare(self, x: float) -> bool:  # pragma: no cover - every threshold kind overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def _compare(self, x: float) -> bool:
+        """Whether ``x`` is on the passing side of the threshold."""
 
     def evaluate(self, context: Mapping[str, Any], action: Action) -> Verdict:
         column = self.column
@@ -204,8 +208,9 @@ class _ThresholdRule(_Rule):
         relation = self._words(ok)
         return Verdict(ok, f"{column} {plain_number(x)} {relation} {plain_number(self.value)}")
 
-    def _words(self, ok: bool) -> str:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _words(self, ok: bool) -> str:
+        """The relation to the threshold in words, for the trace."""
 
 
 class MinScoreRule(_ThresholdRule):
