@@ -280,6 +280,10 @@ class ExplorationConfig(_Section):
     prior_rate: float = Field(1.0, gt=0)
     draws: int = Field(1000, ge=1)  # Monte Carlo draws estimating each choice's probability
     seed: int = 0
+    # what the lift is learnt for: "action_channel" = an action factor x a channel factor (evidence
+    # about an action on one channel counts on every channel; learns fast), "arm" = each
+    # (action, channel) on its own evidence only
+    lift: Literal["action_channel", "arm"] = "action_channel"
 
 
 class TriggersConfig(_Section):

@@ -10,6 +10,7 @@ from pipelines.errors import InputError
 from pipelines.nba.bandit import (
     ThompsonChooser,
     empty_state,
+    factor_posteriors,
     posterior_summary,
     state_from_history,
     update_state,
@@ -70,6 +71,7 @@ def test_probabilities_sum_to_one_and_match_how_often_each_candidate_is_chosen()
 
 
 def test_arm_with_strong_evidence_of_high_lift_is_chosen_more() -> None:
+    """lift="arm": each (action, channel) learns from its own contacts only."""
     equal = _candidates({"card_upgrade": 0.2, "loan_offer": 0.2})
     prior_only = ThompsonChooser(empty_state(), 2.0, 2.0, draws=400, seed=0)
     learned = ThompsonChooser(
@@ -78,6 +80,7 @@ def test_arm_with_strong_evidence_of_high_lift_is_chosen_more() -> None:
         2.0,
         draws=400,
         seed=0,
+        lift="arm",
     )
     assert prior_only("d-1", "app", equal)[1] == pytest.approx([0.5, 0.5], abs=0.08)
     assert learned("d-1", "app", equal)[1][1] > 0.99
@@ -159,3 +162,44 @@ def test_posterior_summary_mean_and_interval_narrow_with_evidence() -> None:
     width = summary["lift_high"] - summary["lift_low"]
     assert width["b"] < width["a"] / 5
     assert summary.loc["b", "lift_low"] > 1.0  # strong evidence the model under-predicts b
+
+
+def test_factored_lift_carries_an_actions_evidence_to_every_channel() -> None:
+    """The default lift model: what loan_offer did on app says something about it on email too."""
+    state = _state([("card_upgrade", "app", 500, 50, 100.0), ("loan_offer", "app", 500, 200, 100.0)])
+    chooser = ThompsonChooser(state, 2.0, 2.0, draws=400, seed=0)
+    equal = _candidates({"card_upgrade": 0.2, "loan_offer": 0.2})
+    assert chooser("d-1", "app", equal)[1][1] > 0.99
+    assert chooser("d-1", "email", equal)[1][1] > 0.99  # never contacted on email, still learnt
+    # the logged probabilities stay those the choice is made with
+    counts = np.zeros(2)
+    mean = np.zeros(2)
+    for i in range(400):
+        pos, probs = chooser(f"d-{i}", "sms", _candidates({"card_upgrade": 0.8, "loan_offer": 0.2}))
+        counts[pos] += 1
+        mean += probs / 400
+    np.testing.assert_allclose(counts / 400, mean, atol=0.08)
+
+
+def test_factor_posteriors_recover_action_and_channel_effects() -> None:
+    """Accepts generated as alpha_action x gamma_channel x expected: the fit finds the ratios."""
+    alpha = {"mortgage": 3.0, "help": 0.3}
+    gamma = {"branch": 1.5, "email": 0.75}
+    rows = [(a, c, 10_000, round(alpha[a] * gamma[c] * 1_000.0), 1_000.0) for a in alpha for c in gamma]
+    actions, channels = factor_posteriors(_state(rows), 1.0, 1.0)
+    mean_a = {a: s / r for a, (s, r) in actions.items()}
+    mean_c = {c: s / r for c, (s, r) in channels.items()}
+    assert mean_a["mortgage"] / mean_a["help"] == pytest.approx(10.0, rel=0.02)
+    assert mean_c["branch"] / mean_c["email"] == pytest.approx(2.0, rel=0.02)
+    for a in alpha:  # the product (what decides) is identified, whatever the split between factors
+        for c in gamma:
+            assert mean_a[a] * mean_c[c] == pytest.approx(alpha[a] * gamma[c], rel=0.02)
+    chooser = ThompsonChooser(_state(rows), 1.0, 1.0)
+    assert chooser.expected_lift("mortgage", "branch") == pytest.approx(4.5, rel=0.02)
+    assert chooser.expected_lift("no_action", "branch") == 1.0
+    assert chooser.expected_lift("never_seen", "branch") == pytest.approx(mean_c["branch"])
+
+
+def test_unknown_lift_model_is_refused() -> None:
+    with pytest.raises(InputError, match="lift"):
+        ThompsonChooser(empty_state(), 1.0, 1.0, lift="per_customer")

@@ -544,6 +544,27 @@ def test_the_chooser_picks_and_its_probability_is_recorded() -> None:
     assert len(ranked) == len(seen[0]) - 1 and np.allclose(ranked.choice_probability, 1 / len(seen[0]))
 
 
+def test_channels_choose_in_order_of_priority_times_the_learnt_lift() -> None:
+    """With no evidence email, the first channel with the best priority (mortgage, 25), chooses
+    first; once the bandit has learnt that phone converts five times better, phone does."""
+    from pipelines.nba.bandit import ThompsonChooser, empty_state
+
+    plain = ThompsonChooser(empty_state(), 1.0, 1.0, draws=200)
+    assert [channel for _, channel in _chosen(_run(chooser=plain))] == ["email"]
+    learnt = pd.DataFrame(
+        [
+            ("offer_mortgage", "email", 2000, 20, 100.0),
+            ("offer_mortgage", "phone", 2000, 100, 100.0),
+            ("offer_credit_card", "email", 2000, 20, 100.0),
+            ("offer_credit_card", "phone", 2000, 100, 100.0),
+        ],
+        columns=["action_id", "channel", "contacts", "accepts", "expected_accepts"],
+    )
+    result = _run(chooser=ThompsonChooser(learnt, 1.0, 1.0, draws=200))
+    assert _chosen(result) == [("offer_mortgage", "phone")]
+    assert _stage(result, "offer_mortgage", "email") == ("arbitration", "conflict:offer_mortgage")
+
+
 def test_a_chooser_answer_that_is_not_a_distribution_is_an_error() -> None:
     with pytest.raises(ValueError, match="chooser for decision"):
         _run(chooser=lambda decision_id, channel, candidates: (0, np.full(len(candidates), 0.9)))

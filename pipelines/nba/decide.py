@@ -351,6 +351,7 @@ def decide_batch(
         exploration.prior_rate,
         draws=exploration.draws,
         seed=exploration.seed,
+        lift=exploration.lift,
     )
     result = run_funnel(requests, consent, contacts, active, catalog, cfg.decisioning, chooser)
     _write(spark, tables, catalog, result, requests, reasons, txn_app_id=txn_app_id, batch_id=batch_id)

@@ -15,8 +15,9 @@ first rule that removes it is logged with its stage, rule name and plain words::
     consent         the contact's consent, read at decision time (no row = not granted)
     contact_policy  channel caps, cool-downs after a dismissal / complaint / ignored contact,
                     no repeat within repeat_days, mutual exclusion with actions being served
-    arbitration     priority = propensity x value x business_lever x context weight; per channel
-                    the chooser picks one; a decision never holds one action on two channels, two
+    arbitration     priority = propensity x value x business_lever x context weight; channels
+                    choose in order of their best priority x the chooser's expected lift, each
+                    picking one; a decision never holds one action on two channels, two
                     mutually exclusive actions, or more than max_actions_per_decision contacts
 
 What survives arbitration is logged ``chosen`` or ``ranked`` (not chosen), with the chooser's
@@ -730,6 +731,7 @@ def _arbitration_stage(
     """
     arb = policy.arbitration
     control = request.policy == "control"
+    lift = _expected_lift(choose)
     for c in candidates:
         if c.alive:
             c.propensity, c.propensity_note = _propensity(c.action, request, policy)
@@ -742,21 +744,35 @@ def _arbitration_stage(
             for c in cands:
                 if c.alive and c.action.contact:
                     _prune(c, chosen, catalog, arb.max_actions_per_decision)
-        channel = min(pending, key=lambda ch: _channel_order(ch, pending[ch], control))
+        channel = min(pending, key=lambda ch: _channel_order(ch, pending[ch], control, lift))
         left = [c for c in pending.pop(channel) if c.alive]
         pick = _choose_default(left) if control else _choose_model(request, channel, left, choose)
         if pick.action.contact:
             chosen.append(pick)
 
 
-def _channel_order(channel: str, candidates: list[_Candidate], control: bool) -> tuple:
-    """Which channel chooses next: the best remaining priority (control: the lowest default rank)."""
+def _expected_lift(choose: Chooser) -> Callable[[str, str], float]:
+    """The chooser's posterior mean lift of an arm, or 1 for a chooser that learns none (greedy)."""
+    method = getattr(choose, "expected_lift", None)
+    return method if callable(method) else (lambda _action, _channel: 1.0)
+
+
+def _channel_order(
+    channel: str, candidates: list[_Candidate], control: bool, lift: Callable[[str, str], float]
+) -> tuple:
+    """Which channel chooses next: the best remaining priority x the arm's expected lift (how well
+    the chooser has seen that action convert on that channel); control: the lowest default rank.
+
+    Deterministic given the bandit state, so the choice probabilities logged within a channel stay
+    exact: the exploration is in which action a channel picks, not in which channel picks first.
+    """
     left = [c for c in candidates if c.alive]
     position = OFFER_CHANNELS.index(channel)
     if control:
         contacting = [c.action.default_rank for c in left if c.action.contact]
         return (0, min(contacting), position) if contacting else (1, 0, position)
-    return (-max(c.priority or 0.0 for c in left), position)
+    best = max((c.priority or 0.0) * lift(c.action.action_id, channel) for c in left)
+    return (-best, position)
 
 
 def _prune(c: _Candidate, chosen: list[_Candidate], catalog: ActionCatalog, max_actions: int) -> None:
