@@ -68,7 +68,9 @@ def test_reference_policies_are_valued_on_the_same_moments_and_the_oracle_is_bes
     # the "learned" policy here is the oracle itself: its value must equal the oracle's
     contacts = oracle_policy(small_world, at=at, customers=customers)
     contacts = contacts[contacts["action_id"] != "no_action"]
-    values = loop._policy_values(small_world, decisions, contacts, expected_value).set_index("policy")
+    values = loop._policy_values(small_world, decisions, contacts, expected_value)
+    assert set(values["scope"]) == {"no_rules"}  # no options given: nothing to compare within rules
+    values = values.set_index("policy")
     assert set(values.index) == {"learned", "random", "static_rules", "oracle"}
     assert (values["decisions"] == len(customers)).all()
     assert values.loc["learned", "value"] == pytest.approx(values.loc["oracle", "value"])
@@ -76,6 +78,50 @@ def test_reference_policies_are_valued_on_the_same_moments_and_the_oracle_is_bes
     assert values.loc["oracle", "value"] > values.loc["random", "value"]
     assert values.loc["oracle", "consent_violations"] == 0
     assert values.loc["static_rules", "consent_violations"] == 0
+
+
+def test_within_the_rules_every_policy_chooses_among_the_same_allowed_contacts(small_world):
+    from pipelines.sources.simulator.closed_loop import expected_value, option_values, policies_within_rules
+
+    at = pd.Timestamp("2026-01-04T10:00", tz="UTC")
+    customers = list(small_world.customer_numbers[:80])
+    allowed = [("offer_savings", "email"), ("offer_mortgage", "app"), ("help_finish_application", "web")]
+    options = pd.DataFrame(
+        [
+            {"decision_id": f"d{i}", "customer_number": c, "action_id": a, "channel": ch, "decided_at": at}
+            for i, c in enumerate(customers)
+            for a, ch in allowed[: 1 + i % 3]  # one, two or three allowed contacts per decision
+        ]
+    )
+    options["_value"] = option_values(small_world, options)
+    best = options.sort_values("_value").groupby("decision_id").tail(1).set_index("decision_id")["_value"]
+    learned = options.sort_values("_value").groupby("decision_id").head(1)  # the worst allowed option
+    rank = {"help_finish_application": 1, "offer_savings": 3, "offer_mortgage": 7}
+    values = loop._policy_values(
+        small_world,
+        learned[["decision_id", "customer_number"]].assign(decided_at=at),
+        learned.assign(policy="model"),
+        expected_value,
+        options=options.drop(columns="_value"),
+        default_rank=rank,
+    )
+    within = values[values["scope"] == "within_rules"].set_index("policy")
+    assert set(within.index) == {"learned", "random", "static_rules", "default_rank", "oracle"}
+    assert (within["decisions"] == len(customers)).all()
+    assert within.loc["oracle", "value"] == pytest.approx(best.clip(lower=0).sum(), rel=0.05)
+    assert within.loc["oracle", "value"] >= within.loc["random", "value"] >= within.loc["learned", "value"]
+    picks = policies_within_rules(small_world, options.drop(columns="_value"), default_rank=rank)
+    allowed_keys = set(zip(options["decision_id"], options["action_id"], options["channel"], strict=True))
+    for name, frame in picks.items():
+        assert frame["decision_id"].is_unique, name  # at most one contact per decision
+        assert (
+            set(zip(frame["decision_id"], frame["action_id"], frame["channel"], strict=True)) <= allowed_keys
+        )
+    # the default policy takes help_finish_application wherever it is allowed (rank 1)
+    by_decision = picks["default_rank"].set_index("decision_id")["action_id"]
+    assert (by_decision[[f"d{i}" for i in range(2, 80, 3)]] == "help_finish_application").all()
+    # the static rules never make an offer they have no rule for
+    assert "help_finish_application" not in set(picks["static_rules"]["action_id"])
 
 
 def test_answered_contacts_land_as_prefixed_response_files_in_the_truth_ledger(small_world):

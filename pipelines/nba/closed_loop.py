@@ -37,6 +37,17 @@ from pipelines.errors import InputError
 from pipelines.tables import Tables
 
 REFERENCE_POLICIES = ("random", "static_rules", "oracle")
+SCOPE_TITLES = {  # how the policies are compared (pipelines.nba.closed_loop._policy_values)
+    "within_rules": (
+        "policy value per opportunity, within the bank's rules: {n:,} model-group decisions where the "
+        "rules allowed a contact, every policy choosing among those same allowed contacts "
+        "(simulator's true model):"
+    ),
+    "no_rules": (
+        "without the rules: the {n:,} moments the learned policy contacted, reference policies "
+        "free of suitability and contact policies (what the rules cost):"
+    ),
+}
 RESPONSE_PREFIX = "loop-"  # closed-loop response files never take a generated file's name
 
 
@@ -136,18 +147,20 @@ class LoopReport:
                 f"  {row['policy']:<8} group: {row['accepted']:,} of {row['contacts']:,} contacts accepted "
                 f"({row['rate']:.1%})"
             )
-        out.append(
-            "  policy value per contact opportunity of the model group (the same customers at the same "
-            "moments; simulator's true model):"
-        )
-        for row in self.values.to_dict("records"):
-            out.append(
-                f"    {row['policy']:<13} {row['value_per_opportunity']:>8.2f} per opportunity  "
-                f"(expected accepts {row['expected_accepts']:,.1f}, "
-                f"complaints {row['expected_complaints']:,.1f}, "
-                f"consent violations {row['consent_violations']})"
-            )
-        consent = int(self.values.loc[self.values["policy"] == "learned", "consent_violations"].sum())
+        for scope, title in SCOPE_TITLES.items():
+            rows = self.values[self.values["scope"] == scope]
+            if rows.empty:
+                continue
+            out.append(f"  {title.format(n=int(rows['decisions'].max()))}")
+            for row in rows.to_dict("records"):
+                out.append(
+                    f"    {row['policy']:<13} {row['value_per_opportunity']:>8.2f} per opportunity  "
+                    f"(expected accepts {row['expected_accepts']:,.1f}, "
+                    f"complaints {row['expected_complaints']:,.1f}, "
+                    f"consent violations {row['consent_violations']})"
+                )
+        mine = self.values[(self.values["policy"] == "learned") & (self.values["scope"] == "no_rules")]
+        consent = int(mine["consent_violations"].sum())
         out.append(f"  consent violations (truth at decision time): {consent}")
         out.append(f"  contact-policy violations (independent audit): {len(self.violations)}")
         for row in self.violations.head(5).to_dict("records"):
@@ -173,6 +186,7 @@ def run_closed_loop(
 ) -> LoopReport:
     """Play ``days`` from ``held`` through ingest and the decision stream, answering every contact."""
     from pipelines import ingest
+    from pipelines.nba.catalog import load_catalog
     from pipelines.nba.decide import start_decision_stream
     from pipelines.sources.simulator.closed_loop import World, expected_value
     from pipelines.sources.simulator.writers import FileWriter
@@ -188,6 +202,7 @@ def run_closed_loop(
         spark, cfg, tables, checkpoint, ingest.every(trigger_interval), quiet, since=since
     )
     writer = FileWriter(home, prefix=RESPONSE_PREFIX)
+    default_rank = {a.action_id: a.default_rank for a in load_catalog(cfg)}
     results: list[DayResult] = []
     decisions: list[pd.DataFrame] = []
     contacts: list[pd.DataFrame] = []
@@ -207,7 +222,17 @@ def run_closed_loop(
             day_contacts = chosen[chosen["action_id"] != "no_action"].copy()
             model = day_contacts[day_contacts["policy"] == "model"]
             moments = day_decisions[day_decisions["decision_id"].isin(model["decision_id"])]
-            values.append(_policy_values(world, moments, model, expected_value))
+            values.append(
+                _policy_values(
+                    world,
+                    moments,
+                    model,
+                    expected_value,
+                    options=_options_since(spark, tables, started),
+                    default_rank=default_rank,
+                    seed=len(results),
+                )
+            )
             answered = _respond(world, day_contacts, writer)
             decisions.append(day_decisions)
             contacts.append(answered)
@@ -226,7 +251,9 @@ def run_closed_loop(
             query.stop()
     all_decisions = pd.concat(decisions, ignore_index=True) if decisions else pd.DataFrame()
     all_contacts = pd.concat(contacts, ignore_index=True) if contacts else pd.DataFrame()
-    summed = pd.concat(values, ignore_index=True).groupby("policy", sort=False).sum(numeric_only=True)
+    summed = (
+        pd.concat(values, ignore_index=True).groupby(["scope", "policy"], sort=False).sum(numeric_only=True)
+    )
     summed["value_per_opportunity"] = summed["value"] / summed["decisions"].clip(lower=1)
     report = LoopReport(
         days=results,
@@ -248,6 +275,24 @@ def _chosen_since(spark: SparkSession, tables: Tables, started: float) -> pd.Dat
         .select(
             "decision_id", "customer_number", "action_id", "channel", "policy", "decided_at", "processed_at"
         )
+        .toPandas()
+    )
+
+
+def _options_since(spark: SparkSession, tables: Tables, started: float) -> pd.DataFrame:
+    """Every contact the rules allowed at this day's model-policy decisions: the candidates that
+    passed eligibility, suitability, consent and the contact policies (chosen, ranked, or removed
+    only by arbitration because another was chosen)."""
+    mark = datetime.fromtimestamp(started, UTC)
+    return (
+        spark.table(tables.gold("decision_log"))
+        .where(
+            F.col("stage").isin("chosen", "ranked", "arbitration")
+            & (F.col("policy") == "model")
+            & (F.col("action_id") != "no_action")
+            & (F.col("processed_at") >= F.lit(mark))
+        )
+        .select("decision_id", "customer_number", "action_id", "channel", "decided_at")
         .toPandas()
     )
 
@@ -307,18 +352,41 @@ def _busy_seconds(query: Any) -> dict[int, float]:
 
 
 def _policy_values(
-    world: Any, decisions: pd.DataFrame, contacts: pd.DataFrame, expected_value: Callable[..., Any]
+    world: Any,
+    decisions: pd.DataFrame,
+    contacts: pd.DataFrame,
+    expected_value: Callable[..., Any],
+    *,
+    options: pd.DataFrame | None = None,
+    default_rank: dict[str, int] | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """The learned policy's contacts and the reference policies' at the same contact opportunities.
+    """The learned policy's contacts and the reference policies' on the same opportunities, twice.
 
-    ``decisions`` are the moments the learned policy contacted a customer: the contact policies
-    (caps, cool-downs, no repeats) decide *when* a customer may be contacted and a reference
-    policy, which knows no contact policy, would contact at every trigger. Given the same
-    opportunities, the policies differ in *what* they do: that is what is compared.
+    ``within_rules`` (with ``options``): every model-group decision at which the bank's rules
+    (eligibility, suitability, consent, contact policies) allowed at least one contact; each
+    reference policy picks among exactly the contacts the learned policy could pick from
+    (:func:`policies_within_rules`). This compares the choices.
+
+    ``no_rules``: the moments the learned policy contacted a customer; the reference policies
+    pick from everything (the simulator's own policies: consent respected by static rules and
+    the oracle, no suitability, no contact policy). This shows what the bank's rules cost.
     """
-    from pipelines.sources.simulator.closed_loop import oracle_policy, random_policy, static_rule_policy
+    from pipelines.sources.simulator.closed_loop import (
+        oracle_policy,
+        policies_within_rules,
+        random_policy,
+        static_rule_policy,
+    )
 
-    frames: dict[str, pd.DataFrame] = {"learned": _as_simulator_decisions(contacts)}
+    learned = _as_simulator_decisions(contacts)
+    scoped: list[tuple[str, int, dict[str, pd.DataFrame]]] = []
+    if options is not None:
+        within = policies_within_rules(world, options, default_rank=default_rank, seed=seed)
+        opportunities = int(options["decision_id"].nunique())
+        mine = learned[learned["decision_id"].isin(options["decision_id"])]
+        scoped.append(("within_rules", opportunities, {"learned": mine, **within}))
+    frames: dict[str, pd.DataFrame] = {"learned": learned}
     if len(decisions):
         hours = pd.to_datetime(decisions["decided_at"], utc=True).dt.floor("h")
         refs: dict[str, list[pd.DataFrame]] = {p: [] for p in REFERENCE_POLICIES}
@@ -331,19 +399,22 @@ def _policy_values(
             frame = pd.concat(parts, ignore_index=True)
             frame["decision_id"] = [f"{name}:{i}" for i in range(len(frame))]
             frames[name] = frame
+    scoped.append(("no_rules", len(decisions), frames))
     rows = []
-    for name, frame in frames.items():
-        value = expected_value(world, frame) if len(frame) else None
-        rows.append(
-            {
-                "policy": name,
-                "decisions": len(decisions),
-                "value": value.value if value else 0.0,
-                "expected_accepts": value.expected_accepts if value else 0.0,
-                "expected_complaints": value.expected_complaints if value else 0.0,
-                "consent_violations": value.violations if value else 0,
-            }
-        )
+    for scope, opportunities, by_policy in scoped:
+        for name, frame in by_policy.items():
+            value = expected_value(world, frame) if len(frame) else None
+            rows.append(
+                {
+                    "scope": scope,
+                    "policy": name,
+                    "decisions": opportunities,
+                    "value": value.value if value else 0.0,
+                    "expected_accepts": value.expected_accepts if value else 0.0,
+                    "expected_complaints": value.expected_complaints if value else 0.0,
+                    "consent_violations": value.violations if value else 0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -481,23 +552,34 @@ def _finding(rule: str, row: Any, detail: str) -> dict[str, str]:
 
 
 def plot_policy_values(report: LoopReport, path: Path) -> Path:
-    """A bar chart of each policy's expected value per contact opportunity of the model group."""
+    """Bars of each policy's expected value per opportunity: within the bank's rules (the same
+    allowed contacts for every policy) and, beside it, without them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = ["random", "static_rules", "learned", "oracle"]
-    values = report.values.set_index("policy").reindex(order)["value_per_opportunity"].fillna(0.0)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colours = ["#9e9e9e", "#8d6e63", "#1e88e5", "#43a047"]
-    bars = ax.bar(order, values.to_numpy(), color=colours)
-    ax.bar_label(bars, fmt="%.2f")
-    ax.set_ylabel("expected value per contact opportunity")
+    colours = {
+        "random": "#9e9e9e",
+        "static_rules": "#8d6e63",
+        "default_rank": "#bcaaa4",
+        "learned": "#1e88e5",
+        "oracle": "#43a047",
+    }
+    scopes = [s for s in SCOPE_TITLES if (report.values["scope"] == s).any()]
+    fig, axes = plt.subplots(1, max(len(scopes), 1), figsize=(6 * max(len(scopes), 1), 4), squeeze=False)
     days = f"{report.days[0].day} .. {report.days[-1].day}" if report.days else "no days"
-    opportunities = int(report.values["decisions"].max()) if len(report.values) else 0
-    ax.set_title(f"Policies on the same {opportunities:,} contact opportunities ({days})", fontsize=10)
-    ax.axhline(0, color="black", linewidth=0.6)
+    for ax, scope in zip(axes[0], scopes, strict=False):
+        rows = report.values[report.values["scope"] == scope].set_index("policy")
+        order = [p for p in colours if p in rows.index]
+        values = rows.loc[order, "value_per_opportunity"].fillna(0.0).to_numpy()
+        bars = ax.bar(order, values, color=[colours[p] for p in order])
+        ax.bar_label(bars, fmt="%.2f")
+        ax.set_ylabel("expected value per opportunity")
+        what = "within the rules" if scope == "within_rules" else "without the rules"
+        ax.set_title(f"{what}: {int(rows['decisions'].max()):,} opportunities ({days})", fontsize=10)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -537,3 +537,77 @@ def oracle_policy(
             best_action = np.where(better, a, best_action)
             best_channel = np.where(better, c, best_channel)
     return _frame(world, person, best_action, best_channel, ms, "oracle")
+
+
+# ------------------------------------------------------------- reference policies within the rules
+STATIC_CHANNEL_ORDER = ("email", "app", "sms", "push")  # the static rules' channel preference
+
+
+def option_values(world: World, options: pd.DataFrame) -> np.ndarray:
+    """True expected value of each allowed option on its own (no fatigue from the other options)."""
+    if options.empty:
+        return np.zeros(0)
+    frame = options[["customer_number", "action_id", "channel", "decided_at"]].copy()
+    frame["decision_id"] = [f"option-{i}" for i in range(len(frame))]
+    return score_decisions(world, frame)["expected_value"].to_numpy()
+
+
+def policies_within_rules(
+    world: World,
+    options: pd.DataFrame,
+    *,
+    default_rank: dict[str, int] | None = None,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """The reference policies restricted to what a bank's own rules allowed at each decision.
+
+    ``options`` has one row per (decision_id, action_id, channel) the decision funnel let through
+    (eligible, suitable, consented, within the contact policies), with ``customer_number`` and
+    ``decided_at``. Each policy picks at most one per decision:
+
+    - ``random``: a uniformly random option;
+    - ``static_rules``: the static rules' ladder (a mortgage to 25-44 year-olds, else credit card,
+      savings, investments, personal loan) on its channel order (email, app, sms, push, then the
+      rest); nothing when none of its offers is allowed;
+    - ``default_rank``: the lowest ``default_rank`` (the catalog's default policy), first channel;
+    - ``oracle``: the option with the highest true expected value, nothing if none is positive.
+
+    Comparing a learned policy with these on the same options measures its choices, not the cost
+    of the rules (the unrestricted policies above measure that).
+    """
+    columns = list(DECISION_COLUMNS)
+    if options.empty:
+        return {name: pd.DataFrame(columns=columns) for name in ("random", "static_rules", "oracle")}
+    df = options.reset_index(drop=True).copy()
+    df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
+    df["_value"] = option_values(world, df)
+    channel_pos = {c: i for i, c in enumerate((*STATIC_CHANNEL_ORDER, *OFFER_CHANNELS))}
+    df["_channel_pos"] = df["channel"].map(lambda c: min(channel_pos.get(c, 99), 99))
+    df["_offer_pos"] = df["channel"].map({c: i for i, c in enumerate(OFFER_CHANNELS)}).fillna(99)
+    person = np.array([world.index.get(c, -1) for c in df["customer_number"]], dtype=np.int64)
+    young = np.where(person >= 0, np.isin(world.age_band[np.maximum(person, 0)], (1, 2)), False)
+    ladder = {
+        a: i + 1
+        for i, a in enumerate(
+            ("offer_credit_card", "offer_savings", "offer_investments", "offer_personal_loan")
+        )
+    }
+    static = df["action_id"].map(ladder).fillna(np.inf).to_numpy()
+    df["_static"] = np.where(young & (df["action_id"] == "offer_mortgage").to_numpy(), 0, static)
+    rng = R.stream(seed, R.POLICY, 2)
+    df["_random"] = rng.random(len(df))
+
+    def first(sort: list[str], keep: pd.Series | None = None) -> pd.DataFrame:
+        rows = df if keep is None else df[keep]
+        return rows.sort_values(["decision_id", *sort], kind="stable").groupby("decision_id").head(1)[columns]
+
+    df["_minus_value"] = -df["_value"]
+    out = {
+        "random": first(["_random"]),
+        "static_rules": first(["_static", "_channel_pos"], pd.Series(np.isfinite(df["_static"]))),
+        "oracle": first(["_minus_value"], df["_value"] > 0),
+    }
+    if default_rank is not None:
+        df["_rank"] = df["action_id"].map(default_rank).fillna(np.inf)
+        out["default_rank"] = first(["_rank", "_offer_pos"])
+    return {name: frame.reset_index(drop=True) for name, frame in out.items()}
