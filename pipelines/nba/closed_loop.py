@@ -8,8 +8,10 @@ rest as history, builds and trains on it, then plays the held days one at a time
    (:func:`pipelines.nba.decide.start_decision_stream`, acting only on events from the first
    live day on) decides concurrently, in the same Spark session, as a deployment would;
 3. the day's decisions are valued under the simulator's true response model next to the
-   reference policies (random, the bank's static rules, the oracle) on the same customers at
-   the same moments, and the contacts are answered: the simulator samples impressions, clicks,
+   reference policies (random, static rules, the catalog's default ranking, the oracle), each
+   choosing among exactly the contacts the bank's rules allowed at the same decisions; and,
+   apart, next to the unrestricted reference policies at the moments the learned policy
+   contacted (what the rules cost). Then the contacts are answered: the simulator samples impressions, clicks,
    acceptances, dismissals and complaints and lands them as ``offer_responses`` files, which the
    next day's ingest takes in, so contact history, cool-downs and the bandit learn from them.
 

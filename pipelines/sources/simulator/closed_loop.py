@@ -605,9 +605,9 @@ def policies_within_rules(
     out = {
         "random": first(["_random"]),
         "static_rules": first(["_static", "_channel_pos"], pd.Series(np.isfinite(df["_static"]))),
-        "oracle": first(["_minus_value"], df["_value"] > 0),
     }
     if default_rank is not None:
         df["_rank"] = df["action_id"].map(default_rank).fillna(np.inf)
         out["default_rank"] = first(["_rank", "_offer_pos"])
+    out["oracle"] = first(["_minus_value"], df["_value"] > 0)
     return {name: frame.reset_index(drop=True) for name, frame in out.items()}
