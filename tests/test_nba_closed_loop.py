@@ -120,8 +120,11 @@ def test_within_the_rules_every_policy_chooses_among_the_same_allowed_contacts(s
     # the default policy takes help_finish_application wherever it is allowed (rank 1)
     by_decision = picks["default_rank"].set_index("decision_id")["action_id"]
     assert (by_decision[[f"d{i}" for i in range(2, 80, 3)]] == "help_finish_application").all()
-    # the static rules never make an offer they have no rule for
+    # the static rules never make an offer they have no rule for, and keep their channel order
     assert "help_finish_application" not in set(picks["static_rules"]["action_id"])
+    one = options.iloc[:1].drop(columns="_value")
+    both = pd.concat([one.assign(channel="sms"), one.assign(channel="app")], ignore_index=True)
+    assert policies_within_rules(small_world, both)["static_rules"]["channel"].tolist() == ["app"]
 
 
 def test_answered_contacts_land_as_prefixed_response_files_in_the_truth_ledger(small_world):

@@ -577,12 +577,15 @@ def policies_within_rules(
     """
     columns = list(DECISION_COLUMNS)
     if options.empty:
-        return {name: pd.DataFrame(columns=columns) for name in ("random", "static_rules", "oracle")}
+        names = ("random", "static_rules", *(("default_rank",) if default_rank is not None else ()), "oracle")
+        return {name: pd.DataFrame(columns=columns) for name in names}
     df = options.reset_index(drop=True).copy()
     df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
     df["_value"] = option_values(world, df)
-    channel_pos = {c: i for i, c in enumerate((*STATIC_CHANNEL_ORDER, *OFFER_CHANNELS))}
-    df["_channel_pos"] = df["channel"].map(lambda c: min(channel_pos.get(c, 99), 99))
+    channel_pos: dict[str, int] = {}
+    for c in (*STATIC_CHANNEL_ORDER, *OFFER_CHANNELS):  # its own order first, then the others
+        channel_pos.setdefault(c, len(channel_pos))
+    df["_channel_pos"] = df["channel"].map(channel_pos).fillna(99)
     df["_offer_pos"] = df["channel"].map({c: i for i, c in enumerate(OFFER_CHANNELS)}).fillna(99)
     person = np.array([world.index.get(c, -1) for c in df["customer_number"]], dtype=np.int64)
     young = np.where(person >= 0, np.isin(world.age_band[np.maximum(person, 0)], (1, 2)), False)
