@@ -21,6 +21,7 @@ from pipelines.nba.funnel import (
     FunnelResult,
     decision_id_for,
     in_control_group,
+    request_decision_ids,
     run_funnel,
 )
 
@@ -655,3 +656,11 @@ def test_the_control_group_gets_the_default_policy_through_every_rule() -> None:
     # ... and the channel is the one of the lowest rank, not of the highest priority (phone: mortgage)
     no_email = _run([_request(control, "t1")], _consent(control, marketing=("phone", "any")), policy=policy)
     assert _chosen(no_email, control) == [("offer_savings", "app")]
+
+
+def test_a_batch_knows_its_decision_ids_before_deciding() -> None:
+    """The decision job leaves these out of the bandit's evidence, so a replay decides the same."""
+    requests = [_request("C1", "t1"), _request("C1", "t2"), _request("C2", "t9")]
+    result = _run(requests)
+    assert request_decision_ids(pd.DataFrame(requests)) == set(result.log["decision_id"])
+    assert request_decision_ids(pd.DataFrame(requests[:1])) != {decision_id_for("C1", ["t1", "t2"])}

@@ -41,7 +41,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pipelines.contracts import PRODUCTS
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
-from pipelines.nba.funnel import FEATURE_COLUMNS, FunnelResult, run_funnel
+from pipelines.nba.funnel import FEATURE_COLUMNS, FunnelResult, request_decision_ids, run_funnel
 from pipelines.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -279,8 +279,11 @@ def contact_history(spark: SparkSession, tables: Tables, customers: DataFrame) -
     return decided.unionByName(responses)
 
 
-def bandit_outcomes(spark: SparkSession, tables: Tables) -> pd.DataFrame:
-    """Delivered model-policy decisions with whether they were accepted (the bandit's evidence)."""
+def bandit_outcomes(spark: SparkSession, tables: Tables, exclude: set[str] | None = None) -> pd.DataFrame:
+    """Delivered model-policy decisions with whether they were accepted (the bandit's evidence).
+
+    ``exclude``: decision ids left out (the batch being decided, in case a replay finds its own
+    first attempt in the log)."""
     chosen = (
         spark.table(tables.gold("decision_log"))
         .where(
@@ -288,6 +291,8 @@ def bandit_outcomes(spark: SparkSession, tables: Tables) -> pd.DataFrame:
         )
         .select("decision_id", "action_id", "channel", "propensity")
     )
+    if exclude:
+        chosen = chosen.where(~F.col("decision_id").isin(sorted(exclude)))
     accepted = (
         spark.table(tables.silver("offer_responses"))
         .where(F.col("response") == "accept")
@@ -346,7 +351,7 @@ def decide_batch(
     requests["customer_status"] = requests["customer_status"].fillna("unknown")
     exploration = cfg.decisioning.exploration
     chooser = ThompsonChooser(
-        state_from_history(bandit_outcomes(spark, tables)),
+        state_from_history(bandit_outcomes(spark, tables, exclude=request_decision_ids(requests))),
         exploration.prior_shape,
         exploration.prior_rate,
         draws=exploration.draws,

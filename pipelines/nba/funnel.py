@@ -178,6 +178,24 @@ def decision_id_for(customer_number: str, trigger_event_ids: list[str]) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
+def request_decision_ids(requests: pd.DataFrame) -> set[str]:
+    """The decision ids a batch of requests will get (one per customer), before deciding.
+
+    The decision job leaves these out of the evidence it decides with: when a micro-batch is
+    replayed after a crash whose log append had already committed, the replay must see the bandit
+    and contact history as the first attempt did, or it could choose differently under the same
+    decision id.
+    """
+    if requests.empty:
+        return set()
+    ids: dict[str, set[str]] = {}
+    for customer, trigger in zip(
+        requests["customer_number"].astype(str), requests["trigger_event_id"].astype(str), strict=True
+    ):
+        ids.setdefault(customer, set()).add(trigger)
+    return {decision_id_for(customer, sorted(triggers)) for customer, triggers in ids.items()}
+
+
 @dataclass(frozen=True)
 class FunnelResult:
     """``decisions``: one row per customer and channel served; ``log``: every candidate once."""
