@@ -226,22 +226,30 @@ def factor_posteriors(
     channels = sorted({str(c) for c in rows["channel"]})
     if not actions:
         return {}, {}
-    a_idx = np.array([actions.index(str(a)) for a in rows["action_id"]], dtype=np.int64)
-    c_idx = np.array([channels.index(str(c)) for c in rows["channel"]], dtype=np.int64)
+    a_pos = {a: i for i, a in enumerate(actions)}
+    c_pos = {c: i for i, c in enumerate(channels)}
+    a_idx = np.array([a_pos[str(a)] for a in rows["action_id"]], dtype=np.int64)
+    c_idx = np.array([c_pos[str(c)] for c in rows["channel"]], dtype=np.int64)
     accepts = rows["accepts"].to_numpy(dtype=float)
     expected = rows["expected_accepts"].to_numpy(dtype=float)
     a_shape = prior_shape + np.bincount(a_idx, accepts, len(actions))
     c_shape = prior_shape + np.bincount(c_idx, accepts, len(channels))
+
+    def action_rate(c_mean: np.ndarray) -> np.ndarray:
+        return prior_rate + np.bincount(a_idx, expected * c_mean[c_idx], len(actions))
+
+    def channel_rate(a_mean: np.ndarray) -> np.ndarray:
+        return prior_rate + np.bincount(c_idx, expected * a_mean[a_idx], len(channels))
+
     c_mean = np.ones(len(channels))
-    a_rate = c_rate = np.full(1, prior_rate)
     for _ in range(_FACTOR_ITERATIONS):
-        a_rate = prior_rate + np.bincount(a_idx, expected * c_mean[c_idx], len(actions))
-        a_mean = a_shape / a_rate
-        c_rate = prior_rate + np.bincount(c_idx, expected * a_mean[a_idx], len(channels))
-        moved = np.abs(c_shape / c_rate - c_mean).max()
-        c_mean = c_shape / c_rate
-        if moved < 1e-9:
+        new_mean = c_shape / channel_rate(a_shape / action_rate(c_mean))
+        settled = np.abs(new_mean - c_mean).max() < 1e-9
+        c_mean = new_mean
+        if settled:
             break
+    a_rate = action_rate(c_mean)
+    c_rate = channel_rate(a_shape / a_rate)
     return (
         {a: (float(s), float(r)) for a, s, r in zip(actions, a_shape, a_rate, strict=True)},
         {c: (float(s), float(r)) for c, s, r in zip(channels, c_shape, c_rate, strict=True)},
