@@ -7,6 +7,10 @@ topic, partition, offset and producer timestamp) and when it was ingested. Bronz
 parse the JSON at all: parsing is the dearest step per row and silver does it once (a record is
 traced from silver or quarantine back to its bronze line by file and ``sha2(raw, 256)``).
 
+Each query appends through ``foreachBatch`` with every row tagged by its micro-batch
+(``_bronze_batch``), which makes the append exactly-once without the per-batch table-state
+lookup of Delta's streaming sink (see :mod:`pipelines.batch_writes`).
+
 Raw PII lives here and only here: bronze is the restricted layer.
 """
 
@@ -19,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from pipelines.batch_writes import append_once, batch_tag
 from pipelines.contracts import get_contract
 from pipelines.errors import InputError
 
@@ -35,9 +40,14 @@ KAFKA_COLUMNS = {
 # Messages the simulator (or a bank's producer) tags with the file a batch would have been: keeps
 # per-batch reconciliation and lineage the same for both sources.
 BATCH_HEADER = "journeylake-batch"
+# The micro-batch that wrote a row: ``<query id>/<batch id>`` (exactly-once appends).
+BATCH_COLUMN = "_bronze_batch"
+# Columns added after the first release; a table created before gets them with ALTER TABLE.
+ADDED_COLUMNS = {**KAFKA_COLUMNS, BATCH_COLUMN: "STRING"}
 # Data-skipping statistics only on the lineage columns: min/max statistics of the long raw text
 # are useless for skipping and measured to cost about half of the write time.
-BRONZE_PROPERTIES = "'delta.dataSkippingStatsColumns' = '_source_file,_ingested_at'"
+STATS_COLUMNS = f"_source_file,_ingested_at,{BATCH_COLUMN}"
+BRONZE_PROPERTIES = f"'delta.dataSkippingStatsColumns' = '{STATS_COLUMNS}'"
 
 
 def landing_dir(cfg: Any, source: str) -> Path:
@@ -45,15 +55,16 @@ def landing_dir(cfg: Any, source: str) -> Path:
 
 
 def ensure_bronze_table(spark: SparkSession, table: str) -> None:
-    kafka_ddl = ", ".join(f"{name} {kind}" for name, kind in KAFKA_COLUMNS.items())
+    added_ddl = ", ".join(f"{name} {kind}" for name, kind in ADDED_COLUMNS.items())
     spark.sql(
-        f"CREATE TABLE IF NOT EXISTS {table} ({BRONZE_DDL}, {kafka_ddl}) USING delta "
+        f"CREATE TABLE IF NOT EXISTS {table} ({BRONZE_DDL}, {added_ddl}) USING delta "
         f"PARTITIONED BY (_ingest_date) TBLPROPERTIES ({BRONZE_PROPERTIES})"
     )
-    missing = [name for name in KAFKA_COLUMNS if name not in spark.table(table).columns]
-    if missing:  # a table created before Kafka columns existed
-        added = ", ".join(f"{name} {KAFKA_COLUMNS[name]}" for name in missing)
+    missing = [name for name in ADDED_COLUMNS if name not in spark.table(table).columns]
+    if missing:  # a table created before these columns existed
+        added = ", ".join(f"{name} {ADDED_COLUMNS[name]}" for name in missing)
         spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({added})")
+        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({BRONZE_PROPERTIES})")
 
 
 def topic_name(cfg: Any, source: str) -> str:
@@ -145,16 +156,29 @@ def start_bronze_stream(
     configure_trigger: Any,
     max_files: int | None = None,
 ) -> StreamingQuery:
-    """Start the landing (or Kafka) -> bronze query for ``source``; exactly-once via the checkpoint."""
+    """Start the landing (or Kafka) -> bronze query for ``source``.
+
+    Exactly-once: the checkpoint says which files (offsets) each micro-batch holds, and the
+    batch tag on every row lets a batch replayed after a crash see that it was written.
+    """
     ensure_bronze_table(spark, table)
     if cfg.ingest.source == "kafka":
         stream = read_kafka(spark, cfg, source)
     else:
         stream = read_landing(spark, cfg, source, max_files)
+
+    batches_run = 0  # only the first batch after a start can replay a written one
+
+    def append_batch(batch: DataFrame, batch_id: int) -> None:
+        nonlocal batches_run
+        tag = batch_tag(checkpoint, batch_id)
+        rows = batch.withColumn(BATCH_COLUMN, F.lit(tag))
+        append_once(rows, table, BATCH_COLUMN, tag, maybe_replay=batches_run == 0)
+        batches_run += 1
+
     writer: DataStreamWriter = (
-        stream.writeStream.format("delta")
-        .outputMode("append")
-        .queryName(f"bronze_{source}")
+        stream.writeStream.queryName(f"bronze_{source}")
         .option("checkpointLocation", str(checkpoint))
+        .foreachBatch(append_batch)
     )
-    return configure_trigger(writer).toTable(table)
+    return configure_trigger(writer).start()
