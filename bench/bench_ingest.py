@@ -53,12 +53,13 @@ def main() -> None:
     os.environ["JOURNEYLAKE_METASTORE_PORT"] = str(_free_port())
     os.environ.pop("JOURNEYLAKE_TARGET", None)
 
+    from pyspark.sql import functions as F
+
     from pipelines import bronze, ingest, metastore, silver
     from pipelines.config import load_config
     from pipelines.sources.simulator import FaultRates, SimConfig, generate
     from pipelines.spark import get_spark
     from pipelines.tables import Tables
-    from pyspark.sql import functions as F
 
     cfg = load_config("local")
     cores = os.cpu_count() or 1

@@ -488,8 +488,9 @@ def stats_columns(table: SilverTable) -> list[str]:
     """The columns Delta keeps min/max statistics for: those that reads filter on.
 
     Time (the dedup window, gold, dbt's incremental models), the customer (erasure, per-customer
-    reads) and the batch tag (replay check). Statistics on every column (Delta's default: the
-    first 32) were measured to cost 1.6x the Parquet write itself for a 440k-row batch.
+    reads) and the batch tag (replay check). With Delta's default (statistics on the first 32
+    columns) a 440k-row digital batch was measured to write in 2.43 s, with these in 1.55 s
+    (plain Parquet: 1.15 s).
     """
     wanted = [table.contract.event_time, "event_date", "_silver_batch"]
     if table.contract.customer_key:

@@ -49,6 +49,9 @@ def test_a_batch_replayed_after_a_crash_is_not_appended_twice(spark, jl_config, 
         rows = spark.table(table)
         assert rows.count() == 8
         assert rows.select(bronze.BATCH_COLUMN).distinct().count() == 2
-        assert {r["_source_file"].rsplit("/", 1)[-1] for r in rows.collect()} == {"part-1.jsonl", "part-2.jsonl"}
+        assert {r["_source_file"].rsplit("/", 1)[-1] for r in rows.collect()} == {
+            "part-1.jsonl",
+            "part-2.jsonl",
+        }
     finally:
         spark.sql(f"DROP TABLE IF EXISTS {table}")

@@ -64,6 +64,18 @@ def test_schema_drift_is_kept_as_rescued_data(spark, ingested):
     assert "app_version" in json.loads(drifted["_rescued_data"])
 
 
+def test_silver_keeps_file_statistics_on_the_columns_reads_filter_on(spark, ingested):
+    from pipelines.silver import SILVER_TABLES, stats_columns
+
+    for source, table in SILVER_TABLES.items():
+        properties = {
+            r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {ingested.silver(source)}").collect()
+        }
+        columns = properties["delta.dataSkippingStatsColumns"].split(",")
+        assert columns == stats_columns(table), source
+        assert table.contract.event_time in columns and "_silver_batch" in columns, source
+
+
 def test_consent_current_holds_the_newest_state_per_purpose_and_channel(spark, ingested):
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
