@@ -122,7 +122,8 @@ def main() -> None:
             """Seconds for the same per-row work as plain Spark batch jobs, one per source.
 
             No streaming, no dedup, no quarantine: (landing text -> Delta) and (landing text ->
-            parse + check -> Delta). What any streaming design could at best reach here.
+            parse + check -> Delta). What a streaming design with one table per source could at best
+            reach here.
             """
             spark.sql("CREATE SCHEMA IF NOT EXISTS floor_silver")
             seconds = {"text": 0.0, "parsed": 0.0}
