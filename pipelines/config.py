@@ -139,10 +139,11 @@ class TrainingConfig(_Section):
     """How point-in-time training sets are cut: features as of T, labels from (T, T + horizon]."""
 
     horizon_days: int = Field(14, ge=1)
-    cutoffs: int = Field(
-        3, ge=1
-    )  # cut-offs per training set, the latest one horizon_days before the data ends
-    cutoff_step_days: int = Field(7, ge=1)
+    # Cut-offs per training set, the latest one horizon_days before the data ends. Openings are
+    # rare: cut-offs a few days apart see each customer in several states (before, during and
+    # after a signal), which gave the models more to learn from than one cut-off a week.
+    cutoffs: int = Field(8, ge=1)
+    cutoff_step_days: int = Field(3, ge=1)
     min_history_days: int = Field(14, ge=0)  # no cut-off earlier than this after the data starts
     holdout_fraction: float = Field(
         0.25, gt=0, lt=1
@@ -151,6 +152,20 @@ class TrainingConfig(_Section):
 
 
 PropensityTarget = Literal["credit_card", "mortgage", "personal_loan", "savings", "investments", "churn"]
+
+
+class TreeShape(_Section):
+    """One alternative tree shape for the propensity models: overrides of ml.propensity's own."""
+
+    num_leaves: int | None = Field(None, ge=2)
+    learning_rate: float | None = Field(None, gt=0)
+    min_child_samples: int | None = Field(None, ge=1)
+    feature_fraction: float | None = Field(None, gt=0, le=1)
+    bagging_fraction: float | None = Field(None, gt=0, le=1)
+    lambda_l2: float | None = Field(None, ge=0)
+
+    def overrides(self) -> dict[str, float | int]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class PropensityModelConfig(_Section):
@@ -166,13 +181,26 @@ class PropensityModelConfig(_Section):
             "churn",
         ]
     )
-    num_leaves: int = Field(15, ge=2)
-    learning_rate: float = Field(0.05, gt=0)
-    n_estimators: int = Field(300, ge=1)
-    min_child_samples: int = Field(40, ge=1)
-    early_stopping_rounds: int = Field(30, ge=1)
+    # Small, strongly regularised trees: openings are rare, and a bank's training set may hold a
+    # few dozen positives. The number of trees is chosen by cross-validation (at most n_estimators).
+    num_leaves: int = Field(4, ge=2)
+    learning_rate: float = Field(0.02, gt=0)
+    n_estimators: int = Field(1000, ge=1)
+    min_child_samples: int = Field(30, ge=1)
+    feature_fraction: float = Field(0.3, gt=0, le=1)
+    bagging_fraction: float = Field(0.7, gt=0, le=1)
+    lambda_l2: float = Field(20.0, ge=0)
+    # other tree shapes (overrides of the six settings above) that cross-validation may choose
+    alternatives: list[TreeShape] = Field(
+        default_factory=lambda: [
+            TreeShape(
+                num_leaves=15, learning_rate=0.05, min_child_samples=20, feature_fraction=0.8, lambda_l2=1.0
+            )
+        ]
+    )
+    early_stopping_rounds: int = Field(50, ge=1)
     calibration: Literal["isotonic", "sigmoid"] = "isotonic"
-    calibration_fraction: float = Field(0.25, gt=0, lt=1)
+    folds: int = Field(5, ge=2)  # cross-validation folds (by customer): trees and calibration
     min_positives: int = Field(30, ge=1)  # fewer in the training set: the model is not trained
     num_threads: int = Field(2, ge=1)
 
@@ -199,6 +227,9 @@ class FairnessConfig(_Section):
     max_dp_difference: float = Field(0.25, ge=0, le=1)  # demographic parity difference
     max_eo_difference: float = Field(0.35, ge=0, le=1)  # equal opportunity difference
     min_group_positives: int = Field(10, ge=1)
+    # bootstrap draws for each difference's 95% interval: a model is refused when the interval's
+    # low end is above the limit (0: the point estimates decide, however few the positives)
+    bootstrap_draws: int = Field(300, ge=0)
 
 
 class MlConfig(_Section):

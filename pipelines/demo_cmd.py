@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     def step(message: str) -> None:
         console.print(f"[bold][{time.monotonic() - started:6.1f}s][/bold] {message}")
 
+    def table(text: str) -> None:
+        """A plain-text report, printed as is: no markup, no wrapping (its columns stay aligned)."""
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     step(f"starting Spark (home: {cfg.paths.home})")
     spark = get_spark(cfg, "journeylake-demo")
     tables = Tables.from_config(cfg)
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         from pipelines.identity_eval import score_identity_map
 
         scores = score_identity_map(spark, tables.gold("identity_map"), truth, tables.silver("digital"))
-        console.print("\n".join(scores.lines()))
+        table("\n".join(scores.lines()))
     friction = spark.sql(
         f"SELECT abandoned_at_step, customers_lost FROM {tables.gold('friction_points')} "
         "WHERE product = 'all' ORDER BY friction_rank LIMIT 3"
@@ -153,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from ml.train import format_reports, train_all
 
     reports = train_all(spark, cfg, tables, truth if truth.is_dir() else None, progress=lambda m: step(m))
-    console.print(format_reports(reports))
+    table(format_reports(reports))
     if any(r.champion for r in reports if r.family == "propensity"):
         scored = write_scores(spark, cfg, tables)
         step(
@@ -186,11 +190,11 @@ def run(args: argparse.Namespace) -> int:
         )
         loop = run_closed_loop(spark, cfg, tables, held=held, days=days, progress=step)
         loop.plot = plot_policy_values(loop, home / "reports" / "policy_comparison.png")
-        console.print("\n".join(loop.lines()))
+        table("\n".join(loop.lines()))
         from pipelines.nba.catalog import load_catalog
         from pipelines.nba.evaluate import evaluate_policies, format_report
 
-        console.print(format_report(evaluate_policies(spark, cfg, tables, load_catalog(cfg))))
+        table(format_report(evaluate_policies(spark, cfg, tables, load_catalog(cfg))))
     elif held.is_dir():
         step(f"no live days left in {held}: the closed loop has been played (run without --keep to replay)")
     if truth.is_dir():

@@ -99,6 +99,7 @@ def test_train_reports_each_model_next_to_its_truth_ceiling_and_registers_champi
         # a handful of holdout positives: the numbers are noisy, their presence and bounds are not
         assert 0 <= m["roc_auc"] <= 1 and 0 <= m["ceiling_auc"] <= 1
         assert m["auc_gap"] == pytest.approx(m["ceiling_auc"] - m["roc_auc"])
+        assert m["auc_gap_low"] <= m["auc_gap"] <= m["auc_gap_high"]
         assert {"pr_auc", "brier", "top_decile_lift"} <= set(m)
         assert any(k.startswith("dp_diff") for k in report.fairness)
         if not report.registered:  # a small holdout can fail the fairness gate; it must say so
@@ -115,6 +116,36 @@ def test_train_reports_each_model_next_to_its_truth_ceiling_and_registers_champi
     segmentation = next(r for r in ml_trained if r.family == "segmentation")
     assert segmentation.champion, segmentation.outcome
     assert {"persona_ari", "persona_nmi", "stability_ari"} <= set(segmentation.metrics)
+
+
+def test_the_report_says_whether_each_model_meets_the_ceiling_target_or_cannot_tell():
+    from ml.train import CEILING_TARGET, ModelReport, ceiling_verdict, format_reports
+
+    def metrics(gap: float, low: float, high: float) -> dict[str, float]:
+        return {
+            "roc_auc": 0.8 - gap,
+            "ceiling_auc": 0.8,
+            "auc_gap": gap,
+            "auc_gap_low": low,
+            "auc_gap_high": high,
+            "pr_auc": 0.1,
+            "brier": 0.01,
+            "top_decile_lift": 3.0,
+        }
+
+    assert ceiling_verdict(metrics(CEILING_TARGET, -0.02, 0.08)) == "met"
+    assert ceiling_verdict(metrics(0.09, 0.01, 0.17)) == "unclear"  # too few positives to tell
+    assert ceiling_verdict(metrics(0.09, 0.05, 0.13)) == "missed"
+    assert ceiling_verdict({"roc_auc": 0.7}) == ""  # no truth, no verdict
+    reports = [
+        ModelReport("propensity", "mortgage", rows=900, positives=40, metrics=metrics(0.09, 0.05, 0.13)),
+        ModelReport("propensity", "savings", rows=900, positives=40, metrics=metrics(0.01, -0.03, 0.05)),
+    ]
+    table = format_reports(reports).splitlines()
+    mortgage = next(line for line in table if "propensity mortgage" in line)
+    assert "(+0.050, +0.130)" in mortgage and mortgage.endswith("missed")
+    assert next(line for line in table if "propensity savings" in line).endswith("met")
+    assert any(line.startswith("target: AUC within 0.03") for line in table)
 
 
 def test_a_model_that_does_not_beat_the_champion_is_registered_but_not_promoted(
