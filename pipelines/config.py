@@ -212,7 +212,12 @@ class SegmentationModelConfig(_Section):
     min_cluster_size: int = Field(20, ge=2)
     min_cluster_share: float = Field(0.013, ge=0, lt=1)
     min_samples: int | None = Field(5, ge=1)
-    pca_components: float | int | None = 0.8  # variance kept (float) or components (int)
+    # Variance kept (float) or components (int). A share of the variance kept 24 components of
+    # the ~60 features, mostly noise, and HDBSCAN split or merged personas (ARI 0.77 on a 6,000-
+    # customer bank, 0.73 +- 0.03 on 1,200-customer samples, 0.0 at some cut-offs); 5 to 9
+    # components gave 0.91-0.93 with six segments and stabler segments across seeds. Chosen on
+    # generated banks against their personas: re-check on a bank's own data (stability ARI).
+    pca_components: float | int | None = 7
     noise: Literal["nearest", "unsegmented"] = "nearest"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     max_fit_rows: int = Field(20000, ge=100)
