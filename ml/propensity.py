@@ -8,9 +8,10 @@ learned (an isotonic step function alone would tie whole blocks of customers and
 
 Product openings are rare: a bank's training set may hold a few dozen positives. So no rows are
 set aside: k-fold cross-validation (folds by customer when customers repeat across cut-offs)
-picks the number of trees, the booster is then trained on every row, and the calibrator is
-fitted on the out-of-fold margins. The defaults are small, strongly regularised trees, which
-measured closest to the simulator's truth ceiling on banks of a few thousand customers.
+picks the tree shape (``alternatives``) and the number of trees, the booster is then trained on
+every row, and the calibrator is fitted on the out-of-fold margins. The default shape is small,
+strongly regularised trees, which measured closest to the simulator's truth ceiling on banks of
+a few thousand customers; the larger alternative wins when positives number in the thousands.
 
 A saved model is two plain files, no pickle: ``booster.txt`` (LightGBM's own text format) and
 ``model.json`` (features, categories, calibrator numbers, training facts). The MLflow registry
