@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ml.features import PROPENSITY_PRODUCTS
+
+CAMPAIGN_COLUMN = "p_open_campaign"
 
 
 def has_truth(truth_dir: Path | None) -> bool:
@@ -26,17 +29,24 @@ def true_probabilities(truth_dir: Path, cutoffs: list[date], horizon_days: int) 
     """Per customer and cut-off: the true probability, known at the cut-off, of each label.
 
     Ex ante, from the hidden state on the cut-off day: ``1 - (1 - p)^horizon`` of that day's
-    daily ``p_open`` (``churn_hazard`` for churn). The realised days after the cut-off must not
-    be used: once an account opens, that product's daily ``p_open`` drops to 0 (it is held), so
+    daily probability of an opening, through an application (``p_open``) or through an accepted
+    offer of the bank's own campaigns (``p_open_campaign``, when the truth folder has it; an
+    older one does not), and of ``churn_hazard`` for churn. The realised days after the cut-off
+    must not be used: once an account opens, that product's daily ``p_open`` drops to 0 (it is held), so
     combining the days that followed would lower exactly the positives' probabilities, and the
     "ceiling" would sit below chance for products that open often. An account opened on the
     cut-off day itself comes from an application approved the day before: on that day's state
     the product is already held, and the opening in the label window is certain (p = 1).
     Columns: customer_number, as_of_date, p_opened_<product>, p_churned.
     """
-    propensity = pd.read_parquet(
-        truth_dir / "propensity.parquet", columns=["date", "customer_number", "product", "held", "p_open"]
-    )
+    path = truth_dir / "propensity.parquet"
+    columns = ["date", "customer_number", "product", "held", "p_open"]
+    with_campaigns = CAMPAIGN_COLUMN in pq.read_schema(path).names
+    propensity = pd.read_parquet(path, columns=columns + ([CAMPAIGN_COLUMN] if with_campaigns else []))
+    if with_campaigns:  # either way opens the account: 1 - P(neither)
+        propensity["p_open"] = 1.0 - (1.0 - propensity["p_open"].astype(np.float64)) * (
+            1.0 - propensity[CAMPAIGN_COLUMN].astype(np.float64)
+        )
     daily = pd.read_parquet(
         truth_dir / "daily_state.parquet", columns=["date", "customer_number", "churn_hazard"]
     )

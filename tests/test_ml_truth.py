@@ -51,3 +51,13 @@ def test_an_opening_in_the_window_does_not_lower_the_probability_known_at_the_cu
     assert p.loc["B", "p_churned"] == 0.0
     assert (p["as_of_date"] == T).all()
     assert np.isfinite(p["p_opened_savings"]).all()
+
+
+def test_openings_through_the_banks_campaigns_count_towards_the_truth(tmp_path):
+    _truth(tmp_path, [("A", 0, "savings", False, 0.1), ("B", 0, "savings", False, 0.1)], {"A": 0.0, "B": 0.0})
+    frame = pd.read_parquet(tmp_path / "propensity.parquet")
+    frame["p_open_campaign"] = [0.05, 0.0]  # A is likelier to accept a campaign's offer
+    frame.to_parquet(tmp_path / "propensity.parquet", index=False)
+    p = true_probabilities(tmp_path, [T], horizon_days=3).set_index("customer_number")
+    assert p.loc["A", "p_opened_savings"] == pytest.approx(1 - (0.9 * 0.95) ** 3)
+    assert p.loc["B", "p_opened_savings"] == pytest.approx(1 - 0.9**3)

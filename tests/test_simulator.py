@@ -288,6 +288,31 @@ def test_labels_have_true_probabilities_for_the_window(run: Path) -> None:
     assert labels.filter(like="opened_").to_numpy().sum() > 0
 
 
+def test_the_true_daily_opening_probabilities_account_for_every_opening_campaigns_included(
+    tmp_path: Path,
+) -> None:
+    """Expected openings (applications + the bank's own campaigns) match the realised ones.
+
+    The ex-ante truth is what the ML ceiling is built on: without the campaign part it expected
+    about half the openings, and a model that saw who was recently contacted beat the "ceiling".
+    """
+    generate(SimConfig(customers=2500, days=30, seed=5), tmp_path / "bank")
+    truth = pd.read_parquet(
+        tmp_path / "bank" / "truth" / "propensity.parquet",
+        columns=["date", "person_id", "product", "held", "p_open", "p_open_campaign"],
+    ).sort_values(["person_id", "product", "date"])
+    truth["held_next"] = truth.groupby(["person_id", "product"])["held"].shift(-1)
+    at_risk = truth[~truth["held"] & truth["held_next"].notna()]
+    realised = int(at_risk["held_next"].astype(bool).sum())
+    from_applications = float(at_risk["p_open"].sum())
+    expected = from_applications + float(at_risk["p_open_campaign"].sum())
+    assert realised > 100
+    assert abs(realised - expected) < 4 * np.sqrt(expected), (realised, expected)
+    assert from_applications < 0.75 * realised  # campaigns open a large share: the truth must hold them
+    assert at_risk["p_open_campaign"].between(0, 1).all()
+    assert (truth.loc[truth["held"], "p_open_campaign"] == 0).all()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> CL.World:
     out = tmp_path_factory.mktemp("loop") / "bank"

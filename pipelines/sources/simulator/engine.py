@@ -51,6 +51,7 @@ ID_PREFIX = {
     "offer_responses": "OR",
 }
 CAMPAIGN_CHANNELS = np.array([0, 1, 2, 4, 5])  # email, sms, push, web, app
+CAMPAIGN_REDRAWS, CAMPAIGN_REDRAW_P = 4, 0.97  # the campaign tool re-draws a channel without consent
 RING = 8  # days of contact history kept (fatigue looks back 7 days)
 APP_VERSION = ("2026.1-web", "7.4.1")  # the drift field's value on web / app events
 
@@ -169,7 +170,10 @@ class Simulation:
         abandoned &= ~pop.holds[np.arange(pop.n), np.maximum(self.abandoned_product, 0)]
         credit_stressed = L.stressed(pop, life, d)
         base = base_accept(intent, hazard, abandoned & active)
-        self._truth_day(d, intent, p_open, hazard, home, stress, credit_stressed, abandoned, base, active)
+        p_campaign = self._campaign_open_probability(d, active, base, credit_stressed, approve)
+        self._truth_day(
+            d, intent, p_open, p_campaign, hazard, home, stress, credit_stressed, abandoned, base, active
+        )
         in_window = self.window[0] <= d < self.window[1]
         if d == self.window[0]:
             self.active_at_window = active.copy()
@@ -300,6 +304,68 @@ class Simulation:
         self.changed_customers[movers] = True
 
     # ------------------------------------------------------------------ campaigns
+    def _campaign_weights(self, who: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """[len(who), actions] relative odds of each action when a campaign picks these customers."""
+        weights = np.zeros((len(who), len(ACTION_IDS)))
+        for a, k in enumerate(ACTION_PRODUCT):
+            if k >= 0:
+                weights[:, a] = ~self.pop.holds[who, k]
+        weights[:, RETENTION] = 0.3
+        weights[:, HELP_FINISH] = np.where(base[who, HELP_FINISH] > 0, 2.0, 0.0)
+        return weights
+
+    def _campaign_open_probability(
+        self, d: int, active: np.ndarray, base: np.ndarray, credit_stressed: np.ndarray, approve: np.ndarray
+    ) -> np.ndarray:
+        """[n, products] P(an account opens through today's campaigns): ex ante, before the draws.
+
+        The bank's campaigns open products too (an accepted, approved offer), about as often as
+        applications do when demand is low, so a truth without them would not bound a model
+        that sees who was recently contacted. Mirrors ``_campaigns``: P(picked) x P(action |
+        its weights) x E[P(accept) over the channel the consent re-draws end on] x P(approved);
+        help-to-finish opens the abandoned application's product.
+        """
+        pop, n = self.pop, self.pop.n
+        everyone = np.arange(n)
+        weights = self._campaign_weights(everyone, base)
+        total = weights.sum(axis=1, keepdims=True)
+        share = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+        # where the channel ends after the re-draws: a first draw among all campaign channels,
+        # then each re-draw (with P = CAMPAIGN_REDRAW_P) of a channel without consent
+        allowed = np.stack(
+            [consent_ok(self.consent, np.full(n, c)) for c in CAMPAIGN_CHANNELS], axis=1
+        ).astype(float)
+        q = allowed.mean(axis=1)
+        stay_bad = (1 - CAMPAIGN_REDRAW_P) + CAMPAIGN_REDRAW_P * (1 - q)
+        p_bad = (1 - q) * stay_bad**CAMPAIGN_REDRAWS
+        n_ok, n_bad = allowed.sum(axis=1), (1 - allowed).sum(axis=1)
+        channel_p = np.where(
+            allowed > 0,
+            ((1 - p_bad) / np.maximum(n_ok, 1))[:, None],
+            (p_bad / np.maximum(n_bad, 1))[:, None],
+        )
+        recent = self.contacts.sum(axis=1) - self.contacts[:, d % RING]
+        out = np.zeros((n, N_PRODUCTS))
+        for a, k in enumerate(ACTION_PRODUCT):
+            if a != HELP_FINISH and k < 0:
+                continue
+            accept = np.zeros(n)
+            for j, c in enumerate(CAMPAIGN_CHANNELS):
+                p_acc, _, _ = offer_probabilities(
+                    base[:, a],
+                    np.full(n, a),
+                    np.full(n, c),
+                    pop.persona,
+                    recent,
+                    allowed[:, j] > 0,
+                    credit_stressed,
+                )
+                accept += channel_p[:, j] * p_acc
+            product = np.maximum(self.abandoned_product, 0) if a == HELP_FINISH else np.full(n, k)
+            opens = share[:, a] * accept * approve[everyone, product]
+            np.add.at(out, (everyone, product), opens)
+        return np.minimum(out * self.cfg.campaign_rate * active[:, None] * ~pop.holds, 1.0)
+
     def _campaigns(
         self,
         rng: np.random.Generator,
@@ -315,18 +381,13 @@ class Simulation:
         pop = self.pop
         who = np.flatnonzero(active & (rng.random(pop.n) < self.cfg.campaign_rate))
         m = len(who)
-        weights = np.zeros((m, len(ACTION_IDS)))
-        for a, k in enumerate(ACTION_PRODUCT):
-            if k >= 0:
-                weights[:, a] = ~pop.holds[who, k]
-        weights[:, RETENTION] = 0.3
-        weights[:, HELP_FINISH] = np.where(base[who, HELP_FINISH] > 0, 2.0, 0.0)
+        weights = self._campaign_weights(who, base)
         action = B._choice_rows(rng, weights) if m else np.zeros(0, dtype=np.int64)
         channel = CAMPAIGN_CHANNELS[rng.integers(len(CAMPAIGN_CHANNELS), size=m)]
         # the campaign tool mostly respects consent: re-draw a permitted channel where one exists
-        for _ in range(4):
+        for _ in range(CAMPAIGN_REDRAWS):
             bad = ~consent_ok(self.consent[who], channel)
-            redraw = bad & (rng.random(m) < 0.97)
+            redraw = bad & (rng.random(m) < CAMPAIGN_REDRAW_P)
             channel = np.where(
                 redraw, CAMPAIGN_CHANNELS[rng.integers(len(CAMPAIGN_CHANNELS), size=m)], channel
             )
@@ -528,6 +589,7 @@ class Simulation:
         d: int,
         intent: np.ndarray,
         p_open: np.ndarray,
+        p_campaign: np.ndarray,
         hazard: np.ndarray,
         home: np.ndarray,
         stress: np.ndarray,
@@ -551,6 +613,7 @@ class Simulation:
                     "held": pa.array(pop.holds.reshape(-1)),
                     "p_apply": pa.array(intent.reshape(-1)),
                     "p_open": pa.array(p_open.reshape(-1)),
+                    "p_open_campaign": pa.array(p_campaign.reshape(-1)),
                     "p_accept": pa.array(product_accept(intent).reshape(-1)),
                 }
             ),

@@ -29,7 +29,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("product", pa.string()),
             ("held", pa.bool_()),
             ("p_apply", pa.float32()),
-            ("p_open", pa.float32()),
+            ("p_open", pa.float32()),  # through an application: intent x completion x approval
+            ("p_open_campaign", pa.float32()),  # through an accepted offer of the bank's own campaigns
             ("p_accept", pa.float32()),
         ]
     ),
