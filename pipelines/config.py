@@ -329,6 +329,19 @@ class TriggersConfig(_Section):
     stalled_application_hours: float = Field(24.0, gt=0)  # an application with no step for this long
 
 
+class LiveLaneConfig(_Section):
+    """``journeylake decide --live``: raw events straight to decisions (pipelines/nba/live.py)."""
+
+    # how often the customers' context (features, scores, consent, contacts) is re-read from the
+    # lakehouse, in the background; the lane's own events and decisions apply in between
+    refresh_seconds: float = Field(60.0, gt=0)
+    # what the lane saw (consent changes, responses, its own decisions) is applied again on top of
+    # every context read for this long: longer than the lakehouse takes to land those events
+    journal_seconds: float = Field(900.0, gt=0)
+    trigger: str = "0 seconds"  # processing-time trigger: "0 seconds" = the next batch at once
+    max_seen_event_ids: int = Field(2_000_000, ge=1000)  # trigger ids remembered against duplicates
+
+
 class DecisioningConfig(_Section):
     """Next-best-action decisioning: the action catalog file and the policies applied to it."""
 
@@ -337,6 +350,7 @@ class DecisioningConfig(_Section):
     arbitration: ArbitrationConfig = Field(default_factory=ArbitrationConfig)
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
+    live: LiveLaneConfig = Field(default_factory=LiveLaneConfig)
 
     def context_weight(self, trigger_type: str) -> float:
         """The arbitration weight of one trigger type (1.0 when not configured)."""

@@ -76,6 +76,45 @@ def ensure_decision_tables(spark: SparkSession, tables: Tables) -> None:
 # ------------------------------------------------------------------------------------ triggers
 
 
+def trigger_rows(source: str, events: DataFrame, cfg: Any, *keep: str) -> DataFrame:
+    """One trigger source's events (silver's columns, or a raw record parsed by its contract) in
+    the trigger shape: customer_number (null for digital rows: attributed later), session_id,
+    event_id, trigger_type (null when the event calls for nothing), trigger_product, event_time,
+    then the ``keep`` columns. The lakehouse job and the live lane share this mapping."""
+    none = F.lit(None).cast("string")
+    customer = F.col("customer_number") if source != "digital" else none
+    session = F.col("session_id") if source == "digital" else none
+    product = F.col("product") if source == "digital" else none
+    if source == "transactions":
+        low_balance = float(cfg.decisioning.triggers.low_balance_threshold)
+        kind = (
+            F.when(F.col("txn_type") == "salary", "salary")
+            .when(F.col("txn_type") == "failed_payment", "failed_payment")
+            .when(F.col("balance_after") < F.lit(low_balance), "low_balance")
+        )
+    elif source == "digital":
+        kind = F.when(F.col("event_type").isin(*BROWSE_EVENTS), "product_view").when(
+            (F.col("event_type") == "application_step") & (F.col("step") != "submit"), "application_step"
+        )
+    elif source == "contact_centre":
+        kind = F.when(F.col("interaction_type") == "complaint", "complaint")
+    elif source == "consent":
+        kind = F.lit("consent_change")
+    elif source == "offer_responses":
+        kind = F.lit("offer_response")
+    else:
+        raise ValueError(f"{source!r} is not a trigger source ({', '.join(TRIGGER_SOURCES)})")
+    return events.select(
+        customer.alias("customer_number"),
+        session.alias("session_id"),
+        "event_id",
+        kind.cast("string").alias("trigger_type"),
+        product.alias("trigger_product"),
+        "event_time",
+        *keep,
+    )
+
+
 def trigger_stream(
     spark: SparkSession,
     tables: Tables,
@@ -90,7 +129,6 @@ def trigger_stream(
     events that happened before it call for nothing: a decision job started on a year of
     history acts on what happens from then on, not on every old salary.
     """
-    low_balance = float(cfg.decisioning.triggers.low_balance_threshold)
 
     def read(source: str) -> DataFrame:
         reader = spark.readStream.format("delta")
@@ -98,65 +136,7 @@ def trigger_stream(
             reader = reader.option("maxFilesPerTrigger", max_files)
         return reader.table(tables.silver(source))
 
-    none = F.lit(None).cast("string")
-    txn = read("transactions")
-    txn_type = (
-        F.when(F.col("txn_type") == "salary", "salary")
-        .when(F.col("txn_type") == "failed_payment", "failed_payment")
-        .when(F.col("balance_after") < F.lit(low_balance), "low_balance")
-    )
-    digital = read("digital")
-    digital_type = F.when(F.col("event_type").isin(*BROWSE_EVENTS), "product_view").when(
-        (F.col("event_type") == "application_step") & (F.col("step") != "submit"), "application_step"
-    )
-    calls = read("contact_centre")
-    parts = [
-        txn.select(
-            "customer_number",
-            none.alias("session_id"),
-            "event_id",
-            txn_type.alias("trigger_type"),
-            none.alias("trigger_product"),
-            "event_time",
-            "_ingested_at",
-        ),
-        digital.select(
-            none.alias("customer_number"),
-            "session_id",
-            "event_id",
-            digital_type.alias("trigger_type"),
-            F.col("product").alias("trigger_product"),
-            "event_time",
-            "_ingested_at",
-        ),
-        calls.select(
-            "customer_number",
-            none.alias("session_id"),
-            "event_id",
-            F.when(F.col("interaction_type") == "complaint", "complaint").alias("trigger_type"),
-            none.alias("trigger_product"),
-            "event_time",
-            "_ingested_at",
-        ),
-        read("consent").select(
-            "customer_number",
-            none.alias("session_id"),
-            "event_id",
-            F.lit("consent_change").alias("trigger_type"),
-            none.alias("trigger_product"),
-            "event_time",
-            "_ingested_at",
-        ),
-        read("offer_responses").select(
-            "customer_number",
-            none.alias("session_id"),
-            "event_id",
-            F.lit("offer_response").alias("trigger_type"),
-            none.alias("trigger_product"),
-            "event_time",
-            "_ingested_at",
-        ),
-    ]
+    parts = [trigger_rows(source, read(source), cfg, "_ingested_at") for source in TRIGGER_SOURCES]
     stream = parts[0]
     for part in parts[1:]:
         stream = stream.unionByName(part)
@@ -206,14 +186,20 @@ def _table_or_none(spark: SparkSession, name: str) -> DataFrame | None:
     return spark.table(name) if spark.catalog.tableExists(name) else None
 
 
-def context(spark: SparkSession, tables: Tables, customers: DataFrame) -> DataFrame:
-    """Per customer: status, holdings, gold features and the latest scores (null when unscored)."""
-    keep = F.broadcast(customers)
-    profiles = spark.table(tables.silver("customers")).join(keep, "customer_number", "left_semi")
+def _only(rows: DataFrame, customers: DataFrame | None) -> DataFrame:
+    """``rows`` of these customers (a small broadcast set); every row when ``customers`` is None."""
+    return rows if customers is None else rows.join(F.broadcast(customers), "customer_number", "left_semi")
+
+
+def context(spark: SparkSession, tables: Tables, customers: DataFrame | None) -> DataFrame:
+    """Per customer: status, holdings, gold features and the latest scores (null when unscored).
+
+    ``customers``: the customer numbers wanted (None: every customer)."""
+    profiles = _only(spark.table(tables.silver("customers")), customers)
     status = profiles.groupBy("customer_number").agg(
         F.max_by("status", "snapshot_time").alias("customer_status")
     )
-    accounts = spark.table(tables.silver("accounts")).join(keep, "customer_number", "left_semi")
+    accounts = _only(spark.table(tables.silver("accounts")), customers)
     latest = accounts.groupBy("account_id").agg(
         F.max_by(F.struct("customer_number", "product", "status"), "snapshot_time").alias("a")
     )
@@ -222,10 +208,8 @@ def context(spark: SparkSession, tables: Tables, customers: DataFrame) -> DataFr
         .groupBy(F.col("a.customer_number").alias("customer_number"))
         .agg(*(F.max(F.col("a.product") == p).alias(f"holds_{p}") for p in PRODUCTS))
     )
-    features = (
-        spark.table(tables.customer_features)
-        .join(keep, "customer_number", "left_semi")
-        .select("customer_number", *FEATURE_COLUMNS)
+    features = _only(spark.table(tables.customer_features), customers).select(
+        "customer_number", *FEATURE_COLUMNS
     )
     out = status.join(holdings, "customer_number", "left").join(features, "customer_number", "left")
     for p in PRODUCTS:
@@ -236,7 +220,7 @@ def context(spark: SparkSession, tables: Tables, customers: DataFrame) -> DataFr
         present = [c for c in score_columns if c in scores.columns]
         versions = ["model_versions"] if "model_versions" in scores.columns else []
         out = out.join(
-            scores.join(keep, "customer_number", "left_semi").select("customer_number", *present, *versions),
+            _only(scores, customers).select("customer_number", *present, *versions),
             "customer_number",
             "left",
         )
@@ -248,12 +232,10 @@ def context(spark: SparkSession, tables: Tables, customers: DataFrame) -> DataFr
     return out
 
 
-def contact_history(spark: SparkSession, tables: Tables, customers: DataFrame) -> DataFrame:
-    """Earlier delivered decisions ("decided") and every offer response of these customers."""
-    keep = F.broadcast(customers)
+def contact_history(spark: SparkSession, tables: Tables, customers: DataFrame | None) -> DataFrame:
+    """Earlier delivered decisions ("decided") and every offer response of these customers (None: all)."""
     decided = (
-        spark.table(tables.gold("decision_log"))
-        .join(keep, "customer_number", "left_semi")
+        _only(spark.table(tables.gold("decision_log")), customers)
         .where((F.col("stage") == "chosen") & (F.col("action_id") != "no_action"))
         .select(
             "customer_number",
@@ -264,23 +246,21 @@ def contact_history(spark: SparkSession, tables: Tables, customers: DataFrame) -
             F.lit("decided").alias("response"),
         )
     )
-    responses = (
-        spark.table(tables.silver("offer_responses"))
-        .join(keep, "customer_number", "left_semi")
-        .select(
-            "customer_number",
-            "action_id",
-            "channel",
-            "decision_id",
-            F.col("event_time").alias("contacted_at"),
-            "response",
-        )
+    responses = _only(spark.table(tables.silver("offer_responses")), customers).select(
+        "customer_number",
+        "action_id",
+        "channel",
+        "decision_id",
+        F.col("event_time").alias("contacted_at"),
+        "response",
     )
     return decided.unionByName(responses)
 
 
 def bandit_outcomes(spark: SparkSession, tables: Tables, exclude: set[str] | None = None) -> pd.DataFrame:
     """Delivered model-policy decisions with whether they were accepted (the bandit's evidence).
+
+    Columns: decision_id, action_id, channel, propensity, accepted.
 
     ``exclude``: decision ids left out (the batch being decided, in case a replay finds its own
     first attempt in the log)."""
@@ -300,6 +280,7 @@ def bandit_outcomes(spark: SparkSession, tables: Tables, exclude: set[str] | Non
         .distinct()
     )
     rows = chosen.join(accepted, ["decision_id", "action_id", "channel"], "left").select(
+        "decision_id",
         "action_id",
         "channel",
         F.coalesce("propensity", F.lit(0.0)).alias("propensity"),
@@ -345,7 +326,7 @@ def decide_batch(
             .select("customer_number", "channel", "action_id", "expires_at", "decision_id")
             .toPandas()
         )
-        reasons = _reason_codes(spark, tables, customers)
+        reasons = reason_codes(spark, tables, customers)
     finally:
         attributed.unpersist()
     requests["customer_status"] = requests["customer_status"].fillna("unknown")
@@ -359,19 +340,21 @@ def decide_batch(
         lift=exploration.lift,
     )
     result = run_funnel(requests, consent, contacts, active, catalog, cfg.decisioning, chooser)
-    _write(spark, tables, catalog, result, requests, reasons, txn_app_id=txn_app_id, batch_id=batch_id)
+    write_decisions(
+        spark, tables, catalog, result, requests, reasons, txn_app_id=txn_app_id, batch_id=batch_id
+    )
     return result
 
 
-def _reason_codes(
-    spark: SparkSession, tables: Tables, customers: DataFrame
+def reason_codes(
+    spark: SparkSession, tables: Tables, customers: DataFrame | None
 ) -> dict[tuple[str, str], list[str]]:
     """(customer, model) -> the model's reason codes in rank order, from the latest scoring."""
     explanations = _table_or_none(spark, tables.gold("propensity_explanations"))
     if explanations is None:
         return {}
     rows = (
-        explanations.join(F.broadcast(customers), "customer_number", "left_semi")
+        _only(explanations, customers)
         .select("customer_number", "model", "reason_rank", "reason")
         .toPandas()
         .sort_values("reason_rank")
@@ -386,7 +369,7 @@ def _model_of(action_id: str, catalog: ActionCatalog) -> str | None:
     return "churn" if action.kind == "retention" else None
 
 
-def _write(
+def write_decisions(
     spark: SparkSession,
     tables: Tables,
     catalog: ActionCatalog,
@@ -397,6 +380,9 @@ def _write(
     txn_app_id: str,
     batch_id: int,
 ) -> None:
+    """Merge the chosen actions into the serving table and append every candidate's fate to the
+    log, exactly once per (``txn_app_id``, ``batch_id``); ``requests`` give each decision its
+    triggers' ingestion time and model versions."""
     from delta.tables import DeltaTable
 
     processed_at = pd.Timestamp(datetime.now(UTC))

@@ -1,4 +1,10 @@
-"""``journeylake decide``: the streaming decision job writing ``gold.next_best_actions``."""
+"""``journeylake decide``: the streaming decision job writing ``gold.next_best_actions``.
+
+Two lanes, one funnel: by default the job follows silver (every trigger after the lakehouse has
+checked and deduplicated it); ``--live`` reads the trigger sources' raw records (Kafka topics or
+the landing folder) and decides within seconds, with the customers' context held in memory
+(:mod:`pipelines.nba.live`). Run one of them per bank.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="act only on events that happened at or after TIME (ISO 8601, UTC if no zone); "
         "default: every event in silver (a filter on event time, applied on every start)",
     )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="the live lane: decide on raw events as they arrive (Kafka or landing files), with "
+        "the customers' context in memory, re-read from the lakehouse every "
+        "decisioning.live.refresh_seconds (default: follow silver)",
+    )
     add_config_arguments(parser)
 
 
@@ -41,6 +54,7 @@ def parse_since(value: str | None) -> datetime | None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.ingest import _await, available_now, every
     from pipelines.nba.decide import start_decision_stream
+    from pipelines.nba.live import start_live_decisions
     from pipelines.spark import get_spark
     from pipelines.tables import Tables
 
@@ -53,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
 
     spark = get_spark(cfg, "journeylake-decide")
     tables = Tables.from_config(cfg)
-    checkpoint = str(cfg.paths.checkpoints / "gold" / "next_best_actions")
-    trigger = available_now if args.until_idle else every(cfg.ingest.trigger_interval)
+    lane = "next_best_actions_live" if args.live else "next_best_actions"
+    checkpoint = str(cfg.paths.checkpoints / "gold" / lane)
+    interval = cfg.decisioning.live.trigger if args.live else cfg.ingest.trigger_interval
+    trigger = available_now if args.until_idle else every(interval)
     if not args.until_idle:
-        progress(f"deciding continuously (trigger every {cfg.ingest.trigger_interval}); Ctrl-C to stop")
-    query = start_decision_stream(spark, cfg, tables, checkpoint, trigger, progress, since=since)
+        what = f"live lane, from {cfg.ingest.source}" if args.live else "from silver"
+        progress(f"deciding continuously ({what}, trigger every {interval}); Ctrl-C to stop")
+    start = start_live_decisions if args.live else start_decision_stream
+    query = start(spark, cfg, tables, checkpoint, trigger, progress, since=since)
     _await([query])
     served = spark.table(tables.gold("next_best_actions")).count()
     logged = spark.table(tables.gold("decision_log")).count()
