@@ -266,3 +266,83 @@ def test_what_the_lane_saw_survives_a_fresh_read_of_the_lakehouse(spark, live, f
     assert context.consent_rows([b]).query("purpose == 'marketing' and channel == 'any'")[
         "granted"
     ].tolist() == [False]
+
+
+@pytest.mark.kafka
+def test_the_live_lane_decides_from_kafka_topics(spark, live, kafka_broker, tmp_path):
+    """The production source: the same lane on a real broker's topics (one per trigger source)."""
+    from pipelines.ingest import _await, available_now
+    from pipelines.nba.live import start_live_decisions
+    from pipelines.sources.simulator.kafka_writer import KafkaWriter
+    from pipelines.tables import Tables
+
+    a, b, c = live["customers"]
+    t0 = live["t0"] + timedelta(days=3)
+    prefix = "livetest."
+    records = {
+        "transactions": [
+            _salary("kafka-salary-a", a, t0),
+            _salary("kafka-salary-b", b, t0 + timedelta(minutes=2)),
+        ],
+        "consent": [
+            _event(
+                "kafka-revoke-b",
+                t0 + timedelta(minutes=1),
+                customer_number=b,
+                purpose="marketing",
+                channel="any",
+                granted=False,
+            )
+        ],
+        "digital": [
+            _event(
+                "kafka-page", t0, channel="web", session_id="kafka-s", device_id="d", event_type="page_view"
+            )
+        ],
+        "contact_centre": [
+            _event("kafka-call-c", t0, customer_number=c, interaction_type="call", topic="balance"),
+            '{"event_id": "kafka-broken", ',
+        ],
+        "offer_responses": [
+            _event(
+                "kafka-impression-c",
+                t0,
+                customer_number=c,
+                action_id="offer_savings",
+                channel="app",
+                response="impression",
+            ),
+        ],
+    }
+    with KafkaWriter(kafka_broker, topic_prefix=prefix, partitions=1) as writer:
+        for source, rows in records.items():
+            lines = "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n"
+            writer.write_batch(source, "kafka-live-001", lines.encode())
+    cfg = live["cfg"].model_copy(
+        update={
+            "ingest": live["cfg"].ingest.model_copy(update={"source": "kafka"}),
+            "kafka": live["cfg"].kafka.model_copy(
+                update={
+                    "bootstrap_servers": kafka_broker,
+                    "topic_prefix": prefix,
+                    "starting_offsets": "earliest",
+                }
+            ),
+        }
+    )
+    base = live["tables"]
+    tables = Tables(
+        lambda layer, name: f"live_kafka_test.{name}" if name in LIVE_TABLES else base.resolve(layer, name)
+    )
+    query = start_live_decisions(
+        spark, cfg, tables, str(tmp_path / "checkpoint"), available_now, lambda _m: None
+    )
+    _await([query])
+    log = spark.table(tables.gold("decision_log")).toPandas()
+    serving = spark.table(tables.gold("next_best_actions")).toPandas()
+    assert {a, b, c} <= set(log["customer_number"])
+    mine = log[(log["customer_number"] == b) & (log["stage"] == "chosen") & (log["action_id"] != "no_action")]
+    assert not mine["channel"].isin(MARKETING_CHANNELS).any()
+    # the latency clock starts at the producer's timestamp: before the lane processed the row
+    assert (serving["triggered_at"] <= serving["processed_at"]).all()
+    assert serving["trigger_event_ids"].map(lambda ids: "kafka-salary-a" in list(ids)).any()
