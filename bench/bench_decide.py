@@ -98,6 +98,13 @@ def main() -> None:
         help="the decision job: the live lane (its trigger: decisioning.live.trigger) or the one "
         "following silver (on --trigger)",
     )
+    parser.add_argument(
+        "--decide-only",
+        action="store_true",
+        help="run only the decision job during the feed (ingest stopped): the lane's own latency, "
+        "as when the lakehouse runs elsewhere",
+    )
+    parser.add_argument("--verbose", action="store_true", help="print the decision job's batch messages")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="journeylake-bench-decide-"))
@@ -141,19 +148,20 @@ def main() -> None:
         print(f"history ingested in {time.monotonic() - started:,.1f} s")
         sources = ingest.present_sources(cfg)
         every = ingest.every(args.trigger)
-        queries = ingest.start_all(spark, cfg, tables, sources, every)
+        queries = [] if args.decide_only else ingest.start_all(spark, cfg, tables, sources, every)
         since = pd.Timestamp(live, tz="UTC").to_pydatetime()
+
+        def say(message: str) -> None:
+            if args.verbose:
+                print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
+
         if args.lane == "live":
             checkpoint = str(cfg.paths.checkpoints / "gold" / "next_best_actions_live")
             live_every = ingest.every(cfg.decisioning.live.trigger)
-            decide = start_live_decisions(
-                spark, cfg, tables, checkpoint, live_every, lambda _m: None, since=since
-            )
+            decide = start_live_decisions(spark, cfg, tables, checkpoint, live_every, say, since=since)
         else:
             checkpoint = str(cfg.paths.checkpoints / "gold" / "next_best_actions")
-            decide = start_decision_stream(
-                spark, cfg, tables, checkpoint, every, lambda _m: None, since=since
-            )
+            decide = start_decision_stream(spark, cfg, tables, checkpoint, every, say, since=since)
         time.sleep(20)  # every query has run its first (empty) batch
         landed_at: dict[str, float] = {}
         stop = threading.Event()
