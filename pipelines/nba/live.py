@@ -436,14 +436,13 @@ class LiveDecider:
             self.cfg.decisioning,
             chooser,
         )
-        reasons = {k: v for k, v in self.context.current.reasons.items() if k[0] in set(customers)}
         write_decisions(
             self.spark,
             self.tables,
             self.catalog,
             result,
             requests,
-            reasons,
+            self.context.current.reasons,  # looked up per decision: no copy for the batch
             txn_app_id=self.txn_app_id,
             batch_id=batch_id,
         )
