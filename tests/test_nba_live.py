@@ -52,6 +52,10 @@ def _salary(event_id: str, customer: str, at: pd.Timestamp) -> dict[str, Any]:
     )
 
 
+def _revoke_marketing(event_id: str, customer: str, at: pd.Timestamp) -> dict[str, Any]:
+    return _event(event_id, at, customer_number=customer, purpose="marketing", channel="any", granted=False)
+
+
 @pytest.fixture(scope="module")
 def live(spark, jl_config, ingested, tmp_path_factory):
     """Three customers who may be contacted on every channel, the lane's config and tables."""
@@ -125,14 +129,7 @@ def first_run(spark, live):
         "consent",
         "live-001",
         [
-            _event(
-                "live-revoke-b",
-                t0 + timedelta(minutes=1),
-                customer_number=b,
-                purpose="marketing",
-                channel="any",
-                granted=False,
-            ),
+            _revoke_marketing("live-revoke-b", b, t0 + timedelta(minutes=1)),
         ],
     )
     _write(
@@ -284,16 +281,7 @@ def test_the_live_lane_decides_from_kafka_topics(spark, live, kafka_broker, tmp_
             _salary("kafka-salary-a", a, t0),
             _salary("kafka-salary-b", b, t0 + timedelta(minutes=2)),
         ],
-        "consent": [
-            _event(
-                "kafka-revoke-b",
-                t0 + timedelta(minutes=1),
-                customer_number=b,
-                purpose="marketing",
-                channel="any",
-                granted=False,
-            )
-        ],
+        "consent": [_revoke_marketing("kafka-revoke-b", b, t0 + timedelta(minutes=1))],
         "digital": [
             _event(
                 "kafka-page", t0, channel="web", session_id="kafka-s", device_id="d", event_type="page_view"

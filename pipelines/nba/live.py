@@ -338,10 +338,10 @@ def _apply(snapshot: Snapshot, kind: str, row: dict[str, Any]) -> None:
         )
         if row["policy"] == "model":
             key = (row["decision_id"], row["action_id"], row["channel"])
+            propensity = float(row["propensity"] or 0.0)  # as the lakehouse reads it back
             snapshot.outcomes.setdefault(
-                key, {**{c: row[c] for c in OUTCOME_COLUMNS[:-1]}, "accepted": False}
+                key, {**{c: row[c] for c in OUTCOME_COLUMNS[:3]}, "propensity": propensity, "accepted": False}
             )
-            snapshot.outcomes[key]["propensity"] = float(row["propensity"] or 0.0)
     elif kind == "login":
         snapshot.sessions[row["session_id"]] = row["login_id"]
     else:  # pragma: no cover - a programming error, not an input
@@ -373,7 +373,7 @@ class LiveDecider:
         live = cfg.decisioning.live
         self.context = LiveContext(spark, tables, live.refresh_seconds, live.journal_seconds)
         self.seen: OrderedDict[str, None] = OrderedDict()
-        self.max_seen = int(cfg.decisioning.live.max_seen_event_ids)
+        self.max_seen = int(live.max_seen_event_ids)
         self.unknown_customers = 0
 
     def __call__(self, batch: DataFrame, batch_id: int) -> FunnelResult | None:
@@ -401,16 +401,7 @@ class LiveDecider:
             self._remember(events)
             return None
         requests = (
-            triggers.rename(columns={"event_id": "trigger_event_id"})[
-                [
-                    "customer_number",
-                    "trigger_event_id",
-                    "trigger_type",
-                    "trigger_product",
-                    "event_time",
-                    "ingested_at",
-                ]
-            ]
+            triggers.rename(columns={"event_id": "trigger_event_id"})[list(REQUEST_TRIGGER_COLUMNS)]
             .assign(decided_at=lambda d: d["event_time"])
             .merge(self.context.current.customers, left_on="customer_number", right_index=True, how="left")
         )
