@@ -22,12 +22,14 @@ exceeded: when the interval's low end is above it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ml.propensity import top_fraction_mask
+from ml.propensity import bootstrap_resampler, top_fraction_mask
 from pipelines.errors import InputError
 
 
@@ -67,6 +69,7 @@ def fairness_report(
     min_group_positives: int = 10,
     draws: int = 0,
     seed: int = 0,
+    clusters: Sequence[Any] | np.ndarray | None = None,
 ) -> FairnessReport:
     """Selection and true positive rates per group of every column of ``groups``.
 
@@ -74,7 +77,8 @@ def fairness_report(
     order (the earlier row is selected), NaN scores are never selected. A missing group value
     is a group of its own. ``draws`` > 0 adds the 95% bootstrap interval of each difference
     (``dp_low``/``dp_high``, ``eo_low``/``eo_high``; rows resampled, the selection redone on each
-    draw).
+    draw). With ``clusters`` (e.g. customer numbers, when a customer has a row per cut-off) whole
+    clusters are resampled with all their rows, as rows of one customer are not independent.
     """
     y_true = np.asarray(y_true).astype(int)
     score = np.asarray(score, dtype=float)
@@ -149,7 +153,7 @@ def fairness_report(
         for attribute in groups.columns:
             codes = pd.factorize(groups[attribute].astype("object"), use_na_sentinel=False)[0]
             bounds = _bootstrap_differences(
-                y_true, score, codes, selection_rate, min_group_positives, draws, seed
+                y_true, score, codes, selection_rate, min_group_positives, draws, seed, clusters
             )
             for name, value in bounds.items():
                 summary.loc[str(attribute), name] = value
@@ -164,13 +168,16 @@ def _bootstrap_differences(
     min_group_positives: int,
     draws: int,
     seed: int,
+    clusters: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, float]:
-    """2.5% and 97.5% percentiles of the DP and EO differences over bootstrap draws of the rows."""
+    """2.5% and 97.5% percentiles of the DP and EO differences over bootstrap draws of the rows
+    (or of the ``clusters``, each drawn with all its rows)."""
     rng = np.random.default_rng(seed)
-    n, k = len(y), int(codes.max()) + 1 if len(codes) else 0
+    k = int(codes.max()) + 1 if len(codes) else 0
+    draw_rows = bootstrap_resampler(y, clusters, rng, stratify=False)
     dp, eo = np.full(draws, np.nan), np.full(draws, np.nan)
     for d in range(draws):
-        rows = rng.integers(0, n, n)
+        rows = draw_rows()
         selected = top_fraction_mask(score[rows], selection_rate)
         group, positive = codes[rows], y[rows] == 1
         size = np.bincount(group, minlength=k)

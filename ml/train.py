@@ -147,7 +147,9 @@ def train_propensity_target(
     ceiling = hold[_ceiling_column(target)].to_numpy() if truth_known else None
     if ceiling is not None and np.isnan(ceiling).any():
         ceiling = None
-    report.metrics = {k: float(v) for k, v in evaluate(y_hold, p_hold, ceiling).items()}
+    report.metrics = {
+        k: float(v) for k, v in evaluate(y_hold, p_hold, ceiling, clusters=hold["customer_number"]).items()
+    }
     fairness = cfg.ml.fairness
     groups = hold[list(fairness.attributes)].reset_index(drop=True)
     fair = fairness_report(
@@ -158,6 +160,7 @@ def train_propensity_target(
         fairness.min_group_positives,
         draws=fairness.bootstrap_draws,
         seed=cfg.ml.training.seed,
+        clusters=hold["customer_number"],
     )
     report.fairness = fair.metrics()
     violations = fairness_gate(fair, fairness.max_dp_difference, fairness.max_eo_difference)

@@ -22,6 +22,7 @@ from ml.propensity import (
     PropensityModel,
     PropensitySettings,
     _folds,
+    bootstrap_resampler,
     evaluate,
     gap_interval,
     train_propensity,
@@ -255,6 +256,40 @@ def test_gap_interval_covers_the_sampling_noise_of_a_small_holdout_and_shrinks_w
     assert high - low < small_width / 2
     metrics = evaluate(y, p, p_true)
     assert metrics["auc_gap_low"] <= metrics["auc_gap"] <= metrics["auc_gap_high"]
+
+
+def test_gap_interval_by_customer_counts_a_customer_seen_at_several_cut_offs_once():
+    """Four copies of each customer's row are one customer's evidence, not four customers'."""
+    rng = np.random.default_rng(11)
+    n = 1_500
+    p_true = 1 / (1 + np.exp(-(rng.normal(size=n) * 1.5 - 3.0)))
+    y = rng.binomial(1, p_true)
+    p = np.minimum(p_true * np.exp(rng.normal(scale=0.8, size=n)), 1.0)
+    once_low, once_high = gap_interval(y, p, p_true)
+
+    customers = np.repeat(np.arange(n), 4)  # the same customer at four cut-offs
+    y4, p4, t4 = y[customers], p[customers], p_true[customers]
+    rows_low, rows_high = gap_interval(y4, p4, t4)
+    by_customer_low, by_customer_high = gap_interval(y4, p4, t4, clusters=customers)
+
+    once, rows, by_customer = once_high - once_low, rows_high - rows_low, by_customer_high - by_customer_low
+    assert rows < 0.7 * once  # rows as if independent: about half as wide, overconfident
+    assert 0.8 * once < by_customer < 1.25 * once  # whole customers drawn: as wide as the customers warrant
+    metrics = evaluate(y4, p4, t4, clusters=customers)
+    assert (metrics["auc_gap_low"], metrics["auc_gap_high"]) == (by_customer_low, by_customer_high)
+
+
+def test_resampling_by_customer_keeps_whole_customers_and_the_count_of_customers_with_a_positive():
+    y = np.array([0, 1, 1, 0, 0, 0, 1, 0, 0])
+    customers = np.array(["c", "a", "a", "b", "b", "d", "e", "e", "f"])  # positives: a (2 rows), e
+    draw = bootstrap_resampler(y, customers, np.random.default_rng(0))
+    per_customer = {"a": 2, "b": 2, "c": 1, "d": 1, "e": 2, "f": 1}
+    for _ in range(50):
+        sizes = pd.Series(customers[draw()]).value_counts()
+        assert all(sizes[c] % per_customer[c] == 0 for c in sizes.index)  # every row of a drawn customer
+        draws = {c: sizes.get(c, 0) // per_customer[c] for c in per_customer}
+        assert draws["a"] + draws["e"] == 2  # the customers with a positive, drawn as often as they are
+        assert draws["b"] + draws["c"] + draws["d"] + draws["f"] == 4
 
 
 def test_folds_keep_every_customer_in_one_fold_and_positives_in_each(customers):
