@@ -88,7 +88,7 @@ def main() -> int:
         started = time.perf_counter()
         reports = train_all(spark, cfg, tables, home / "truth", progress=lambda _m: None, training=training)
         print(f"training every model (with MLflow logging): {time.perf_counter() - started:.1f} s")
-        print(format_reports(reports))
+        print(format_reports(reports, cfg.ml.propensity.enough_positive_customers))
 
         # 2. at bank scale
         frame = training.frame

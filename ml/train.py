@@ -46,6 +46,7 @@ class ModelReport:
     target: str
     rows: int = 0
     positives: int = 0
+    positive_customers: int = 0  # distinct customers among the training positives (rows repeat them)
     metrics: dict[str, float] = field(default_factory=dict)
     fairness: dict[str, float] = field(default_factory=dict)
     registered: str = ""  # version, empty if not registered
@@ -132,6 +133,7 @@ def train_propensity_target(
     y_train = train[label].to_numpy(dtype=int)
     y_hold = hold[label].to_numpy(dtype=int)
     report.rows, report.positives = len(rows), int(rows[label].sum())
+    report.positive_customers = int(train.loc[train[label] == 1, "customer_number"].nunique())
     try:
         model = train_propensity(
             train[FEATURE_NAMES], y_train, target, _propensity_settings(cfg), groups=train["customer_number"]
@@ -188,6 +190,7 @@ def train_propensity_target(
                 "features": len(FEATURE_NAMES),
                 "train_rows": len(train),
                 "train_positives": int(y_train.sum()),
+                "train_positive_customers": report.positive_customers,
             }
         )
         mlflow.log_metrics({**report.metrics, **report.fairness, **truth_fairness})
@@ -328,28 +331,42 @@ def train_all(
 
 
 CEILING_TARGET = 0.03  # issue target: every model within this AUC of the truth ceiling
+FEW_POSITIVES = "missed: few positives"
 
 
-def ceiling_verdict(metrics: dict[str, float]) -> str:
-    """``met`` (gap <= target), ``missed`` (even the interval's low end is above it) or ``unclear``.
+def ceiling_verdict(
+    metrics: dict[str, float], positive_customers: int = 0, enough_positive_customers: int = 0
+) -> str:
+    """``met``, ``unclear``, ``missed``, or ``missed: few positives``.
 
-    ``unclear``: the gap is above the target but its 95% interval reaches below it; the holdout
-    has too few positives to tell the model's shortfall from the sample's.
+    ``met``: the gap is at most the target. ``unclear``: the gap is above the target but its 95%
+    interval reaches below it; the holdout has too few positives to tell the model's shortfall
+    from the sample's. Otherwise the model missed; ``missed: few positives`` when the training
+    set had fewer than ``enough_positive_customers`` customers with a positive
+    (``ml.propensity.enough_positive_customers``): measured on generated banks
+    (``bench/bench_ml_ceiling.py``), the same models close the gap once they learn from about
+    that many, so the cure is more history or more customers, not another model.
     """
     gap, low = metrics.get("auc_gap", np.nan), metrics.get("auc_gap_low", np.nan)
     if np.isnan(gap):
         return ""
     if gap <= CEILING_TARGET:
         return "met"
-    return "unclear" if not np.isnan(low) and low <= CEILING_TARGET else "missed"
+    if not np.isnan(low) and low <= CEILING_TARGET:
+        return "unclear"
+    return FEW_POSITIVES if positive_customers < enough_positive_customers else "missed"
 
 
-def format_reports(reports: list[ModelReport]) -> str:
-    """The table ``journeylake train`` prints: metrics next to the ceiling, and registry outcomes."""
+def format_reports(reports: list[ModelReport], enough_positive_customers: int = 0) -> str:
+    """The table ``journeylake train`` prints: metrics next to the ceiling, and registry outcomes.
+
+    ``pos`` counts training and holdout rows with a positive label, ``cust+`` the distinct
+    customers among the training positives (a customer is a row at every cut-off).
+    """
     lines = []
     header = (
-        f"{'model':<26}{'rows':>8}{'pos':>6}{'AUC':>8}{'ceiling':>9}{'gap':>7}{'(95% interval)':>17}"
-        f"{'PR-AUC':>8}{'Brier':>8}{'lift10':>8}  target"
+        f"{'model':<26}{'rows':>8}{'pos':>6}{'cust+':>6}{'AUC':>8}{'ceiling':>9}{'gap':>7}"
+        f"{'(95% interval)':>17}{'PR-AUC':>8}{'Brier':>8}{'lift10':>8}  target"
     )
     lines.append(header)
     any_ceiling = False
@@ -358,7 +375,8 @@ def format_reports(reports: list[ModelReport]) -> str:
             continue
         m = r.metrics
         if not m:
-            lines.append(f"{'propensity ' + r.target:<26}{r.rows:>8}{r.positives:>6}  {r.outcome}")
+            counts = f"{r.rows:>8}{r.positives:>6}{r.positive_customers:>6}"
+            lines.append(f"{'propensity ' + r.target:<26}{counts}  {r.outcome}")
             continue
         ceiling = f"{m['ceiling_auc']:.3f}" if "ceiling_auc" in m else "n/a"
         gap = f"{m['auc_gap']:+.3f}" if "auc_gap" in m else ""
@@ -370,14 +388,21 @@ def format_reports(reports: list[ModelReport]) -> str:
         any_ceiling = any_ceiling or bool(gap)
         name = f"propensity {r.target}"
         lines.append(
-            f"{name:<26}{r.rows:>8}{r.positives:>6}{m['roc_auc']:>8.3f}{ceiling:>9}{gap:>7}{interval:>17}"
-            f"{m['pr_auc']:>8.3f}{m['brier']:>8.4f}{m['top_decile_lift']:>8.2f}  {ceiling_verdict(m)}"
+            f"{name:<26}{r.rows:>8}{r.positives:>6}{r.positive_customers:>6}{m['roc_auc']:>8.3f}{ceiling:>9}"
+            f"{gap:>7}{interval:>17}{m['pr_auc']:>8.3f}{m['brier']:>8.4f}{m['top_decile_lift']:>8.2f}  "
+            f"{ceiling_verdict(m, r.positive_customers, enough_positive_customers)}"
         )
     if any_ceiling:
         lines.append(
             f"target: AUC within {CEILING_TARGET} of the ceiling (the simulator's true probabilities on the "
-            "same holdout rows); unclear = the gap's 95% bootstrap interval reaches below the target, "
-            "too few holdout positives to tell"
+            "same holdout rows); unclear = the gap's 95% bootstrap interval (by customer) reaches below the "
+            "target, too few holdout positives to tell"
+            + (
+                f"; few positives = fewer than {enough_positive_customers} customers with a positive in "
+                "training, where the gap closes (bench/bench_ml_ceiling.py): add history or customers"
+                if enough_positive_customers
+                else ""
+            )
         )
     for r in reports:
         if r.family == "segmentation":

@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     reports = train_all(
         spark, cfg, Tables.from_config(cfg), truth_dir, args.model, segmentation=not args.no_segmentation
     )
-    print(format_reports(reports))
+    print(format_reports(reports, cfg.ml.propensity.enough_positive_customers))
     return 0

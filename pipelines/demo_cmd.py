@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from ml.train import format_reports, train_all
 
     reports = train_all(spark, cfg, tables, truth if truth.is_dir() else None, progress=lambda m: step(m))
-    table(format_reports(reports))
+    table(format_reports(reports, cfg.ml.propensity.enough_positive_customers))
     if any(r.champion for r in reports if r.family == "propensity"):
         scored = write_scores(spark, cfg, tables)
         step(

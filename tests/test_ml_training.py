@@ -136,16 +136,39 @@ def test_the_report_says_whether_each_model_meets_the_ceiling_target_or_cannot_t
     assert ceiling_verdict(metrics(CEILING_TARGET, -0.02, 0.08)) == "met"
     assert ceiling_verdict(metrics(0.09, 0.01, 0.17)) == "unclear"  # too few positives to tell
     assert ceiling_verdict(metrics(0.09, 0.05, 0.13)) == "missed"
+    # a clear miss learnt from fewer customers than the gap needs to close says so; a met target stays met
+    assert ceiling_verdict(metrics(0.09, 0.05, 0.13), 44, 250) == "missed: few positives"
+    assert ceiling_verdict(metrics(0.09, 0.05, 0.13), 250, 250) == "missed"
+    assert ceiling_verdict(metrics(0.02, -0.01, 0.05), 44, 250) == "met"
+    assert ceiling_verdict(metrics(0.09, 0.01, 0.17), 44, 250) == "unclear"
     assert ceiling_verdict({"roc_auc": 0.7}) == ""  # no truth, no verdict
     reports = [
-        ModelReport("propensity", "mortgage", rows=900, positives=40, metrics=metrics(0.09, 0.05, 0.13)),
+        ModelReport(
+            "propensity",
+            "mortgage",
+            rows=900,
+            positives=40,
+            positive_customers=300,
+            metrics=metrics(0.09, 0.05, 0.13),
+        ),
+        ModelReport(
+            "propensity",
+            "credit_card",
+            rows=900,
+            positives=40,
+            positive_customers=13,
+            metrics=metrics(0.09, 0.05, 0.13),
+        ),
         ModelReport("propensity", "savings", rows=900, positives=40, metrics=metrics(0.01, -0.03, 0.05)),
     ]
-    table = format_reports(reports).splitlines()
+    table = format_reports(reports, enough_positive_customers=250).splitlines()
     mortgage = next(line for line in table if "propensity mortgage" in line)
     assert "(+0.050, +0.130)" in mortgage and mortgage.endswith("missed")
+    card = next(line for line in table if "propensity credit_card" in line)
+    assert card.split()[2:5] == ["900", "40", "13"] and card.endswith("missed: few positives")
     assert next(line for line in table if "propensity savings" in line).endswith("met")
-    assert any(line.startswith("target: AUC within 0.03") for line in table)
+    target = next(line for line in table if line.startswith("target: AUC within 0.03"))
+    assert "fewer than 250 customers with a positive" in target
 
 
 def test_a_model_that_does_not_beat_the_champion_is_registered_but_not_promoted(
