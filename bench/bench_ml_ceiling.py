@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument(
         "--demand", type=float, default=8.0, help="simulator demand_scale (openings per customer)"
     )
+    parser.add_argument("--seed", type=int, default=42, help="simulator seed")
     parser.add_argument("--splits", type=int, default=4, help="holdout splits by customer per size")
     parser.add_argument("--fractions", default="0.25,0.5,1", help="shares of the customers to train on")
     parser.add_argument("--home", default=None, help="an ingested home to reuse (skips generate + ingest)")
