@@ -24,18 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _common import free_port
 
 
 def _held_lines(held: Path) -> list[tuple[str, bytes, str | None]]:
@@ -109,7 +104,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="journeylake-bench-decide-"))
     os.environ["JOURNEYLAKE_HOME"] = str(work / "home")
-    os.environ["JOURNEYLAKE_METASTORE_PORT"] = str(_free_port())
+    os.environ["JOURNEYLAKE_METASTORE_PORT"] = str(free_port())
     os.environ.pop("JOURNEYLAKE_TARGET", None)
 
     import numpy as np

@@ -12,16 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _common import free_port
 
 
 def pyarrow_reference(landing: Path, out: Path) -> tuple[int, float]:
@@ -50,7 +45,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="journeylake-bench-"))
     os.environ["JOURNEYLAKE_HOME"] = str(work / "home")
-    os.environ["JOURNEYLAKE_METASTORE_PORT"] = str(_free_port())
+    os.environ["JOURNEYLAKE_METASTORE_PORT"] = str(free_port())
     os.environ.pop("JOURNEYLAKE_TARGET", None)
 
     from pyspark.sql import functions as F

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from _common import free_port
+
 
 def _free_port_pair() -> int:
     for _ in range(50):
@@ -34,12 +36,6 @@ def _free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no two adjacent free ports")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def commit_times(table_dir: Path, column: str, prefix: str, from_version: int) -> dict[str, int]:
@@ -193,7 +189,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="journeylake-bench-kafka-"))
     os.environ["JOURNEYLAKE_HOME"] = str(work / "home")
-    os.environ["JOURNEYLAKE_METASTORE_PORT"] = str(_free_port())
+    os.environ["JOURNEYLAKE_METASTORE_PORT"] = str(free_port())
     os.environ["JOURNEYLAKE_KAFKA_PORT"] = str(_free_port_pair())
     os.environ.pop("JOURNEYLAKE_TARGET", None)
 

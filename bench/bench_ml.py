@@ -17,20 +17,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _common import ensure_bank, own_home
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> int:
@@ -41,9 +34,7 @@ def main() -> int:
     parser.add_argument("--home", default=None, help="an ingested home to reuse (skips generate + ingest)")
     args = parser.parse_args()
 
-    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="jl-bench-ml-"))
-    os.environ["JOURNEYLAKE_HOME"] = str(home)
-    os.environ.setdefault("JOURNEYLAKE_METASTORE_PORT", str(_free_port()))
+    home = own_home(args.home, "jl-bench-ml-")
 
     import numpy as np
     import pandas as pd
@@ -54,7 +45,7 @@ def main() -> int:
     from ml.segmentation import fit_segmentation
     from ml.train import _propensity_settings, _segmentation_settings, format_reports, segmentation_features
     from ml.training_set import build_training_set, eligible, label_column
-    from pipelines import ingest, metastore
+    from pipelines import metastore
     from pipelines.config import load_config
     from pipelines.spark import get_spark
     from pipelines.tables import Tables
@@ -63,15 +54,15 @@ def main() -> int:
     spark = get_spark(cfg, "journeylake-bench-ml")
     tables = Tables.from_config(cfg)
     try:
-        if not (home / "truth").exists():
-            from pipelines.sources.simulator import SimConfig, generate
+        from pipelines.sources.simulator import SimConfig
 
-            started = time.perf_counter()
-            generate(SimConfig(customers=args.customers, days=args.days, seed=42), home, overwrite=True)
-            ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda _m: None)
+        seconds = ensure_bank(
+            spark, cfg, tables, home, SimConfig(customers=args.customers, days=args.days, seed=42)
+        )
+        if seconds is not None:
             print(
-                f"bank: {args.customers:,} customers x {args.days} days generated and ingested in "
-                f"{time.perf_counter() - started:.0f} s"
+                f"bank: {args.customers:,} customers x {args.days} days generated and ingested "
+                f"in {seconds:.0f} s"
             )
 
         # 1. the real pipeline

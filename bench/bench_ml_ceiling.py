@@ -19,21 +19,14 @@ there on, every model's mean gap is within the target.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from _common import ensure_bank, own_home
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> int:
@@ -49,9 +42,7 @@ def main() -> int:
     parser.add_argument("--home", default=None, help="an ingested home to reuse (skips generate + ingest)")
     args = parser.parse_args()
 
-    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="jl-bench-ceiling-"))
-    os.environ["JOURNEYLAKE_HOME"] = str(home)
-    os.environ.setdefault("JOURNEYLAKE_METASTORE_PORT", str(_free_port()))
+    home = own_home(args.home, "jl-bench-ceiling-")
 
     import numpy as np
     import pandas as pd
@@ -60,7 +51,7 @@ def main() -> int:
     from ml.propensity import NotEnoughPositives, evaluate, train_propensity
     from ml.train import CEILING_TARGET, _ceiling_column, _propensity_settings, _with_truth
     from ml.training_set import build_training_set, eligible, in_holdout, label_column
-    from pipelines import ingest, metastore
+    from pipelines import metastore
     from pipelines.config import load_config
     from pipelines.spark import get_spark
     from pipelines.tables import Tables
@@ -71,22 +62,20 @@ def main() -> int:
     spark = get_spark(cfg, "journeylake-bench-ml-ceiling")
     tables = Tables.from_config(cfg)
     try:
-        if not (home / "truth").exists():
-            from pipelines.sources.simulator import FaultRates, SimConfig, generate
+        from pipelines.sources.simulator import FaultRates, SimConfig
 
-            started = time.perf_counter()
-            sim = SimConfig(
-                customers=args.customers,
-                days=args.days,
-                seed=args.seed,
-                faults=FaultRates.preset("default"),
-                demand_scale=args.demand,
-            )
-            generate(sim, home, overwrite=True)
-            ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda _m: None)
+        sim = SimConfig(
+            customers=args.customers,
+            days=args.days,
+            seed=args.seed,
+            faults=FaultRates.preset("default"),
+            demand_scale=args.demand,
+        )
+        seconds = ensure_bank(spark, cfg, tables, home, sim)
+        if seconds is not None:
             print(
                 f"bank: {args.customers:,} customers x {args.days} days, demand x{args.demand:g}, "
-                f"seed {args.seed}, generated and ingested in {time.perf_counter() - started:.0f} s"
+                f"seed {args.seed}, generated and ingested in {seconds:.0f} s"
             )
         started = time.perf_counter()
         training = build_training_set(spark, tables, cfg)

@@ -142,24 +142,16 @@ def test_the_report_says_whether_each_model_meets_the_ceiling_target_or_cannot_t
     assert ceiling_verdict(metrics(0.02, -0.01, 0.05), 44, 250) == "met"
     assert ceiling_verdict(metrics(0.09, 0.01, 0.17), 44, 250) == "unclear"
     assert ceiling_verdict({"roc_auc": 0.7}) == ""  # no truth, no verdict
+
+    def report(target: str, customers: int, gap: tuple[float, float, float]) -> ModelReport:
+        return ModelReport(
+            "propensity", target, rows=900, positives=40, positive_customers=customers, metrics=metrics(*gap)
+        )
+
     reports = [
-        ModelReport(
-            "propensity",
-            "mortgage",
-            rows=900,
-            positives=40,
-            positive_customers=300,
-            metrics=metrics(0.09, 0.05, 0.13),
-        ),
-        ModelReport(
-            "propensity",
-            "credit_card",
-            rows=900,
-            positives=40,
-            positive_customers=13,
-            metrics=metrics(0.09, 0.05, 0.13),
-        ),
-        ModelReport("propensity", "savings", rows=900, positives=40, metrics=metrics(0.01, -0.03, 0.05)),
+        report("mortgage", 300, (0.09, 0.05, 0.13)),
+        report("credit_card", 13, (0.09, 0.05, 0.13)),
+        report("savings", 0, (0.01, -0.03, 0.05)),
     ]
     table = format_reports(reports, enough_positive_customers=250).splitlines()
     mortgage = next(line for line in table if "propensity mortgage" in line)
