@@ -346,6 +346,14 @@ class LiveLaneConfig(_Section):
     max_seen_event_ids: int = Field(2_000_000, ge=1000)  # trigger ids remembered against duplicates
 
 
+class ServingConfig(_Section):
+    """``gold.served_actions`` (appended per micro-batch) behind the ``gold.next_best_actions`` view."""
+
+    # how often the decision job drops the served rows a newer decision replaced (0: never; the
+    # view reads the newest row per customer x channel either way, but slower as rows pile up)
+    compact_every_minutes: float = Field(10.0, ge=0)
+
+
 class DecisioningConfig(_Section):
     """Next-best-action decisioning: the action catalog file and the policies applied to it."""
 
@@ -355,6 +363,7 @@ class DecisioningConfig(_Section):
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
     live: LiveLaneConfig = Field(default_factory=LiveLaneConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     def context_weight(self, trigger_type: str) -> float:
         """The arbitration weight of one trigger type (1.0 when not configured)."""

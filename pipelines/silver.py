@@ -39,7 +39,7 @@ from pipelines.batch_writes import append_once, checkpoint_id
 from pipelines.contracts import CONTRACTS, Contract, get_contract
 from pipelines.expectations import RAW_MAP, Expectation
 from pipelines.pii import pii_key, pseudonymize, token
-from pipelines.tables import Tables
+from pipelines.tables import Tables, ensure_properties, properties_sql
 
 RECORD_ID = "_record_id"
 
@@ -499,26 +499,18 @@ def stats_columns(table: SilverTable) -> list[str]:
     return [c for c in wanted if c in present]
 
 
-def _ensure_stats_columns(spark: SparkSession, name: str, columns: list[str]) -> None:
-    """Set ``delta.dataSkippingStatsColumns`` on a table created before it was set (new files only)."""
-    wanted = ",".join(columns)
-    current = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
-    if current.get("delta.dataSkippingStatsColumns") != wanted:
-        spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('delta.dataSkippingStatsColumns' = '{wanted}')")
-
-
 def ensure_silver_tables(spark: SparkSession, tables: Tables, sources: list[str] | None = None) -> None:
     """Create silver tables (and quarantine, duplicates, consent_current) if they do not exist."""
     for source in sources or list(SILVER_TABLES):
         table = SILVER_TABLES[source]
         schema = silver_schema(spark, table)
         ddl = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
-        stats = ",".join(stats_columns(table))
+        properties = {"delta.dataSkippingStatsColumns": ",".join(stats_columns(table))}
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {tables.silver(source)} ({ddl}) USING delta "
-            f"TBLPROPERTIES ('delta.dataSkippingStatsColumns' = '{stats}')"
+            f"{properties_sql(properties)}"
         )
-        _ensure_stats_columns(spark, tables.silver(source), stats_columns(table))
+        ensure_properties(spark, tables.silver(source), properties)
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.quarantine} ({QUARANTINE_DDL}) USING delta")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.duplicates} ({DUPLICATES_DDL}) USING delta")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.consent_current} ({CONSENT_CURRENT_DDL}) USING delta")

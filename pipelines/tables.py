@@ -48,3 +48,21 @@ class Tables:
     @property
     def customer_features(self) -> str:
         return self.resolve("gold", "customer_features")
+
+
+def properties_sql(properties: dict[str, str]) -> str:
+    """``TBLPROPERTIES (...)`` for a CREATE TABLE statement."""
+    listed = ", ".join(f"'{key}' = '{value}'" for key, value in properties.items())
+    return f"TBLPROPERTIES ({listed})"
+
+
+def ensure_properties(spark: Any, name: str, properties: dict[str, str]) -> None:
+    """Set the Delta table properties ``name`` lacks or holds with another value.
+
+    ``CREATE TABLE IF NOT EXISTS`` leaves a table made by an earlier release as it was; this
+    brings its properties up to date (statistics columns apply to files written from then on).
+    """
+    current = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+    changed = {key: value for key, value in properties.items() if current.get(key) != value}
+    if changed:
+        spark.sql(f"ALTER TABLE {name} SET {properties_sql(changed)}")

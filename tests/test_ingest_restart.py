@@ -291,11 +291,16 @@ def _kill_and_restart_decide(env: dict[str, str], home: Path, tmp_path: Path) ->
 
 
 def _check_decisions_after_the_kill(spark, warehouse: Path) -> None:
+    from pipelines.nba.decide import current_serving_sql
+
     log = spark.read.format("delta").load(str(warehouse / "gold.db" / "decision_log")).toPandas()
-    serving = spark.read.format("delta").load(str(warehouse / "gold.db" / "next_best_actions")).toPandas()
+    served = spark.read.format("delta").load(str(warehouse / "gold.db" / "served_actions"))
+    served.createOrReplaceTempView("served_after_kill")
+    serving = spark.sql(current_serving_sql("served_after_kill")).toPandas()
     assert len(log) and len(serving), "the restarted decision job decided nothing"
     # no candidate of any decision is logged twice, whatever the kill interrupted
     assert not log.duplicated(["decision_id", "action_id", "channel"]).any()
+    assert not served.toPandas().duplicated(["decision_id", "channel"]).any()
     assert not serving.duplicated(["customer_number", "channel"]).any()
     chosen = log[log["stage"] == "chosen"]
     served = set(zip(serving["decision_id"], serving["action_id"], serving["channel"], strict=True))

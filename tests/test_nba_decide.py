@@ -76,15 +76,10 @@ def test_replaying_a_batch_adds_no_log_rows_and_keeps_the_same_decisions(spark, 
 
     tables, _ = decided
     triggers = _triggers_of(spark, tables, 5)
-    app = "replay-test"
     before = spark.table(tables.gold("decision_log")).count()
-    first = decide_batch(
-        spark, jl_config, tables, load_catalog(jl_config), triggers, txn_app_id=app, batch_id=1
-    )
+    first = decide_batch(spark, jl_config, tables, load_catalog(jl_config), triggers, maybe_replay=True)
     after_first = spark.table(tables.gold("decision_log")).count()
-    again = decide_batch(
-        spark, jl_config, tables, load_catalog(jl_config), triggers, txn_app_id=app, batch_id=1
-    )
+    again = decide_batch(spark, jl_config, tables, load_catalog(jl_config), triggers, maybe_replay=True)
     assert first is not None and again is not None
     assert after_first >= before
     assert spark.table(tables.gold("decision_log")).count() == after_first
@@ -111,9 +106,7 @@ def test_revoking_consent_takes_effect_for_the_very_next_decision(spark, jl_conf
             f"UPDATE {tables.consent_current} SET granted = false "
             f"WHERE purpose = 'marketing' AND channel = 'any' AND customer_number IN ({who})"
         )
-        result = decide_batch(
-            spark, jl_config, tables, load_catalog(jl_config), triggers, txn_app_id="revoke-test", batch_id=1
-        )
+        result = decide_batch(spark, jl_config, tables, load_catalog(jl_config), triggers, maybe_replay=True)
     finally:
         consent.restoreToVersion(version)
     assert result is not None and len(result.log)

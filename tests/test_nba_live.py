@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 MARKETING_CHANNELS = ("email", "sms", "push", "phone")
-LIVE_TABLES = ("next_best_actions", "decision_log")
+LIVE_TABLES = ("next_best_actions", "served_actions", "decision_log")
 
 
 def _write(landing: Path, source: str, name: str, records: list[dict[str, Any] | str]) -> None:

@@ -323,12 +323,12 @@ def _decision_rows(chosen: pd.DataFrame, released: float) -> pd.DataFrame:
 def _silver_latency(
     spark: SparkSession, tables: Tables, decisions: pd.DataFrame, started: float
 ) -> pd.DataFrame:
-    """``silver_to_decision_s`` from the serving rows: processed_at - triggered_at (the triggers'
-    ingestion into silver). A decision whose serving rows a later one of the same day replaced
-    has none left to measure and stays NaN."""
+    """``silver_to_decision_s`` from the served rows: processed_at - triggered_at (the triggers'
+    ingestion into silver). A decision whose served rows were compacted away (a later one
+    replaced them) has none left to measure and stays NaN."""
     mark = datetime.fromtimestamp(started, UTC)
     served = (
-        spark.table(tables.gold("next_best_actions"))
+        spark.table(tables.gold("served_actions"))
         .where(F.col("processed_at") >= F.lit(mark))
         .groupBy("decision_id")
         .agg(F.min("triggered_at").alias("triggered_at"), F.max("processed_at").alias("served_at"))

@@ -17,7 +17,7 @@ with those waits taken out:
   applied again on top of the next snapshot, so a context read that was underway when they
   happened cannot undo them (revoking consent takes effect for the very next decision);
 * the funnel and the writes are the lakehouse job's own (:func:`run_funnel`,
-  :func:`write_decisions`): the same rules, the same idempotent serving merge and log append.
+  :func:`write_decisions`): the same rules, the same appends to the served actions and the log.
 
 Run one decision job per bank, this one or the lakehouse one (both would contact the same
 customers). Features are as fresh as the last context read: the lane acts on the trigger that
@@ -54,6 +54,7 @@ from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.decide import (
     TRIGGER_SOURCES,
+    ServingCompaction,
     bandit_outcomes,
     contact_history,
     context,
@@ -274,7 +275,10 @@ class LiveContext:
         try:
             fresh = load_snapshot(self.spark, self.tables)
         except Exception as exc:  # keep deciding on the current context; the next batch retries
-            log.warning("live decisions: re-reading the context failed (%s); keeping the current one", exc)
+            first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
+            log.warning(
+                "live decisions: re-reading the context failed (%s); keeping the current one", first_line
+            )
             self._loading = None
             return
         with self._lock:
@@ -361,14 +365,13 @@ class LiveDecider:
         tables: Tables,
         catalog: ActionCatalog,
         *,
-        txn_app_id: str,
         since: datetime | None = None,
     ) -> None:
         self.spark = spark
         self.cfg = cfg
         self.tables = tables
         self.catalog = catalog
-        self.txn_app_id = txn_app_id
+        self.batches_run = 0  # only the first batch after a start can replay a written one
         self.since = pd.Timestamp(since).tz_convert("UTC") if since is not None else None
         live = cfg.decisioning.live
         self.context = LiveContext(spark, tables, live.refresh_seconds, live.journal_seconds)
@@ -377,6 +380,8 @@ class LiveDecider:
         self.unknown_customers = 0
 
     def __call__(self, batch: DataFrame, batch_id: int) -> FunnelResult | None:
+        maybe_replay = self.batches_run == 0
+        self.batches_run += 1
         events = batch.toPandas()
         self.context.refresh_if_due()
         if events.empty:
@@ -434,8 +439,7 @@ class LiveDecider:
             result,
             requests,
             self.context.current.reasons,  # looked up per decision: no copy for the batch
-            txn_app_id=self.txn_app_id,
-            batch_id=batch_id,
+            maybe_replay=maybe_replay,
         )
         for row in result.decisions.to_dict("records"):
             self.context.record("served", row)
@@ -473,9 +477,8 @@ def start_live_decisions(
 ) -> StreamingQuery:
     """The live decision query: raw trigger events -> funnel -> serving table and decision log."""
     ensure_decision_tables(spark, tables)
-    decider = LiveDecider(
-        spark, cfg, tables, load_catalog(cfg), txn_app_id=f"journeylake-decide-live:{checkpoint}", since=since
-    )
+    decider = LiveDecider(spark, cfg, tables, load_catalog(cfg), since=since)
+    compaction = ServingCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -487,6 +490,9 @@ def start_live_decisions(
                 f"batch {batch_id}: {result.decisions['decision_id'].nunique():,} decisions, "
                 f"{len(result.decisions):,} actions served in {time.monotonic() - started:.2f} s{note}"
             )
+        dropped = compaction.when_due()
+        if dropped:
+            progress(f"served actions compacted: {dropped:,} superseded rows dropped")
 
     writer = (
         live_events(spark, cfg)

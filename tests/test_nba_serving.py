@@ -1,0 +1,181 @@
+"""The serving path: decisions appended to ``gold.served_actions``, read through the
+``gold.next_best_actions`` view (newest row per customer x channel), compacted now and then.
+
+Real Spark and Delta, on tables of their own (schema ``serving_<n>``), with rows written by
+:func:`pipelines.nba.decide.write_decisions` itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from pipelines.nba.funnel import FunnelResult
+from pipelines.tables import Tables
+
+_schemas = itertools.count()
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def tables(spark) -> Tables:
+    """Decision tables in a schema of their own, created by ``ensure_decision_tables``."""
+    from pipelines.nba.decide import ensure_decision_tables
+
+    schema = f"serving_{next(_schemas)}"
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    names = Tables(lambda _layer, name: f"{schema}.{name}")
+    ensure_decision_tables(spark, names)
+    return names
+
+
+def _decision(customer: str, channel: str, action: str, decided_at: datetime, decision: str) -> dict:
+    return {
+        "customer_number": customer,
+        "channel": channel,
+        "action_id": action,
+        "priority": 1.0,
+        "propensity": 0.1,
+        "choice_probability": 1.0,
+        "policy": "model",
+        "rule_trace": ["eligible", "chosen"],
+        "decision_id": decision,
+        "trigger_types": ["salary"],
+        "trigger_event_ids": [f"E-{decision}"],
+        "decided_at": pd.Timestamp(decided_at),
+        "expires_at": pd.Timestamp(decided_at + timedelta(hours=72)),
+    }
+
+
+def _write(spark, jl_config, tables: Tables, rows: list[dict], *, maybe_replay: bool = False) -> None:
+    from pipelines.nba.catalog import load_catalog
+    from pipelines.nba.decide import write_decisions
+
+    decisions = pd.DataFrame(rows)
+    log = decisions[["decision_id", "customer_number", "action_id", "channel", "decided_at"]].assign(
+        stage="chosen",
+        rule=None,
+        detail=None,
+        priority=1.0,
+        choice_probability=1.0,
+        propensity=0.1,
+        policy="model",
+    )
+    requests = decisions[["customer_number"]].assign(ingested_at=pd.Timestamp(T0), model_versions=None)
+    write_decisions(
+        spark,
+        tables,
+        load_catalog(jl_config),
+        FunnelResult(decisions=decisions, log=log),
+        requests,
+        {},
+        maybe_replay=maybe_replay,
+    )
+
+
+def _current(spark, tables: Tables) -> dict[tuple[str, str], str]:
+    rows = spark.table(tables.gold("next_best_actions")).select("customer_number", "channel", "decision_id")
+    return {(r[0], r[1]): r[2] for r in rows.collect()}
+
+
+def test_the_view_serves_the_newest_decision_per_customer_and_channel(spark, jl_config, tables):
+    _write(spark, jl_config, tables, [_decision("C1", "email", "offer_savings", T0, "D1")])
+    _write(
+        spark,
+        jl_config,
+        tables,
+        [
+            _decision("C1", "email", "offer_credit_card", T0 + timedelta(minutes=5), "D2"),
+            _decision("C1", "app", "offer_savings", T0 + timedelta(minutes=5), "D2"),
+        ],
+    )
+    # a decision about an earlier moment, processed later (a late trigger), replaces nothing
+    _write(
+        spark,
+        jl_config,
+        tables,
+        [_decision("C1", "email", "offer_mortgage", T0 + timedelta(minutes=1), "D3")],
+    )
+    assert _current(spark, tables) == {("C1", "email"): "D2", ("C1", "app"): "D2"}
+    assert spark.table(tables.gold("served_actions")).count() == 4
+    log = spark.table(tables.gold("decision_log")).toPandas()
+    assert sorted(log["decision_id"]) == ["D1", "D2", "D2", "D3"]
+
+
+def test_compaction_drops_superseded_rows_and_leaves_the_view_as_it_was(spark, jl_config, tables):
+    from delta.tables import DeltaTable
+
+    from pipelines.nba.decide import SERVED_PROPERTIES, compact_served_actions
+
+    for minute, decision in enumerate(("D1", "D2", "D3")):
+        _write(
+            spark,
+            jl_config,
+            tables,
+            [_decision("C1", "sms", "offer_personal_loan", T0 + timedelta(minutes=minute), decision)],
+        )
+    _write(spark, jl_config, tables, [_decision("C2", "sms", "offer_personal_loan", T0, "D4")])
+    before = _current(spark, tables)
+    assert compact_served_actions(spark, tables) == 2
+    assert spark.table(tables.gold("served_actions")).count() == 2
+    assert _current(spark, tables) == before == {("C1", "sms"): "D3", ("C2", "sms"): "D4"}
+    assert compact_served_actions(spark, tables) == 0  # nothing left to drop: no new commit
+    history = DeltaTable.forName(spark, tables.gold("served_actions")).history().toPandas()
+    assert list(history["operation"]).count("WRITE") == 5  # four appends and one rewrite
+    # the rewrite keeps the table's properties (statistics columns, checkpoint interval)
+    properties = {
+        r["key"]: r["value"]
+        for r in spark.sql(f"SHOW TBLPROPERTIES {tables.gold('served_actions')}").collect()
+    }
+    assert all(properties.get(k) == v for k, v in SERVED_PROPERTIES.items())
+
+
+def test_a_replayed_batch_adds_only_the_decisions_a_table_lacks(spark, jl_config, tables):
+    first = [_decision("C1", "email", "offer_savings", T0, "D1")]
+    _write(spark, jl_config, tables, first)
+    # the first batch after a restart repeats D1 (written before the crash) and brings D2
+    again = [*first, _decision("C2", "email", "offer_savings", T0, "D2")]
+    _write(spark, jl_config, tables, again, maybe_replay=True)
+    served = spark.table(tables.gold("served_actions")).toPandas()
+    log = spark.table(tables.gold("decision_log")).toPandas()
+    assert sorted(served["decision_id"]) == ["D1", "D2"]
+    assert sorted(log["decision_id"]) == ["D1", "D2"]
+    _write(spark, jl_config, tables, again, maybe_replay=True)  # the whole batch written: nothing at all
+    assert spark.table(tables.gold("served_actions")).count() == 2
+    assert spark.table(tables.gold("decision_log")).count() == 2
+
+
+def test_a_serving_table_from_an_earlier_release_becomes_the_view_with_its_rows(spark):
+    from pipelines.nba.decide import NEXT_BEST_ACTIONS_DDL, ensure_decision_tables
+
+    schema = f"serving_{next(_schemas)}"
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    names = Tables(lambda _layer, name: f"{schema}.{name}")
+    old = names.gold("next_best_actions")
+    spark.sql(f"CREATE TABLE {old} ({NEXT_BEST_ACTIONS_DDL}) USING delta")
+    row = _decision("C9", "push", "offer_savings", T0, "D9")
+    frame = pd.DataFrame(
+        [
+            {
+                **row,
+                "reason_codes": [],
+                "model_versions": {},
+                "triggered_at": row["decided_at"],
+                "processed_at": row["decided_at"],
+            }
+        ]
+    )
+    from pipelines.nba.decide import _columns
+
+    spark.createDataFrame(frame[_columns(NEXT_BEST_ACTIONS_DDL)], schema=NEXT_BEST_ACTIONS_DDL).write.format(
+        "delta"
+    ).mode("append").saveAsTable(old)
+    ensure_decision_tables(spark, names)
+    ensure_decision_tables(spark, names)  # again: the move happens once
+    kind = spark.sql(f"DESCRIBE TABLE EXTENDED {old}").where("col_name = 'Type'").first()[1]
+    assert kind.upper() == "VIEW"
+    assert spark.table(names.gold("served_actions")).count() == 1
+    assert _current(spark, names) == {("C9", "push"): "D9"}
