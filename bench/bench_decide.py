@@ -114,7 +114,7 @@ def main() -> None:
         "the lakehouse lane); none: the decision job alone",
     )
     parser.add_argument(
-        "--ingest-nice", type=int, default=10, help="niceness of the ingest process (--ingest process)"
+        "--ingest-nice", type=int, default=19, help="niceness of the ingest process (--ingest process)"
     )
     parser.add_argument("--verbose", action="store_true", help="print the decision job's batch messages")
     args = parser.parse_args()
