@@ -3,6 +3,8 @@
 Code asks for ``tables.silver("transactions")`` rather than spelling ``silver.transactions``,
 so the same code runs against the local catalog (``silver.transactions``) and a Databricks
 Unity Catalog (``<catalog>.<schema>_silver.transactions`` or whatever the target maps it to).
+Also here: the Delta table properties a table is created with, kept current on tables an earlier
+release created.
 """
 
 from __future__ import annotations
