@@ -26,6 +26,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from pipelines.batch_writes import append_once, batch_tag
 from pipelines.contracts import get_contract
 from pipelines.errors import InputError
+from pipelines.tables import STREAMED_TABLE_PROPERTIES, ensure_properties, properties_sql
 
 BRONZE_COLUMNS = ("raw", "_source_file", "_ingested_at", "_ingest_date")
 BRONZE_DDL = "raw STRING, _source_file STRING, _ingested_at TIMESTAMP, _ingest_date DATE"
@@ -47,7 +48,7 @@ ADDED_COLUMNS = {**KAFKA_COLUMNS, BATCH_COLUMN: "STRING"}
 # Data-skipping statistics only on the lineage columns: min/max statistics of the long raw text
 # are useless for skipping and measured to cost about half of the write time.
 STATS_COLUMNS = f"_source_file,_ingested_at,{BATCH_COLUMN}"
-BRONZE_PROPERTIES = f"'delta.dataSkippingStatsColumns' = '{STATS_COLUMNS}'"
+BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": STATS_COLUMNS, **STREAMED_TABLE_PROPERTIES}
 
 
 def landing_dir(cfg: Any, source: str) -> Path:
@@ -58,13 +59,13 @@ def ensure_bronze_table(spark: SparkSession, table: str) -> None:
     added_ddl = ", ".join(f"{name} {kind}" for name, kind in ADDED_COLUMNS.items())
     spark.sql(
         f"CREATE TABLE IF NOT EXISTS {table} ({BRONZE_DDL}, {added_ddl}) USING delta "
-        f"PARTITIONED BY (_ingest_date) TBLPROPERTIES ({BRONZE_PROPERTIES})"
+        f"PARTITIONED BY (_ingest_date) {properties_sql(BRONZE_PROPERTIES)}"
     )
     missing = [name for name in ADDED_COLUMNS if name not in spark.table(table).columns]
     if missing:  # a table created before these columns existed
         added = ", ".join(f"{name} {ADDED_COLUMNS[name]}" for name in missing)
         spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({added})")
-        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({BRONZE_PROPERTIES})")
+    ensure_properties(spark, table, BRONZE_PROPERTIES)
 
 
 def topic_name(cfg: Any, source: str) -> str:

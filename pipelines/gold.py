@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.window import Window
 
-from pipelines.tables import Tables
+from pipelines.tables import STREAMED_TABLE_PROPERTIES, Tables, ensure_properties, properties_sql
 
 LOOKBACK = timedelta(days=30)  # the longest window any feature uses
 EVENT_SOURCES = ("transactions", "digital", "visits", "contact_centre", "offer_responses")
@@ -232,7 +232,11 @@ def ensure_gold_tables(spark: SparkSession, tables: Tables) -> None:
         spark, tables, datetime(2000, 1, 1), spark.createDataFrame([], "customer_number STRING")
     ).schema
     ddl = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.customer_features} ({ddl}) USING delta")
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {tables.customer_features} ({ddl}) USING delta "
+        f"{properties_sql(STREAMED_TABLE_PROPERTIES)}"
+    )
+    ensure_properties(spark, tables.customer_features, STREAMED_TABLE_PROPERTIES)
 
 
 def touched_customers(spark: SparkSession, tables: Tables, batch: DataFrame, until: datetime) -> DataFrame:

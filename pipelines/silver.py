@@ -39,7 +39,7 @@ from pipelines.batch_writes import append_once, checkpoint_id
 from pipelines.contracts import CONTRACTS, Contract, get_contract
 from pipelines.expectations import RAW_MAP, Expectation
 from pipelines.pii import pii_key, pseudonymize, token
-from pipelines.tables import Tables, ensure_properties, properties_sql
+from pipelines.tables import STREAMED_TABLE_PROPERTIES, Tables, ensure_properties, properties_sql
 
 RECORD_ID = "_record_id"
 
@@ -505,15 +505,23 @@ def ensure_silver_tables(spark: SparkSession, tables: Tables, sources: list[str]
         table = SILVER_TABLES[source]
         schema = silver_schema(spark, table)
         ddl = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
-        properties = {"delta.dataSkippingStatsColumns": ",".join(stats_columns(table))}
+        properties = {
+            "delta.dataSkippingStatsColumns": ",".join(stats_columns(table)),
+            **STREAMED_TABLE_PROPERTIES,
+        }
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {tables.silver(source)} ({ddl}) USING delta "
             f"{properties_sql(properties)}"
         )
         ensure_properties(spark, tables.silver(source), properties)
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.quarantine} ({QUARANTINE_DDL}) USING delta")
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.duplicates} ({DUPLICATES_DDL}) USING delta")
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {tables.consent_current} ({CONSENT_CURRENT_DDL}) USING delta")
+    for name, ddl in (
+        (tables.quarantine, QUARANTINE_DDL),
+        (tables.duplicates, DUPLICATES_DDL),
+        (tables.consent_current, CONSENT_CURRENT_DDL),
+    ):
+        properties = properties_sql(STREAMED_TABLE_PROPERTIES)
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl}) USING delta {properties}")
+        ensure_properties(spark, name, STREAMED_TABLE_PROPERTIES)
 
 
 def start_silver_stream(

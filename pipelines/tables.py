@@ -52,6 +52,14 @@ class Tables:
         return self.resolve("gold", "customer_features")
 
 
+# For every table a stream commits to on each trigger. Delta writes a checkpoint (the table's
+# state as Parquet) every ``delta.checkpointInterval`` commits, 10 by default, and the commit that
+# writes it waits for it: measured here on a small table, every 10th append took 0.6-3.3 s against
+# 0.16 s for the others. Every 100 commits keeps that stall rare, and the log read between two
+# checkpoints stays short.
+STREAMED_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
+
+
 def properties_sql(properties: dict[str, str]) -> str:
     """``TBLPROPERTIES (...)`` for a CREATE TABLE statement."""
     listed = ", ".join(f"'{key}' = '{value}'" for key, value in properties.items())

@@ -76,6 +76,41 @@ def test_silver_keeps_file_statistics_on_the_columns_reads_filter_on(spark, inge
         assert table.contract.event_time in columns and "_silver_batch" in columns, source
 
 
+def test_every_table_a_stream_commits_to_is_checkpointed_every_100_commits(spark, ingested):
+    from pipelines.silver import SILVER_TABLES
+    from pipelines.tables import STREAMED_TABLE_PROPERTIES
+
+    names = [
+        *(ingested.bronze(s) for s in SILVER_TABLES if spark.catalog.tableExists(ingested.bronze(s))),
+        *(ingested.silver(s) for s in SILVER_TABLES),
+        ingested.quarantine,
+        ingested.duplicates,
+        ingested.consent_current,
+        ingested.customer_features,
+    ]
+    assert len(names) > 20
+    for name in names:
+        properties = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+        assert all(properties.get(k) == v for k, v in STREAMED_TABLE_PROPERTIES.items()), name
+
+
+def test_a_table_from_an_earlier_release_gets_its_properties_once(spark):
+    from delta.tables import DeltaTable
+
+    from pipelines.tables import ensure_properties
+
+    spark.sql("CREATE SCHEMA IF NOT EXISTS properties_test")
+    spark.sql("DROP TABLE IF EXISTS properties_test.old")
+    spark.sql("CREATE TABLE properties_test.old (a INT) USING delta")
+    wanted = {"delta.checkpointInterval": "100", "delta.dataSkippingStatsColumns": "a"}
+    ensure_properties(spark, "properties_test.old", wanted)
+    ensure_properties(spark, "properties_test.old", wanted)  # already there: no second commit
+    properties = {r["key"]: r["value"] for r in spark.sql("SHOW TBLPROPERTIES properties_test.old").collect()}
+    assert all(properties.get(k) == v for k, v in wanted.items())
+    operations = DeltaTable.forName(spark, "properties_test.old").history().toPandas()["operation"]
+    assert list(operations).count("SET TBLPROPERTIES") == 1
+
+
 def test_consent_current_holds_the_newest_state_per_purpose_and_channel(spark, ingested):
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
