@@ -12,6 +12,8 @@ the query), so only then is the table asked whether the tag is there already.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -39,3 +41,21 @@ def append_once(df: DataFrame, table: str, tag_column: str, tag: str, *, maybe_r
         if spark.table(table).where(F.col(tag_column) == tag).limit(1).count():
             return
     df.write.format("delta").mode("append").saveAsTable(table)
+
+
+def run_together(writes: list[Callable[[], None]], name: str = "batch-write") -> None:
+    """Run a micro-batch's writes to different tables at once; the first failure fails the batch.
+
+    A Delta write of a micro-batch is mostly the driver's bookkeeping (the table's snapshot, the
+    commit, the metastore) rather than CPU-bound tasks, so two or three of them overlap well
+    even on two cores. Every write is waited for before an error is raised, so a failed batch
+    never leaves a write running into the next one.
+    """
+    if len(writes) <= 1:
+        for write in writes:
+            write()
+        return
+    with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix=name) as pool:
+        done = [pool.submit(write) for write in writes]
+    for future in done:
+        future.result()

@@ -4,12 +4,14 @@ One Structured Streaming query per source reads the source's landing folder as t
 ``ingest.source: kafka``, the source's topic), so a malformed line is kept with its raw text
 rather than dropped by a JSON reader. Each row records which file it came from (for Kafka: the
 topic, partition, offset and producer timestamp) and when it was ingested. Bronze does not
-parse the JSON at all: parsing is the dearest step per row and silver does it once (a record is
-traced from silver or quarantine back to its bronze line by file and ``sha2(raw, 256)``).
+parse the JSON at all: parsing is the dearest step per row and silver does it once, from the
+same micro-batch (a record is traced from silver or quarantine back to its bronze line by file
+and ``sha2(raw, 256)``).
 
-Each query appends through ``foreachBatch`` with every row tagged by its micro-batch
-(``_bronze_batch``), which makes the append exactly-once without the per-batch table-state
-lookup of Delta's streaming sink (see :mod:`pipelines.batch_writes`).
+The source's ingest query (:func:`pipelines.ingest.start_source_stream`) appends each
+micro-batch here with every row tagged by its batch (``_bronze_batch``), which makes the append
+exactly-once without the per-batch table-state lookup of Delta's streaming sink (see
+:mod:`pipelines.batch_writes`).
 
 Raw PII lives here and only here: bronze is the restricted layer.
 """
@@ -21,9 +23,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from pipelines.batch_writes import append_once, batch_tag
+from pipelines.batch_writes import append_once
 from pipelines.contracts import get_contract
 from pipelines.errors import InputError
 from pipelines.tables import STREAMED_TABLE_PROPERTIES, ensure_properties, properties_sql
@@ -148,38 +149,19 @@ def read_landing(spark: SparkSession, cfg: Any, source: str, max_files: int | No
     )
 
 
-def start_bronze_stream(
-    spark: SparkSession,
-    cfg: Any,
-    source: str,
-    table: str,
-    checkpoint: Path,
-    configure_trigger: Any,
-    max_files: int | None = None,
-) -> StreamingQuery:
-    """Start the landing (or Kafka) -> bronze query for ``source``.
-
-    Exactly-once: the checkpoint says which files (offsets) each micro-batch holds, and the
-    batch tag on every row lets a batch replayed after a crash see that it was written.
-    """
-    ensure_bronze_table(spark, table)
+def read_source(spark: SparkSession, cfg: Any, source: str, max_files: int | None = None) -> DataFrame:
+    """The source's raw records as a stream: its Kafka topic or its landing folder, as configured."""
     if cfg.ingest.source == "kafka":
-        stream = read_kafka(spark, cfg, source)
-    else:
-        stream = read_landing(spark, cfg, source, max_files)
+        return read_kafka(spark, cfg, source)
+    return read_landing(spark, cfg, source, max_files)
 
-    batches_run = 0  # only the first batch after a start can replay a written one
 
-    def append_batch(batch: DataFrame, batch_id: int) -> None:
-        nonlocal batches_run
-        tag = batch_tag(checkpoint, batch_id)
-        rows = batch.withColumn(BATCH_COLUMN, F.lit(tag))
-        append_once(rows, table, BATCH_COLUMN, tag, maybe_replay=batches_run == 0)
-        batches_run += 1
+def append_batch(batch: DataFrame, table: str, tag: str, *, maybe_replay: bool) -> None:
+    """Append a micro-batch of raw records to bronze, each row tagged with its batch (exactly once).
 
-    writer: DataStreamWriter = (
-        stream.writeStream.queryName(f"bronze_{source}")
-        .option("checkpointLocation", str(checkpoint))
-        .foreachBatch(append_batch)
+    The checkpoint says which files (offsets) each micro-batch holds, and the tag lets a batch
+    replayed after a crash see that it was written (:func:`pipelines.batch_writes.append_once`).
+    """
+    append_once(
+        batch.withColumn(BATCH_COLUMN, F.lit(tag)), table, BATCH_COLUMN, tag, maybe_replay=maybe_replay
     )
-    return configure_trigger(writer).start()

@@ -1,4 +1,10 @@
-"""Ingestion: runs the landing -> bronze -> silver -> gold streaming queries.
+"""Ingestion: runs the landing (or Kafka) -> bronze + silver queries, one per source, and gold.
+
+Each source has one query: every micro-batch of raw records is appended to bronze and, from the
+same batch, parsed, checked and deduplicated into silver (quarantine and the duplicates log
+beside it). One query instead of a bronze query feeding a silver query halves the queries, the
+triggers and the Delta reads, and an event reaches silver one trigger after it lands, not two.
+Gold follows the silver tables in a query of its own.
 
 Two modes:
 - ``until_idle``: every query processes what is there now (``availableNow`` trigger) and stops,
@@ -15,14 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from pipelines import bronze, gold, silver
+from pipelines.batch_writes import batch_tag, checkpoint_id, run_together
 from pipelines.contracts import SNAPSHOT_SOURCES, STREAM_SOURCES
 from pipelines.errors import InputError, JourneylakeError
 from pipelines.tables import Tables
@@ -123,22 +131,30 @@ def kafka_topics(cfg: Any, timeout: float = 10.0) -> set[str] | None:
     return set(metadata.topics)
 
 
-def _checkpoint(cfg: Any, layer: str, name: str) -> str:
-    return str(Path(cfg.paths.checkpoints) / layer / name)
+def _checkpoint(cfg: Any, layer: str, name: str) -> Path:
+    return Path(cfg.paths.checkpoints) / layer / name
 
 
 def _await(queries: list[StreamingQuery]) -> None:
+    """Wait for every query to end; the first to fail stops the others and is reported by name."""
     from pyspark.errors import StreamingQueryException
 
-    for query in queries:
+    pending = list(queries)
+    while pending:
         try:
-            query.awaitTermination()
-        except StreamingQueryException as exc:
+            pending[0].awaitTermination(1)
+        except StreamingQueryException:
+            pass  # found below, with any other query that failed meanwhile
+        failed = next((q for q in queries if not q.isActive and q.exception() is not None), None)
+        if failed is not None:
             for other in queries:
                 if other.isActive:
                     other.stop()
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise JourneylakeError(f"streaming query {query.name!r} failed: {first_line}") from exc
+            exc = failed.exception()
+            text = str(exc).strip()
+            first_line = text.splitlines()[0] if text else repr(exc)
+            raise JourneylakeError(f"streaming query {failed.name!r} failed: {first_line}") from exc
+        pending = [q for q in pending if q.isActive]
 
 
 def prepare(spark: SparkSession, tables: Tables, sources: list[str]) -> None:
@@ -148,27 +164,124 @@ def prepare(spark: SparkSession, tables: Tables, sources: list[str]) -> None:
     gold.ensure_gold_tables(spark, tables)
 
 
+def start_source_stream(
+    spark: SparkSession,
+    cfg: Any,
+    source: str,
+    tables: Tables,
+    checkpoint: Path,
+    configure_trigger: Trigger,
+    max_files: int | None = None,
+) -> StreamingQuery:
+    """Start the landing (or Kafka) -> bronze + silver query for ``source``.
+
+    Each micro-batch is appended to bronze and processed into silver at the same time (two
+    threads: the bronze append is mostly Delta bookkeeping on the driver). Both writes tag
+    their rows with ``<query id>/<batch id>``, so a batch replayed after a crash skips each table
+    an earlier attempt wrote, whichever of the two finished first.
+    """
+    table = silver.SILVER_TABLES[source]
+    bronze_table = tables.bronze(source)
+    bronze.ensure_bronze_table(spark, bronze_table)
+    batches_run = 0  # only the first batch after a start can replay a written one
+
+    def run_batch(batch: DataFrame, batch_id: int) -> None:
+        nonlocal batches_run
+        maybe_replay = batches_run == 0
+        run_together(
+            [
+                partial(
+                    bronze.append_batch,
+                    batch,
+                    bronze_table,
+                    batch_tag(checkpoint, batch_id),
+                    maybe_replay=maybe_replay,
+                ),
+                partial(
+                    silver.process_batch,
+                    batch,
+                    batch_id,
+                    table=table,
+                    tables=tables,
+                    cfg=cfg,
+                    run_id=checkpoint_id(checkpoint),
+                    maybe_replay=maybe_replay,
+                ),
+            ],
+            f"ingest-{source}",
+        )
+        batches_run += 1
+
+    writer: DataStreamWriter = (
+        bronze.read_source(spark, cfg, source, max_files)
+        .writeStream.queryName(f"ingest_{source}")
+        .option("checkpointLocation", str(checkpoint))
+        .foreachBatch(run_batch)
+    )
+    return configure_trigger(writer).start()
+
+
 def start_all(
     spark: SparkSession, cfg: Any, tables: Tables, sources: list[str], trigger: Trigger
 ) -> list[StreamingQuery]:
     """Every query on ``trigger``, at most ``ingest.max_files_per_trigger`` files a micro-batch."""
     limit = cfg.ingest.max_files_per_trigger
     queries = [
-        bronze.start_bronze_stream(
-            spark, cfg, s, tables.bronze(s), Path(_checkpoint(cfg, "bronze", s)), trigger, limit
-        )
-        for s in sources
-    ]
-    queries += [
-        silver.start_silver_stream(spark, cfg, s, tables, _checkpoint(cfg, "silver", s), trigger, limit)
+        start_source_stream(spark, cfg, s, tables, _checkpoint(cfg, "ingest", s), trigger, limit)
         for s in sources
     ]
     queries.append(
         gold.start_gold_stream(
-            spark, cfg, tables, _checkpoint(cfg, "gold", "customer_features"), trigger, limit
+            spark, cfg, tables, str(_checkpoint(cfg, "gold", "customer_features")), trigger, limit
         )
     )
     return queries
+
+
+def _stages(sources: list[str]) -> list[list[str]]:
+    """Sources in the order silver needs them: customers first, then every other source at once.
+
+    Every other source's records are checked against who the customers are.
+    """
+    stages = [[s for s in sources if s == "customers"], [s for s in sources if s != "customers"]]
+    return [stage for stage in stages if stage]
+
+
+def upgrade_checkpoints(
+    spark: SparkSession, cfg: Any, tables: Tables, sources: list[str], progress: Callable[[str], None]
+) -> None:
+    """Move a home from two queries per source (before this release) to one ingest query.
+
+    Earlier releases ran landing -> bronze and bronze -> silver as two queries. For each source
+    whose old bronze checkpoint is still there: bronze rows silver has not taken yet are first
+    processed by the old silver query (until idle, in stage order), its checkpoint is retired,
+    and the bronze checkpoint becomes the ingest query's, which resumes after the last landed
+    file or offset. The steps are ordered so that a crash between them repeats nothing.
+    """
+    pending = [s for s in sources if _checkpoint(cfg, "bronze", s).is_dir()]
+    pending = [s for s in pending if not _checkpoint(cfg, "ingest", s).exists()]
+    if not pending:
+        return
+    progress(f"upgrade: one ingest query per source ({', '.join(pending)})")
+    for stage in _stages(pending):
+        draining = [s for s in stage if _checkpoint(cfg, "silver", s).is_dir()]
+        _await(
+            [
+                silver.start_silver_stream(
+                    spark, cfg, s, tables, str(_checkpoint(cfg, "silver", s)), available_now
+                )
+                for s in draining
+            ]
+        )
+    for source in pending:
+        old_silver = _checkpoint(cfg, "silver", source)
+        if old_silver.is_dir():
+            retired = _checkpoint(cfg, "retired", f"silver_{source}")
+            retired.parent.mkdir(parents=True, exist_ok=True)
+            old_silver.rename(retired)
+        new = _checkpoint(cfg, "ingest", source)
+        new.parent.mkdir(parents=True, exist_ok=True)
+        _checkpoint(cfg, "bronze", source).rename(new)
 
 
 def catch_up(
@@ -179,28 +292,12 @@ def catch_up(
     Each query takes its whole backlog as one micro-batch (no file limit): a few large batches
     are far cheaper than many small ones, since every batch pays for Delta commits.
     """
-    progress(f"bronze: {len(sources)} sources")
-    _await(
-        [
-            bronze.start_bronze_stream(
-                spark, cfg, s, tables.bronze(s), Path(_checkpoint(cfg, "bronze", s)), available_now
-            )
-            for s in sources
-        ]
-    )
-    # customers first: every other source's records are checked against who the customers are
-    customers = [s for s in sources if s == "customers"]
-    snapshots = [s for s in sources if s in SNAPSHOT_SOURCES and s != "customers"]
-    events = [s for s in sources if s in STREAM_SOURCES]
-    for stage in (customers, snapshots, events):
-        if not stage:
-            continue
-        progress(f"silver: {', '.join(stage)}")
+    upgrade_checkpoints(spark, cfg, tables, sources, progress)
+    for stage in _stages(sources):
+        progress(f"bronze + silver: {', '.join(stage)}")
         _await(
             [
-                silver.start_silver_stream(
-                    spark, cfg, s, tables, _checkpoint(cfg, "silver", s), available_now
-                )
+                start_source_stream(spark, cfg, s, tables, _checkpoint(cfg, "ingest", s), available_now)
                 for s in stage
             ]
         )
@@ -208,7 +305,7 @@ def catch_up(
     _await(
         [
             gold.start_gold_stream(
-                spark, cfg, tables, _checkpoint(cfg, "gold", "customer_features"), available_now
+                spark, cfg, tables, str(_checkpoint(cfg, "gold", "customer_features")), available_now
             )
         ]
     )

@@ -24,8 +24,10 @@ exactly-once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -35,7 +37,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.window import Window
 
 from pipelines import expectations as ex
-from pipelines.batch_writes import append_once, checkpoint_id
+from pipelines.batch_writes import append_once, checkpoint_id, run_together
 from pipelines.contracts import CONTRACTS, Contract, get_contract
 from pipelines.expectations import RAW_MAP, Expectation
 from pipelines.pii import pii_key, pseudonymize, token
@@ -355,16 +357,21 @@ def process_batch(
             F.count(F.when(~is_valid, 1)).alias("bad"),
             F.min(F.when(is_valid, F.col(contract.event_time))).alias("min_time"),
         ).first()
-        duplicates_found = False
-        if stats["min_time"] is not None:
-            since = stats["min_time"] - _parse_delay(cfg.ingest.dedup_watermark)
-            valid = checked.where(is_valid)
-            contested = _contested_ids(valid, target, contract, since, batch_tag).persist()
-            try:
+        writes: list[Callable[[], None]] = []  # run together once every frame is planned
+
+        def append(rows: DataFrame, table_name: str, tag_column: str) -> Callable[[], None]:
+            return partial(append_once, rows, table_name, tag_column, batch_tag, maybe_replay=maybe_replay)
+
+        contested = None
+        try:
+            if stats["min_time"] is not None:
+                since = stats["min_time"] - _parse_delay(cfg.ingest.dedup_watermark)
+                valid = checked.where(is_valid)
+                contested = _contested_ids(valid, target, contract, since, batch_tag).persist()
                 contested_count = contested.count()
+                fresh = valid
                 if contested_count:
                     fresh, removed = _split_duplicates(valid, contested, contested_count)
-                    duplicates_found = True
                     log = removed.select(
                         F.lit(table.source).alias("source"),
                         F.col(RECORD_ID).alias("record_id"),
@@ -372,38 +379,32 @@ def process_batch(
                         F.col(contract.event_time).alias("event_time"),
                         *_lineage("recorded_at", batch_tag),
                     )
-                else:
-                    fresh = valid
+                    writes.append(append(log, tables.duplicates, "batch"))
                 rows = pseudonymize(fresh, contract.pii_fields, key).select(
                     "*",
                     F.lit(batch_tag).alias("_silver_batch"),
                     F.to_date(contract.event_time).alias("event_date"),
                 )
-                append_once(
-                    rows.select(*silver_columns(table)),
-                    target,
-                    "_silver_batch",
-                    batch_tag,
-                    maybe_replay=maybe_replay,
-                )
-                if duplicates_found:
-                    append_once(log, tables.duplicates, "batch", batch_tag, maybe_replay=maybe_replay)
+                writes.append(append(rows.select(*silver_columns(table)), target, "_silver_batch"))
                 if table.source == "consent":
-                    fold_consent(spark, fresh, tables)
-            finally:
+                    writes.append(partial(fold_consent, spark, fresh, tables))
+            if stats["bad"]:
+                bad = checked.where(~is_valid).select(
+                    F.lit(table.source).alias("source"),
+                    F.col("_failed_rules")[0].alias("rule"),
+                    F.col("_failed_rules").alias("failed_rules"),
+                    F.col(RECORD_ID).alias("record_id"),
+                    F.col(contract.event_time).alias("event_time"),
+                    _masked_record(contract, key).alias("record"),
+                    *_lineage("quarantined_at", batch_tag),
+                )
+                writes.append(append(bad, tables.quarantine, "batch"))
+            # silver, duplicates, quarantine (and consent's current state) are separate tables,
+            # each idempotent on its own: their commits overlap
+            run_together(writes, f"silver-{table.source}")
+        finally:
+            if contested is not None:
                 contested.unpersist()
-
-        if stats["bad"]:
-            bad = checked.where(~is_valid).select(
-                F.lit(table.source).alias("source"),
-                F.col("_failed_rules")[0].alias("rule"),
-                F.col("_failed_rules").alias("failed_rules"),
-                F.col(RECORD_ID).alias("record_id"),
-                F.col(contract.event_time).alias("event_time"),
-                _masked_record(contract, key).alias("record"),
-                *_lineage("quarantined_at", batch_tag),
-            )
-            append_once(bad, tables.quarantine, "batch", batch_tag, maybe_replay=maybe_replay)
     finally:
         # the checkpoint's blocks are freed by Spark's context cleaner once ``checked`` is gone
         del checked
@@ -533,7 +534,13 @@ def start_silver_stream(
     configure_trigger: Any,
     max_files: int | None = None,
 ) -> StreamingQuery:
-    """Start the bronze -> silver query for ``source`` (``max_files`` per micro-batch; None: no limit)."""
+    """Start a bronze -> silver query for ``source`` (``max_files`` per micro-batch; None: no limit).
+
+    Ingestion processes each landing micro-batch into silver in the same query that writes it
+    to bronze (:func:`pipelines.ingest.start_source_stream`). This query reads the bronze table
+    instead: it finishes what an earlier release's silver query had not taken when a home is
+    upgraded (:func:`pipelines.ingest.upgrade_checkpoints`).
+    """
     table = SILVER_TABLES[source]
 
     batches_run = 0  # only the first batch after a start can replay a partly written one

@@ -127,7 +127,7 @@ def _commits(checkpoint: Path) -> int:
 
 
 def _consumed(checkpoint: Path) -> int:
-    """Messages a Kafka -> bronze query has committed: the end offsets of its last batch, summed."""
+    """Messages a Kafka ingest query has committed: the end offsets of its last batch, summed."""
     import json
 
     batches = [int(p.name) for p in (checkpoint / "commits").iterdir() if p.name.isdigit()]
@@ -218,8 +218,8 @@ def test_sigkill_and_a_broker_restart_lose_and_duplicate_nothing(spark, jl_confi
             what="the first pass to reach gold",
             proc=ingest,
         )
-        assert sorted(p.name for p in (checkpoints / "bronze").iterdir()) == sorted(LANDED)
-        transactions = checkpoints / "bronze" / "transactions"
+        assert sorted(p.name for p in (checkpoints / "ingest").iterdir()) == sorted(LANDED)
+        transactions = checkpoints / "ingest" / "transactions"
         seen = _commits(transactions)
         _publish(kafka_broker, prefix, published, day_two[: len(day_two) // 2])
         _wait_for(
@@ -229,8 +229,8 @@ def test_sigkill_and_a_broker_restart_lose_and_duplicate_nothing(spark, jl_confi
             proc=ingest,
             poll=0.05,
         )
-        _kill(ingest)  # mid-batch: offsets planned, not yet through silver
-        assert _commits(checkpoints / "silver" / "transactions") == seen
+        _kill(ingest)  # mid-batch: offsets planned, not yet through bronze and silver
+        assert _commits(transactions) == seen
 
         ingest = _start(env, log)
         _wait_for(
@@ -254,9 +254,9 @@ def test_sigkill_and_a_broker_restart_lose_and_duplicate_nothing(spark, jl_confi
         # the same stream (no final batch run) takes everything in: once bronze has committed
         # every published message, poll until silver reconciles
         _wait_for(
-            lambda: all(_consumed(checkpoints / "bronze" / s) >= n for s, n in lines.items()),
+            lambda: all(_consumed(checkpoints / "ingest" / s) >= n for s, n in lines.items()),
             timeout=300,
-            what="every published message to reach bronze",
+            what="every published message to reach bronze and silver",
             proc=ingest,
         )
         _wait_for(

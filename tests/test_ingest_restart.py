@@ -168,7 +168,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
         # The SQL endpoint starts beside the catch-up pass, its clients query once gold has rows.
         # Not before the stream's first query: two processes creating a fresh metastore's schema
         # at once can deadlock in it.
-        _wait_for(lambda: (checkpoints / "bronze").is_dir(), timeout=300, what="the stream", proc=ingest)
+        _wait_for(lambda: (checkpoints / "ingest").is_dir(), timeout=300, what="the stream", proc=ingest)
         port = _free_port()
         endpoint = subprocess.Popen(
             _cli("sql", "--port", str(port)), env=env, stdout=logs["endpoint"], stderr=subprocess.STDOUT
@@ -201,20 +201,20 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
         endpoint.terminate()
         assert ingest.poll() is None, "ingest should still be running"
 
-        # new files land; kill as soon as bronze has planned them as a micro-batch
+        # new files land; kill as soon as the ingest query has planned them as a micro-batch
         for source_dir in held.iterdir():
             for path in sorted(source_dir.iterdir()):
                 shutil.move(str(path), landing / source_dir.name / path.name)
         _wait_for(
-            lambda: (checkpoints / "bronze" / "transactions" / "offsets" / "1").exists(),
+            lambda: (checkpoints / "ingest" / "transactions" / "offsets" / "1").exists(),
             timeout=300,
             what="the stream to pick up new files",
             proc=ingest,
             poll=0.05,
         )
         _kill(ingest)
-        # the kill landed mid-work: the new files had not all been through silver
-        assert 1 not in _commits(checkpoints / "silver" / "transactions")
+        # the kill landed mid-work: the new files had not been through bronze and silver
+        assert 1 not in _commits(checkpoints / "ingest" / "transactions")
 
         # the restart resumes from the checkpoints and takes in everything landed
         restart = subprocess.Popen(

@@ -32,8 +32,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -41,6 +41,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from pipelines.batch_writes import run_together
 from pipelines.contracts import PRODUCTS
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
@@ -497,10 +498,10 @@ def write_decisions(
         log_rows["processed_at"] = processed_at
         writes.append((tables.gold("decision_log"), log_rows, DECISION_LOG_DDL))
     # the two commits at once: each is mostly waiting on the driver's Delta bookkeeping
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decision-write") as pool:
-        done = [pool.submit(_append, spark, table, rows, ddl, maybe_replay) for table, rows, ddl in writes]
-    for future in done:
-        future.result()  # a failed write fails the batch
+    run_together(
+        [partial(_append, spark, table, rows, ddl, maybe_replay) for table, rows, ddl in writes],
+        "decision-write",
+    )
 
 
 def _append(spark: SparkSession, table: str, rows: pd.DataFrame, ddl: str, maybe_replay: bool) -> None:
