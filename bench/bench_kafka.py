@@ -81,6 +81,23 @@ def percentiles(values: list[float]) -> str:
     )
 
 
+# The queries the latency run keeps busy: the transactions ingest query and gold behind it.
+WATCHED_QUERIES = ("ingest_transactions", "gold_customer_features")
+
+
+def batch_summary(query) -> str:  # type: ignore[no-untyped-def]
+    """How long a query's recent micro-batches with input took, and how many rows they held."""
+    busy = [p for p in query.recentProgress if p.numInputRows]
+    if not busy:
+        return "no batch with input"
+    took = sorted(p.durationMs.get("triggerExecution", 0) / 1000 for p in busy)
+    rows = sorted(p.numInputRows for p in busy)
+    return (
+        f"{len(busy)} batches with input, rows p50 {rows[len(rows) // 2]:,}; "
+        f"batch time p50 {took[len(took) // 2]:.2f}s, max {took[-1]:.2f}s"
+    )
+
+
 def produce_steadily(
     bootstrap: str, topic: str, accounts: list[tuple[str, str]], rate: int, seconds: int, prefix: str = "LAT-"
 ) -> dict[str, int]:
@@ -281,6 +298,7 @@ def main() -> None:
             if len(silver_seen) >= len(sent):
                 break
             time.sleep(2)
+        batches = {q.name: batch_summary(q) for q in spark.streams.active if q.name in WATCHED_QUERIES}
         for query in spark.streams.active:
             query.stop()
         runner.join(timeout=120)
@@ -293,6 +311,8 @@ def main() -> None:
         )
         print(f"  producer -> bronze commit: {percentiles(to_bronze)}")
         print(f"  producer -> silver commit: {percentiles(to_silver)}")
+        for name, summary in batches.items():
+            print(f"  {name}: {summary}")
         if len(to_silver) < len(sent):
             print(f"  {len(sent) - len(to_silver):,} of {len(sent):,} events not in silver after 10 minutes")
         realtime_latency(spark, cfg, accounts, args.rate, args.seconds)

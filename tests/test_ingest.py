@@ -76,7 +76,7 @@ def test_silver_keeps_file_statistics_on_the_columns_reads_filter_on(spark, inge
         assert table.contract.event_time in columns and "_silver_batch" in columns, source
 
 
-def test_every_table_a_stream_commits_to_is_checkpointed_every_100_commits(spark, ingested):
+def test_every_table_a_stream_commits_to_is_checkpointed_and_compacted(spark, ingested):
     from pipelines.silver import SILVER_TABLES
     from pipelines.tables import STREAMED_TABLE_PROPERTIES
 
@@ -92,6 +92,30 @@ def test_every_table_a_stream_commits_to_is_checkpointed_every_100_commits(spark
     for name in names:
         properties = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
         assert all(properties.get(k) == v for k, v in STREAMED_TABLE_PROPERTIES.items()), name
+
+
+def test_a_streamed_table_compacts_its_small_files(spark):
+    """A table a stream appends to every trigger does not keep one small file per append."""
+    from delta.tables import DeltaTable
+
+    from pipelines.tables import STREAMED_TABLE_PROPERTIES, properties_sql
+
+    spark.sql("CREATE SCHEMA IF NOT EXISTS properties_test")
+    spark.sql("DROP TABLE IF EXISTS properties_test.streamed")
+    spark.sql(
+        "CREATE TABLE properties_test.streamed (id BIGINT) USING delta "
+        f"{properties_sql(STREAMED_TABLE_PROPERTIES)}"
+    )
+    appends = 60
+    for n in range(appends):
+        spark.range(n * 10, n * 10 + 10).coalesce(1).write.format("delta").mode("append").saveAsTable(
+            "properties_test.streamed"
+        )
+    assert spark.table("properties_test.streamed").count() == appends * 10
+    assert spark.sql("DESCRIBE DETAIL properties_test.streamed").first()["numFiles"] < appends / 2
+    operations = DeltaTable.forName(spark, "properties_test.streamed").history().toPandas()["operation"]
+    assert "OPTIMIZE" in set(operations)
+    spark.sql("DROP TABLE properties_test.streamed")
 
 
 def test_a_table_from_an_earlier_release_gets_its_properties_once(spark):
