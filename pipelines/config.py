@@ -88,11 +88,19 @@ class CatalogConfig(_Section):
     metastore: MetastoreConfig = Field(default_factory=MetastoreConfig)
 
 
+# "10 seconds", "1 minute", "6 hours": what Spark's processing-time triggers and silver's dedup
+# watermark both read.
+Interval = Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)? (second|minute|hour|day)s?$")]
+
+
 class IngestConfig(_Section):
     source: Literal["files", "kafka"] = "files"  # landing folder of JSON files, or Kafka topics
-    trigger_interval: str = "10 seconds"
+    trigger_interval: Interval = "10 seconds"
+    # gold.customer_features recomputes the customers a trigger touched, over 30 days of silver:
+    # on two cores that batch takes seconds and competes with ingestion for the CPU
+    gold_trigger_interval: Interval = "1 minute"
     max_files_per_trigger: int = Field(50, ge=1)
-    dedup_watermark: str = "6 hours"
+    dedup_watermark: Interval = "6 hours"
     pii_key_env: str = "JOURNEYLAKE_PII_KEY"
     pii_key_default: str | None = None
 

@@ -222,9 +222,17 @@ def start_source_stream(
 
 
 def start_all(
-    spark: SparkSession, cfg: Any, tables: Tables, sources: list[str], trigger: Trigger
+    spark: SparkSession,
+    cfg: Any,
+    tables: Tables,
+    sources: list[str],
+    trigger: Trigger,
+    gold_trigger: Trigger | None = None,
 ) -> list[StreamingQuery]:
-    """Every query on ``trigger``, at most ``ingest.max_files_per_trigger`` files a micro-batch."""
+    """Every query on ``trigger`` (gold on ``gold_trigger`` if given).
+
+    At most ``ingest.max_files_per_trigger`` files a micro-batch.
+    """
     limit = cfg.ingest.max_files_per_trigger
     queries = [
         start_source_stream(spark, cfg, s, tables, _checkpoint(cfg, "ingest", s), trigger, limit)
@@ -232,7 +240,12 @@ def start_all(
     ]
     queries.append(
         gold.start_gold_stream(
-            spark, cfg, tables, str(_checkpoint(cfg, "gold", "customer_features")), trigger, limit
+            spark,
+            cfg,
+            tables,
+            str(_checkpoint(cfg, "gold", "customer_features")),
+            gold_trigger or trigger,
+            limit,
         )
     )
     return queries
@@ -325,8 +338,18 @@ def run(
     catch_up(spark, cfg, tables, sources, progress)
     if until_idle:
         return
-    progress(f"streaming continuously (trigger every {cfg.ingest.trigger_interval}); Ctrl-C to stop")
-    queries = start_all(spark, cfg, tables, sources, every(cfg.ingest.trigger_interval))
+    progress(
+        f"streaming continuously (trigger every {cfg.ingest.trigger_interval}, gold every "
+        f"{cfg.ingest.gold_trigger_interval}); Ctrl-C to stop"
+    )
+    queries = start_all(
+        spark,
+        cfg,
+        tables,
+        sources,
+        every(cfg.ingest.trigger_interval),
+        every(cfg.ingest.gold_trigger_interval),
+    )
     try:
         _await(queries)
     finally:

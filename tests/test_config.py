@@ -87,6 +87,13 @@ def test_wrong_type_names_file_key_and_value(conf: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("key", ["trigger_interval", "gold_trigger_interval", "dedup_watermark"])
+def test_an_interval_spark_cannot_read_names_its_key(conf: Path, key: str) -> None:
+    (conf / "targets" / "local.yml").write_text(f"ingest:\n  {key}: every 10s\n")
+    with pytest.raises(ConfigError, match=rf"targets/local\.yml: ingest\.{key}: .*every 10s"):
+        load_config()
+
+
 def test_error_blames_the_layer_that_set_the_key(conf: Path) -> None:
     (conf / "base.yml").write_text("catalog:\n  metastore:\n    kind: sqlite\n")
     with pytest.raises(ConfigError, match=r"base\.yml: catalog\.metastore\.kind: expected one of"):

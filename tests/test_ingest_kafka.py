@@ -189,6 +189,7 @@ def test_sigkill_and_a_broker_restart_lose_and_duplicate_nothing(spark, jl_confi
     base["kafka"]["topic_prefix"] = prefix
     base["ingest"]["source"] = "kafka"
     base["ingest"]["trigger_interval"] = "2 seconds"
+    base["ingest"]["gold_trigger_interval"] = "2 seconds"
     (conf / "base.yml").write_text(yaml.safe_dump(base))
     local = yaml.safe_load((conf / "targets" / "local.yml").read_text())
     local["spark"].update({k: v for k, v in SMALL_DATA_SPARK.items() if k != "conf"})

@@ -99,7 +99,7 @@ def _test_conf(folder: Path) -> Path:
     shutil.copytree(ROOT / "conf", folder)
     local = folder / "targets" / "local.yml"
     target = yaml.safe_load(local.read_text()) or {}
-    target.setdefault("ingest", {})["trigger_interval"] = "2 seconds"
+    target.setdefault("ingest", {}).update(trigger_interval="2 seconds", gold_trigger_interval="2 seconds")
     spark = target.setdefault("spark", {})
     spark.update({k: v for k, v in SMALL_DATA_SPARK.items() if k != "conf"})
     spark.setdefault("conf", {}).update(SMALL_DATA_SPARK["conf"])
