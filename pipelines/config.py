@@ -357,8 +357,9 @@ class LiveLaneConfig(_Section):
 class ServingConfig(_Section):
     """``gold.served_actions`` (appended per micro-batch) behind the ``gold.next_best_actions`` view."""
 
-    # how often the decision job drops the served rows a newer decision replaced (0: never; the
-    # view reads the newest row per customer x channel either way, but slower as rows pile up)
+    # how often the decision job drops the served rows a newer decision replaced and merges the
+    # decision log's small files (0: never; the view reads the newest row per customer x channel
+    # either way, but slower as rows and files pile up)
     compact_every_minutes: float = Field(10.0, ge=0)
 
 

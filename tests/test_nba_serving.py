@@ -179,3 +179,30 @@ def test_a_serving_table_from_an_earlier_release_becomes_the_view_with_its_rows(
     assert kind.upper() == "VIEW"
     assert spark.table(names.gold("served_actions")).count() == 1
     assert _current(spark, names) == {("C9", "push"): "D9"}
+
+
+def test_the_decision_log_is_merged_between_batches_not_by_auto_compaction(spark, jl_config, tables):
+    from delta.tables import DeltaTable
+
+    from pipelines.nba.decide import DECISION_LOG_PROPERTIES, DecisionTableCompaction, compact_decision_log
+
+    log = tables.gold("decision_log")
+    assert DECISION_LOG_PROPERTIES["delta.autoOptimize.autoCompact"] == "false"
+    assert {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {log}").collect()}[
+        "delta.autoOptimize.autoCompact"
+    ] == "false"
+    for n in range(4):
+        _write(spark, jl_config, tables, [_decision(f"C{n}", "sms", "offer_personal_loan", T0, f"D{n}")])
+    rows = sorted(spark.table(log).toPandas()["decision_id"])
+    files = DeltaTable.forName(spark, log).detail().first()["numFiles"]
+    assert files >= 4  # one append each, nothing merged them
+    assert compact_decision_log(spark, tables) == files
+    assert DeltaTable.forName(spark, log).detail().first()["numFiles"] == 1
+    assert sorted(spark.table(log).toPandas()["decision_id"]) == rows == ["D0", "D1", "D2", "D3"]
+    assert compact_decision_log(spark, tables) == 0  # one file left: nothing to merge
+
+    assert DecisionTableCompaction(spark, tables, every_minutes=0).when_due() is None  # 0: never
+    due = DecisionTableCompaction(spark, tables, every_minutes=1e-9)
+    _write(spark, jl_config, tables, [_decision("C9", "sms", "offer_personal_loan", T0, "D9")])
+    done = due.when_due()
+    assert done is not None and done.log_files_merged == 2 and done.superseded_rows_dropped == 0

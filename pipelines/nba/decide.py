@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -70,13 +71,20 @@ DECISION_LOG_DDL = """
 
 # Appended to once per micro-batch (so checkpointed rarely: STREAMED_TABLE_PROPERTIES), with
 # statistics for the reads that filter them: per customer, by time, a decision's rows.
+# No Delta auto compaction here: it runs inside the committing append, so its time lands on the
+# decisions of that batch and of the batches queued behind it (live lane alone, measured: p50
+# 1.4 s, p99 3.4 s with it; 0.9 s, 1.2 s without). The job compacts both tables itself between
+# micro-batches instead (DecisionTableCompaction).
+_NO_AUTO_COMPACTION = {"delta.autoOptimize.autoCompact": "false"}
 SERVED_PROPERTIES = {
     "delta.dataSkippingStatsColumns": "customer_number,channel,decision_id,decided_at,processed_at",
     **STREAMED_TABLE_PROPERTIES,
+    **_NO_AUTO_COMPACTION,
 }
 DECISION_LOG_PROPERTIES = {
     "delta.dataSkippingStatsColumns": "decision_id,customer_number,decided_at",
     **STREAMED_TABLE_PROPERTIES,
+    **_NO_AUTO_COMPACTION,
 }
 
 
@@ -125,8 +133,24 @@ def ensure_decision_tables(spark: SparkSession, tables: Tables) -> None:
     ensure_properties(spark, log, DECISION_LOG_PROPERTIES)
 
 
-class ServingCompaction:
-    """Runs :func:`compact_served_actions` between micro-batches, every ``every_minutes`` (0: never)."""
+@dataclass(frozen=True)
+class Compacted:
+    """What one round of :class:`DecisionTableCompaction` did."""
+
+    superseded_rows_dropped: int
+    log_files_merged: int
+
+    def describe(self) -> str:
+        return (
+            f"decision tables compacted: {self.superseded_rows_dropped:,} superseded served rows "
+            f"dropped, {self.log_files_merged:,} small decision-log files merged"
+        )
+
+
+class DecisionTableCompaction:
+    """Compacts the decision job's tables between its micro-batches, every ``every_minutes``
+    (0: never): :func:`compact_served_actions` and :func:`compact_decision_log`. Between
+    batches, so no append of the job's own runs at the same time and no decision waits on it."""
 
     def __init__(self, spark: SparkSession, tables: Tables, every_minutes: float) -> None:
         self.spark = spark
@@ -134,13 +158,15 @@ class ServingCompaction:
         self.every_seconds = every_minutes * 60.0
         self.last = time.monotonic()
 
-    def when_due(self) -> int:
-        """Compact if the interval has passed since the last compaction (or the start); rows dropped."""
+    def when_due(self) -> Compacted | None:
+        """Compact if the interval has passed since the last compaction (or the start)."""
         if not self.every_seconds or time.monotonic() - self.last < self.every_seconds:
-            return 0
-        dropped = compact_served_actions(self.spark, self.tables)
+            return None
+        done = Compacted(
+            compact_served_actions(self.spark, self.tables), compact_decision_log(self.spark, self.tables)
+        )
         self.last = time.monotonic()
-        return dropped
+        return done
 
 
 def _kind_of(spark: SparkSession, name: str) -> str:
@@ -161,6 +187,16 @@ def compact_served_actions(spark: SparkSession, tables: Tables) -> int:
     if kept < total:
         current.write.insertInto(served, overwrite=True)  # keeps the table's properties
     return total - kept
+
+
+def compact_decision_log(spark: SparkSession, tables: Tables) -> int:
+    """Merge the decision log's small files (a micro-batch appends one or two); files merged.
+
+    The log is append-only, so only the files change (Delta ``OPTIMIZE``; a commit with no data
+    change). ``explain-decision``, the policy evaluation and the contact history read it.
+    """
+    metrics = spark.sql(f"OPTIMIZE {tables.gold('decision_log')}").first()
+    return int(metrics["metrics"]["numFilesRemoved"]) if metrics is not None else 0
 
 
 # ------------------------------------------------------------------------------------ triggers
@@ -558,16 +594,16 @@ def start_decision_stream(
     """The decision query: silver triggers -> funnel -> serving table and decision log."""
     ensure_decision_tables(spark, tables)
     catalog = load_catalog(cfg)
-    compaction = ServingCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
+    compaction = DecisionTableCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
     batches_run = 0  # only the first batch after a start can replay a written one
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:
         nonlocal batches_run
         result = decide_batch(spark, cfg, tables, catalog, batch, maybe_replay=batches_run == 0)
         batches_run += 1
-        dropped = compaction.when_due()
-        if dropped:
-            progress(f"served actions compacted: {dropped:,} superseded rows dropped")
+        compacted = compaction.when_due()
+        if compacted:
+            progress(compacted.describe())
         if result is not None:
             progress(
                 f"batch {batch_id}: {result.decisions['decision_id'].nunique():,} decisions, "

@@ -54,7 +54,7 @@ from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.decide import (
     TRIGGER_SOURCES,
-    ServingCompaction,
+    DecisionTableCompaction,
     bandit_outcomes,
     contact_history,
     context,
@@ -478,7 +478,7 @@ def start_live_decisions(
     """The live decision query: raw trigger events -> funnel -> serving table and decision log."""
     ensure_decision_tables(spark, tables)
     decider = LiveDecider(spark, cfg, tables, load_catalog(cfg), since=since)
-    compaction = ServingCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
+    compaction = DecisionTableCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -490,9 +490,9 @@ def start_live_decisions(
                 f"batch {batch_id}: {result.decisions['decision_id'].nunique():,} decisions, "
                 f"{len(result.decisions):,} actions served in {time.monotonic() - started:.2f} s{note}"
             )
-        dropped = compaction.when_due()
-        if dropped:
-            progress(f"served actions compacted: {dropped:,} superseded rows dropped")
+        compacted = compaction.when_due()
+        if compacted:
+            progress(compacted.describe())
 
     writer = (
         live_events(spark, cfg)
