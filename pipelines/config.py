@@ -100,6 +100,8 @@ class IngestConfig(_Section):
     # on two cores that batch takes seconds and competes with ingestion for the CPU
     gold_trigger_interval: Interval = "1 minute"
     max_files_per_trigger: int = Field(50, ge=1)
+    # continuous ingest merges the small files of the tables it appends to this often (0: never)
+    compact_every_minutes: float = Field(10.0, ge=0)
     dedup_watermark: Interval = "6 hours"
     pii_key_env: str = "JOURNEYLAKE_PII_KEY"
     pii_key_default: str | None = None

@@ -31,6 +31,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from pipelines import bronze, gold, silver
 from pipelines.batch_writes import batch_tag, checkpoint_id, run_together
+from pipelines.compaction import PeriodicCompaction
 from pipelines.contracts import SNAPSHOT_SOURCES, STREAM_SOURCES
 from pipelines.errors import InputError, JourneylakeError
 from pipelines.tables import Tables
@@ -135,12 +136,15 @@ def _checkpoint(cfg: Any, layer: str, name: str) -> Path:
     return Path(cfg.paths.checkpoints) / layer / name
 
 
-def _await(queries: list[StreamingQuery]) -> None:
-    """Wait for every query to end; the first to fail stops the others and is reported by name."""
+def _await(queries: list[StreamingQuery], meanwhile: Callable[[], object] | None = None) -> None:
+    """Wait for every query to end; the first to fail stops the others and is reported by name.
+    ``meanwhile`` is called about every second while they run (the periodic compaction)."""
     from pyspark.errors import StreamingQueryException
 
     pending = list(queries)
     while pending:
+        if meanwhile is not None:
+            meanwhile()
         try:
             pending[0].awaitTermination(1)
         except StreamingQueryException:
@@ -350,12 +354,30 @@ def run(
         every(cfg.ingest.trigger_interval),
         every(cfg.ingest.gold_trigger_interval),
     )
+    compaction = PeriodicCompaction(
+        spark, partial(compaction_targets, tables, sources), cfg.ingest.compact_every_minutes, progress
+    )
     try:
-        _await(queries)
+        _await(queries, compaction.when_due)
     finally:
         for query in queries:
             if query.isActive:
                 query.stop()
+
+
+def compaction_targets(tables: Tables, sources: list[str]) -> dict[str, str | None]:
+    """The tables ingest appends to, each with the partition filter its compaction needs: bronze
+    only in its partitions of yesterday and today (older ones were compacted when they were
+    current), silver, quarantine and duplicates whole (files past the small-file size are left
+    alone). Not consent_current or gold: they are rewritten in place, and a
+    compaction there could make the rewrite retry."""
+    recent = "_ingest_date >= date_sub(current_date(), 1)"
+    return {
+        **{tables.bronze(source): recent for source in sources},
+        **{tables.silver(source): None for source in sources},
+        tables.quarantine: None,
+        tables.duplicates: None,
+    }
 
 
 def layer_counts(spark: SparkSession, tables: Tables, sources: list[str]) -> list[LayerCounts]:

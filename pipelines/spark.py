@@ -20,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from pipelines import jars, metastore
+from pipelines.compaction import OPTIMIZE_MAX_FILE_BYTES, OPTIMIZE_MIN_FILE_BYTES
 from pipelines.config import PROJECT_ROOT, Config
 from pipelines.errors import InputError
 
@@ -70,6 +71,9 @@ def spark_settings(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.default.parallelism": str(s.shuffle_partitions),
         # Delta rebuilds table state with 50 tasks by default: far too many on 2 cores
         "spark.databricks.delta.snapshotPartitions": str(s.shuffle_partitions),
+        # what the jobs' own compaction (pipelines/compaction.py) merges, and into what size
+        "spark.databricks.delta.optimize.minFileSize": str(OPTIMIZE_MIN_FILE_BYTES),
+        "spark.databricks.delta.optimize.maxFileSize": str(OPTIMIZE_MAX_FILE_BYTES),
         "spark.ui.enabled": str(s.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.streaming.checkpointLocation": str(cfg.paths.checkpoints / "_default"),

@@ -57,13 +57,11 @@ class Tables:
 #   commits, 10 by default, and the commit that writes it waits for it: measured here on a small
 #   table, every 10th append took 0.6-3.3 s against 0.16 s for the others. Every 100 commits
 #   keeps that stall rare, and the log read between two checkpoints stays short.
-# - A stream adds a small file or two per trigger (8,640 a day at a 10 s trigger), and every read
-#   (the dedup window, gold, dbt, analysts) lists and opens them. Auto compaction rewrites them
-#   into larger files right after a write once a partition holds enough small ones (50 by
-#   default): measured on 120 appends of 1,000 rows, 22 files instead of 120, a filtered read in
-#   0.36 s instead of 0.82 s, and no slower appends (p95 0.23 s against 0.29 s). Its commits
-#   change no data, so streams reading the table skip them.
-STREAMED_TABLE_PROPERTIES = {"delta.checkpointInterval": "100", "delta.autoOptimize.autoCompact": "true"}
+# - No Delta auto compaction: it runs inside the committing write and, here, rewrote the table
+#   on every append once it had started (see pipelines/compaction.py, which merges small files
+#   beside the writes instead). "false" rather than absent, so tables an earlier release created
+#   with it on get it turned off.
+STREAMED_TABLE_PROPERTIES = {"delta.checkpointInterval": "100", "delta.autoOptimize.autoCompact": "false"}
 
 
 def properties_sql(properties: dict[str, str]) -> str:

@@ -76,7 +76,7 @@ def test_silver_keeps_file_statistics_on_the_columns_reads_filter_on(spark, inge
         assert table.contract.event_time in columns and "_silver_batch" in columns, source
 
 
-def test_every_table_a_stream_commits_to_is_checkpointed_and_compacted(spark, ingested):
+def test_every_table_a_stream_commits_to_is_checkpointed_without_auto_compaction(spark, ingested):
     from pipelines.silver import SILVER_TABLES
     from pipelines.tables import STREAMED_TABLE_PROPERTIES
 
@@ -94,28 +94,67 @@ def test_every_table_a_stream_commits_to_is_checkpointed_and_compacted(spark, in
         assert all(properties.get(k) == v for k, v in STREAMED_TABLE_PROPERTIES.items()), name
 
 
-def test_a_streamed_table_compacts_its_small_files(spark):
-    """A table a stream appends to every trigger does not keep one small file per append."""
+def test_streamed_tables_leave_compaction_to_the_job_which_merges_beside_running_appends(spark):
+    """Appends write their file and nothing else (no auto compaction inside the write); the
+    job's compaction merges the small files while another thread keeps appending, and loses or
+    repeats no row."""
+    import threading
+
     from delta.tables import DeltaTable
 
+    from pipelines.compaction import compact_table
     from pipelines.tables import STREAMED_TABLE_PROPERTIES, properties_sql
 
+    name = "properties_test.streamed"
     spark.sql("CREATE SCHEMA IF NOT EXISTS properties_test")
-    spark.sql("DROP TABLE IF EXISTS properties_test.streamed")
-    spark.sql(
-        "CREATE TABLE properties_test.streamed (id BIGINT) USING delta "
-        f"{properties_sql(STREAMED_TABLE_PROPERTIES)}"
+    spark.sql(f"DROP TABLE IF EXISTS {name}")
+    spark.sql(f"CREATE TABLE {name} (id BIGINT) USING delta {properties_sql(STREAMED_TABLE_PROPERTIES)}")
+
+    def append(n: int) -> None:
+        spark.range(n * 10, n * 10 + 10).coalesce(1).write.format("delta").mode("append").saveAsTable(name)
+
+    for n in range(60):
+        append(n)
+    assert spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"] == 60  # one file per append
+
+    appending = threading.Thread(target=lambda: [append(n) for n in range(60, 80)])
+    appending.start()
+    merged = compact_table(spark, name)
+    appending.join()
+    assert merged >= 60
+    ids = spark.table(name).toPandas()["id"]
+    assert len(ids) == ids.nunique() == 800  # every append kept, none twice
+    assert spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"] <= 21  # merged + later appends
+    operations = list(DeltaTable.forName(spark, name).history().toPandas()["operation"])
+    assert operations.count("OPTIMIZE") == 1  # ours; none from inside the appends
+    spark.sql(f"DROP TABLE {name}")
+
+
+def test_periodic_compaction_filters_partitions_and_survives_a_failure(spark):
+    """Bronze is compacted only in the partitions its filter names; a table that cannot be
+    compacted is reported, not raised, and the others are still done."""
+    from pipelines.compaction import PeriodicCompaction
+
+    name = "properties_test.partitioned"
+    spark.sql("CREATE SCHEMA IF NOT EXISTS properties_test")
+    spark.sql(f"DROP TABLE IF EXISTS {name}")
+    spark.sql(f"CREATE TABLE {name} (id BIGINT, day DATE) USING delta PARTITIONED BY (day)")
+    for day in ("2026-01-01", "2026-01-02"):
+        for n in range(3):
+            spark.sql(f"INSERT INTO {name} VALUES ({n}, DATE'{day}')")
+    said: list[str] = []
+    targets = {"properties_test.missing": None, name: "day >= '2026-01-02'"}
+    assert PeriodicCompaction(spark, lambda: targets, 0, said.append).when_due() is None  # 0: never
+    compaction = PeriodicCompaction(spark, lambda: targets, 1e-9, said.append)
+    assert compaction.when_due() == 3
+    files = spark.sql(
+        f"SELECT day, count(DISTINCT file) AS n FROM (SELECT day, input_file_name() AS file FROM {name}) "
+        "GROUP BY day"
     )
-    appends = 60
-    for n in range(appends):
-        spark.range(n * 10, n * 10 + 10).coalesce(1).write.format("delta").mode("append").saveAsTable(
-            "properties_test.streamed"
-        )
-    assert spark.table("properties_test.streamed").count() == appends * 10
-    assert spark.sql("DESCRIBE DETAIL properties_test.streamed").first()["numFiles"] < appends / 2
-    operations = DeltaTable.forName(spark, "properties_test.streamed").history().toPandas()["operation"]
-    assert "OPTIMIZE" in set(operations)
-    spark.sql("DROP TABLE properties_test.streamed")
+    assert {str(r["day"]): r["n"] for r in files.collect()} == {"2026-01-01": 3, "2026-01-02": 1}
+    assert said[0].startswith("compaction of properties_test.missing failed, retried next round: ")
+    assert "\n" not in said[0] and said[1].startswith("compacted: 3 small files merged")
+    spark.sql(f"DROP TABLE {name}")
 
 
 def test_a_table_from_an_earlier_release_gets_its_properties_once(spark):

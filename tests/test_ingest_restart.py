@@ -99,7 +99,10 @@ def _test_conf(folder: Path) -> Path:
     shutil.copytree(ROOT / "conf", folder)
     local = folder / "targets" / "local.yml"
     target = yaml.safe_load(local.read_text()) or {}
-    target.setdefault("ingest", {}).update(trigger_interval="2 seconds", gold_trigger_interval="2 seconds")
+    # compaction every 3 s: it runs beside the stream's appends, up to the kill
+    target.setdefault("ingest", {}).update(
+        trigger_interval="2 seconds", gold_trigger_interval="2 seconds", compact_every_minutes=0.05
+    )
     spark = target.setdefault("spark", {})
     spark.update({k: v for k, v in SMALL_DATA_SPARK.items() if k != "conf"})
     spark.setdefault("conf", {}).update(SMALL_DATA_SPARK["conf"])
@@ -215,6 +218,14 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
         _kill(ingest)
         # the kill landed mid-work: the new files had not been through bronze and silver
         assert 1 not in _commits(checkpoints / "ingest" / "transactions")
+        # the running stream's tables were compacted meanwhile, and nothing below may be lost or
+        # repeated for it
+        compacted = [
+            log.parent.parent.name
+            for log in (home / "warehouse").glob("*.db/*/_delta_log/*.json")
+            if '"operation":"OPTIMIZE"' in log.read_text()
+        ]
+        assert compacted, "no table was compacted while the stream ran"
 
         # the restart resumes from the checkpoints and takes in everything landed
         restart = subprocess.Popen(
