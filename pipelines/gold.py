@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.window import Window
 
+from pipelines.spark import BACKGROUND_POOL, scheduler_pool
 from pipelines.tables import STREAMED_TABLE_PROPERTIES, Tables, ensure_properties, properties_sql
 
 LOOKBACK = timedelta(days=30)  # the longest window any feature uses
@@ -323,4 +324,7 @@ def start_gold_stream(
         .option("checkpointLocation", checkpoint)
         .foreachBatch(run_batch)
     )
-    return configure_trigger(writer).start()
+    # its jobs take the task slots the ingest queries leave: a gold batch (10-15 s on two cores)
+    # does not hold back the ingest batches that run meanwhile
+    with scheduler_pool(spark, BACKGROUND_POOL):
+        return configure_trigger(writer).start()

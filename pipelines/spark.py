@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from pipelines import jars, metastore
@@ -29,6 +31,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 LAYERS: tuple[str, ...] = ("bronze", "silver", "gold")
 LOG4J_CONF = PROJECT_ROOT / "conf" / "log4j2.properties"
+# task scheduler pools: a job whose thread names BACKGROUND_POOL gets what the others leave
+SCHEDULER_POOLS = PROJECT_ROOT / "conf" / "fairscheduler.xml"
+BACKGROUND_POOL = "background"
+POOL_PROPERTY = "spark.scheduler.pool"
 
 
 def schema_name(cfg: Config, layer: str) -> str:
@@ -74,6 +80,8 @@ def spark_settings(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         # what the jobs' own compaction (pipelines/compaction.py) merges, and into what size
         "spark.databricks.delta.optimize.minFileSize": str(OPTIMIZE_MIN_FILE_BYTES),
         "spark.databricks.delta.optimize.maxFileSize": str(OPTIMIZE_MAX_FILE_BYTES),
+        "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),
         "spark.ui.enabled": str(s.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.streaming.checkpointLocation": str(cfg.paths.checkpoints / "_default"),
@@ -84,6 +92,19 @@ def spark_settings(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     settings.update(metastore.hive_settings(cfg))
     settings.update({key: _conf_value(value) for key, value in s.conf.items()})
     return settings
+
+
+@contextmanager
+def scheduler_pool(spark: SparkSession, pool: str) -> Iterator[None]:
+    """Spark jobs of this thread, and of the streaming queries it starts (their threads inherit
+    the setting), run in the task scheduler pool ``pool`` (conf/fairscheduler.xml)."""
+    context = spark.sparkContext
+    before = context.getLocalProperty(POOL_PROPERTY)
+    context.setLocalProperty(POOL_PROPERTY, pool)
+    try:
+        yield
+    finally:
+        context.setLocalProperty(POOL_PROPERTY, before)  # type: ignore[arg-type]  # None: unset
 
 
 def _conf_value(value: object) -> str:

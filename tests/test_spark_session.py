@@ -70,3 +70,37 @@ def test_resolved_jars_do_not_duplicate_pyspark_jars() -> None:
     ours = {jars.artifact_of(p.name) for p in jars.spark_jars()}
     assert {"delta-spark_4.2_2.13", "delta-storage", "spark-sql-kafka-0-10_2.13"} <= ours
     assert not ours & bundled
+
+
+def test_a_stream_started_in_the_background_pool_runs_its_jobs_there(spark, tmp_path) -> None:
+    """gold.customer_features starts this way: its batches take the task slots the ingest
+    queries (default pool, four times the weight) leave; the starting thread is left as it was."""
+    from pipelines.spark import BACKGROUND_POOL, POOL_PROPERTY, scheduler_pool
+
+    context = spark.sparkContext
+    weights = {
+        name: context._jsc.sc().getPoolForName(name).get().weight() for name in ("default", BACKGROUND_POOL)
+    }
+    assert weights == {"default": 4, BACKGROUND_POOL: 1}
+    assert spark.conf.get("spark.scheduler.mode") == "FAIR"
+
+    source = str(tmp_path / "source")
+    spark.range(3).write.format("delta").save(source)
+    seen: list[str | None] = []
+
+    def run_batch(batch, _batch_id) -> None:
+        seen.append(batch.sparkSession.sparkContext.getLocalProperty(POOL_PROPERTY))
+        batch.count()
+
+    with scheduler_pool(spark, BACKGROUND_POOL):
+        query = (
+            spark.readStream.format("delta")
+            .load(source)
+            .writeStream.foreachBatch(run_batch)
+            .option("checkpointLocation", str(tmp_path / "checkpoint"))
+            .trigger(availableNow=True)
+            .start()
+        )
+    assert context.getLocalProperty(POOL_PROPERTY) is None
+    query.awaitTermination(120)
+    assert seen == [BACKGROUND_POOL]
