@@ -104,3 +104,10 @@ def test_a_stream_started_in_the_background_pool_runs_its_jobs_there(spark, tmp_
     assert context.getLocalProperty(POOL_PROPERTY) is None
     query.awaitTermination(120)
     assert seen == [BACKGROUND_POOL]
+
+
+def test_the_driver_has_the_thread_stack_a_foreach_batch_stop_needs(spark) -> None:
+    """Without it, stopping a foreachBatch query mid-batch printed a StackOverflowError trace
+    (Spark's interrupt check runs a regex over the Python error's text)."""
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    assert "-Xss16m" in list(runtime.getInputArguments())
