@@ -269,6 +269,30 @@ def test_generate_without_a_broker_names_the_address(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def _kafka_client_threads() -> list[str]:
+    """Names of this process's librdkafka threads (each client runs rdk:main, rdk:broker... threads)."""
+    tasks = Path("/proc/self/task")
+    names = (((tasks / task / "comm").read_text().strip()) for task in tasks.iterdir())
+    return sorted(name for name in names if name.startswith("rdk:"))
+
+
+def test_a_closed_writer_releases_its_clients_and_refuses_more_batches(kafka_broker: str) -> None:
+    # a writer kept alive after close (as generate's summary does) must not keep connecting to a
+    # broker that may be gone: that printed "Connection refused" lines after a run had ended
+    from pipelines.errors import JourneylakeError
+    from pipelines.sources.simulator.kafka_writer import KafkaWriter
+
+    before = _kafka_client_threads()
+    with KafkaWriter(kafka_broker, topic_prefix="release-test.", partitions=1) as writer:
+        writer.write_batch("transactions", "b1", b'{"customer_number": "C1"}\n')
+        assert len(_kafka_client_threads()) > len(before)  # the producer and admin client run
+    assert writer.messages == {"release-test.transactions": 1}
+    assert _kafka_client_threads() == before
+    with pytest.raises(JourneylakeError, match=r"is closed; batch landing/transactions/b2\.jsonl"):
+        writer.write_batch("transactions", "b2", b'{"customer_number": "C1"}\n')
+    writer.close()  # closing twice is harmless
+
+
 def test_down_is_idempotent_and_a_restart_keeps_the_topics(published: Published, jl_config) -> None:
     # last in this file: it leaves the broker running again for whoever uses it next
     before = sorted((m.topic, m.partition, m.offset, m.value) for m in published.messages)

@@ -80,6 +80,8 @@ class KafkaWriter:
         self._failures: list[str] = []
         self._failed = 0
         self._topics: set[str] = set()
+        self._producer: Producer | None = None  # None once closed
+        self._admin: AdminClient | None = None
         common: dict[str, Any] = {"bootstrap.servers": bootstrap, **dict(options or {})}
         try:
             self._admin = AdminClient({**common, "log_level": 0})  # reachability probes log nothing
@@ -103,6 +105,7 @@ class KafkaWriter:
         try:
             self._admin.list_topics(timeout=connect_timeout)
         except KafkaException as exc:
+            self._release()
             raise SetupError(
                 f"no Kafka broker answers at {bootstrap} within {connect_timeout:.0f}s ({_reason(exc)}); "
                 "start the local one with `journeylake kafka up`, or pass --bootstrap HOST:PORT"
@@ -111,6 +114,10 @@ class KafkaWriter:
     # ------------------------------------------------------------------ Writer
     def write_batch(self, source: str, batch_name: str, lines: bytes | memoryview) -> str:
         rel = f"landing/{source}/{batch_name}.jsonl"
+        if self._producer is None:
+            raise JourneylakeError(
+                f"the Kafka writer to {self.bootstrap} is closed; batch {rel} was not published"
+            )
         topic = self._topic(source)
         self._raise_if_failed()
         rows = bytes(lines).split(b"\n")
@@ -133,11 +140,18 @@ class KafkaWriter:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Wait until every message is acknowledged; raise DeliveryError on any failure."""
+        """Wait until every message is acknowledged, release the clients; raise DeliveryError on any failure.
+
+        Releasing matters as much as flushing: a live client keeps reconnecting, and logging
+        "Connection refused", for as long as the writer object lives, after its broker has gone.
+        """
+        if self._producer is None:
+            return
         remaining = self._producer.flush(MESSAGE_TIMEOUT_MS / 1000 + 30)
         if remaining:
             self._failures.append(f"{remaining} messages still unacknowledged by {self.bootstrap}")
             self._failed += remaining
+        self._release()
         self._raise_if_failed()
 
     def __enter__(self) -> KafkaWriter:
@@ -146,8 +160,10 @@ class KafkaWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:  # already failing: do not wait minutes for a broker that may be the cause
-            self._producer.flush(5)
+        elif self._producer is not None:
+            self._producer.flush(5)  # already failing: do not wait minutes for a broker that may be the cause
+            self._producer.purge()  # what is still queued is abandoned with the failure being raised
+            self._release()
 
     # ------------------------------------------------------------------ internals
     def _topic(self, source: str) -> str:
@@ -157,6 +173,7 @@ class KafkaWriter:
         from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import NewTopic
 
+        assert self._admin is not None, "write_batch checks that the writer is open"
         future = self._admin.create_topics([NewTopic(topic, num_partitions=self.partitions)])[topic]
         try:
             future.result(timeout=60)
@@ -167,6 +184,13 @@ class KafkaWriter:
                 ) from None
         self._topics.add(topic)
         return topic
+
+    def _release(self) -> None:
+        """Shut both clients down now (their threads and connections end), not when garbage collected."""
+        producer, self._producer = self._producer, None
+        self._admin = None  # the admin client has no close(): dropping the last reference destroys it
+        if producer is not None:
+            producer.close()
 
     def _on_delivery(self, err, msg) -> None:
         if err is None:
