@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -278,6 +279,7 @@ def main() -> None:
             ingest_process.kill()
         spark.stop()
         metastore.stop(cfg)
+        shutil.rmtree(work, ignore_errors=True)  # ~160 MB a run; what is reported is in memory
     served["landed_at"] = served["event_id"].map(landed_at)
     per_decision = (
         served.dropna(subset=["landed_at"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -231,6 +232,7 @@ def main() -> None:
         finally:
             kafka_broker.down(cfg)
             metastore.stop(cfg)
+            shutil.rmtree(work, ignore_errors=True)
         return
     try:
         t0 = time.perf_counter()
@@ -326,6 +328,7 @@ def main() -> None:
     finally:
         kafka_broker.down(cfg)
         metastore.stop(cfg)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

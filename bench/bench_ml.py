@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -153,8 +154,9 @@ def main() -> int:
         _ = pd  # pandas is imported for the frames above
     finally:
         spark.stop()
-        if not args.home:
+        if not args.home:  # a home of its own: nothing of the run is left behind
             metastore.stop(cfg)
+            shutil.rmtree(home, ignore_errors=True)
     return 0
 
 

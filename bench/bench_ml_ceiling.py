@@ -19,6 +19,7 @@ there on, every model's mean gap is within the target.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 import warnings
@@ -88,6 +89,8 @@ def main() -> int:
     finally:
         spark.stop()
         metastore.stop(cfg)
+        if not args.home:  # a home of its own: nothing of the run is left behind
+            shutil.rmtree(home, ignore_errors=True)
 
     customers = pd.Series(np.sort(frame["customer_number"].unique()))
     print(

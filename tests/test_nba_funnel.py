@@ -566,6 +566,35 @@ def test_channels_choose_in_order_of_priority_times_the_learnt_lift() -> None:
     assert _stage(result, "offer_mortgage", "email") == ("arbitration", "conflict:offer_mortgage")
 
 
+def test_the_thompson_chooser_decides_the_same_without_a_candidates_frame() -> None:
+    """The funnel calls ThompsonChooser.choose_arrays (no frame per decision and channel, for
+    speed); a chooser seen only through its frame call must make the same choices with the same
+    logged probabilities."""
+    from pipelines.nba.bandit import ThompsonChooser
+
+    state = pd.DataFrame(
+        [("offer_mortgage", "email", 50, 8, 4.0), ("offer_credit_card", "email", 50, 6, 3.0)],
+        columns=["action_id", "channel", "contacts", "accepts", "expected_accepts"],
+    )
+    chooser = ThompsonChooser(state, 1.0, 1.0, draws=50, seed=5)
+    calls: list[str] = []
+
+    class ThroughFrames:  # the chooser's frame call and channel order, not its array call
+        expected_lift = staticmethod(chooser.expected_lift)
+
+        def __call__(self, decision_id: str, channel: str, candidates: pd.DataFrame) -> tuple[int, Any]:
+            calls.append(decision_id)
+            return chooser(decision_id, channel, candidates)
+
+    requests = [_request(customer=f"C{n}", trigger=f"t{n}") for n in range(12)]
+    fast, framed = _run(requests, chooser=chooser), _run(requests, chooser=ThroughFrames())
+    assert calls  # the frame path really ran
+    pd.testing.assert_frame_equal(fast.decisions, framed.decisions)
+    pd.testing.assert_frame_equal(fast.log, framed.log)
+    email = fast.log[(fast.log.channel == "email") & fast.log.stage.isin(["chosen", "ranked"])]
+    assert email["choice_probability"].between(0.01, 0.99).sum() >= 2  # real draws among several
+
+
 def test_a_chooser_answer_that_is_not_a_distribution_is_an_error() -> None:
     with pytest.raises(ValueError, match="chooser for decision"):
         _run(chooser=lambda decision_id, channel, candidates: (0, np.full(len(candidates), 0.9)))

@@ -175,10 +175,25 @@ class ThompsonChooser:
 
     def __call__(self, decision_id: str, channel: str, candidates: pd.DataFrame) -> tuple[int, np.ndarray]:
         _require_columns(candidates, ["action_id", "priority"], f"candidates for decision {decision_id}")
-        k = len(candidates)
+        return self.choose_arrays(
+            decision_id,
+            channel,
+            candidates["action_id"].astype(str).to_numpy(),
+            candidates["priority"].to_numpy(dtype=float),
+        )
+
+    def choose_arrays(
+        self, decision_id: str, channel: str, action_ids: np.ndarray, priority: np.ndarray
+    ) -> tuple[int, np.ndarray]:
+        """The choice of ``__call__`` from the candidates' action ids and priorities alone.
+
+        What the funnel calls: building a candidates frame for every decision and channel took
+        more of a live micro-batch than the draws themselves.
+        """
+        k = len(action_ids)
         if k == 0:
             raise InputError(f"candidates for decision {decision_id} on {channel}: no rows to choose from")
-        priority = candidates["priority"].to_numpy(dtype=float)
+        priority = np.asarray(priority, dtype=float)
         bad = ~np.isfinite(priority) | (priority < 0)
         if bad.any():
             raise InputError(
@@ -188,7 +203,7 @@ class ThompsonChooser:
         if k == 1:
             return 0, np.ones(1)
 
-        action_ids = candidates["action_id"].astype(str).to_numpy()
+        action_ids = np.asarray(action_ids, dtype=str)
         # canonical order, so a replay with the rows in another order draws the same numbers
         order = np.argsort(action_ids, kind="stable")
         actions = action_ids[order]

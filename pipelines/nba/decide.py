@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -42,7 +41,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from pipelines.batch_writes import run_together
 from pipelines.compaction import compact_table
 from pipelines.contracts import PRODUCTS
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
@@ -527,11 +525,11 @@ def write_decisions(
     if len(log_rows):
         log_rows["processed_at"] = processed_at
         writes.append((tables.gold("decision_log"), log_rows, DECISION_LOG_DDL))
-    # the two commits at once: each is mostly waiting on the driver's Delta bookkeeping
-    run_together(
-        [partial(_append, spark, table, rows, ddl, maybe_replay) for table, rows, ddl in writes],
-        "decision-write",
-    )
+    # one after the other, the served actions first: a decision is visible once they commit
+    # (measured: two ~0.2 s appends at once took 0.37 s, so the served rows committed only then;
+    # in turn, 0.22 s, then the log's by 0.46 s)
+    for table, rows, ddl in writes:
+        _append(spark, table, rows, ddl, maybe_replay)
 
 
 def _append(spark: SparkSession, table: str, rows: pd.DataFrame, ddl: str, maybe_replay: bool) -> None:

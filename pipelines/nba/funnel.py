@@ -827,6 +827,14 @@ def _choose_model(request: _Request, channel: str, left: list[_Candidate], choos
         position, probabilities = _greedy(
             [c.action.action_id for c in left], np.array([c.priority or 0.0 for c in left])
         )
+    elif callable(choose_arrays := getattr(choose, "choose_arrays", None)):  # the same, frame-free
+        position, probabilities = choose_arrays(
+            request.decision_id,
+            channel,
+            np.array([c.action.action_id for c in left], dtype=str),
+            np.array([float(c.priority or 0.0) for c in left]),
+        )
+        probabilities = _check_choice(request.decision_id, channel, len(left), position, probabilities)
     else:
         frame = pd.DataFrame(
             {
@@ -976,7 +984,7 @@ def _decisions_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for column in ("priority", "propensity", "choice_probability"):
         df[column] = df[column].astype("float64")
     for column in ("decided_at", "expires_at"):
-        df[column] = pd.to_datetime(df[column], utc=True)
+        df[column] = _utc_times(df[column])
     return df
 
 
@@ -984,5 +992,13 @@ def _log_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
     for column in ("priority", "propensity", "choice_probability"):
         df[column] = df[column].astype("float64")
-    df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
+    df["decided_at"] = _utc_times(df["decided_at"])
     return df
+
+
+def _utc_times(column: pd.Series) -> pd.Series:
+    """``column`` as UTC timestamps. A column of UTC timestamps already (what the funnel makes) is
+    returned as it is: ``pd.to_datetime`` would walk it value by value (measured: 14% of the funnel)."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype) and str(column.dtype.tz) == "UTC":
+        return column
+    return pd.to_datetime(column, utc=True)

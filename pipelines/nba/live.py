@@ -378,11 +378,15 @@ class LiveDecider:
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.max_seen = int(live.max_seen_event_ids)
         self.unknown_customers = 0
+        self.timings: dict[str, float] = {}  # the last batch's phases, seconds (read, context, funnel, write)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> FunnelResult | None:
         maybe_replay = self.batches_run == 0
         self.batches_run += 1
+        clock = time.monotonic()
+        self.timings = {}
         events = batch.toPandas()
+        self.timings["read"] = time.monotonic() - clock
         self.context.refresh_if_due()
         if events.empty:
             return None
@@ -423,6 +427,7 @@ class LiveDecider:
             seed=exploration.seed,
             lift=exploration.lift,
         )
+        self.timings["context"] = time.monotonic() - clock - self.timings["read"]
         result = run_funnel(
             requests,
             self.context.consent_rows(customers),
@@ -432,6 +437,7 @@ class LiveDecider:
             self.cfg.decisioning,
             chooser,
         )
+        self.timings["funnel"] = time.monotonic() - clock - sum(self.timings.values())
         write_decisions(
             self.spark,
             self.tables,
@@ -441,6 +447,7 @@ class LiveDecider:
             self.context.current.reasons,  # looked up per decision: no copy for the batch
             maybe_replay=maybe_replay,
         )
+        self.timings["write"] = time.monotonic() - clock - sum(self.timings.values())
         for row in result.decisions.to_dict("records"):
             self.context.record("served", row)
         self._remember(events)
@@ -488,7 +495,8 @@ def start_live_decisions(
             note = f"; {unknown:,} triggers of customers not in the lakehouse so far" if unknown else ""
             progress(
                 f"batch {batch_id}: {result.decisions['decision_id'].nunique():,} decisions, "
-                f"{len(result.decisions):,} actions served in {time.monotonic() - started:.2f} s{note}"
+                f"{len(result.decisions):,} actions served in {time.monotonic() - started:.2f} s "
+                f"({', '.join(f'{k} {v:.2f}' for k, v in decider.timings.items())}){note}"
             )
         compacted = compaction.when_due()
         if compacted:
