@@ -50,7 +50,9 @@ def _decision(customer: str, channel: str, action: str, decided_at: datetime, de
     }
 
 
-def _write(spark, jl_config, tables: Tables, rows: list[dict], *, maybe_replay: bool = False) -> None:
+def _write(
+    spark, jl_config, tables: Tables, rows: list[dict], *, maybe_replay: bool = False
+) -> dict[str, float]:
     from pipelines.nba.catalog import load_catalog
     from pipelines.nba.decide import write_decisions
 
@@ -65,7 +67,7 @@ def _write(spark, jl_config, tables: Tables, rows: list[dict], *, maybe_replay: 
         policy="model",
     )
     requests = decisions[["customer_number"]].assign(ingested_at=pd.Timestamp(T0), model_versions=None)
-    write_decisions(
+    return write_decisions(
         spark,
         tables,
         load_catalog(jl_config),
@@ -79,6 +81,20 @@ def _write(spark, jl_config, tables: Tables, rows: list[dict], *, maybe_replay: 
 def _current(spark, tables: Tables) -> dict[tuple[str, str], str]:
     rows = spark.table(tables.gold("next_best_actions")).select("customer_number", "channel", "decision_id")
     return {(r[0], r[1]): r[2] for r in rows.collect()}
+
+
+def test_the_served_actions_commit_before_the_decision_log(spark, jl_config, tables):
+    # a decision is visible once its served row commits: that append must not wait on the log's
+    from delta.tables import DeltaTable
+
+    took = _write(spark, jl_config, tables, [_decision("C7", "email", "offer_savings", T0, "D-order")])
+    served, log = tables.gold("served_actions"), tables.gold("decision_log")
+    assert list(took) == [served, log] and all(seconds > 0 for seconds in took.values())
+
+    def last_commit(table: str):
+        return DeltaTable.forName(spark, table).history(1).select("timestamp").first()[0]
+
+    assert last_commit(served) < last_commit(log)  # one after the other, not at once
 
 
 def test_the_view_serves_the_newest_decision_per_customer_and_channel(spark, jl_config, tables):
