@@ -111,3 +111,25 @@ def test_the_driver_has_the_thread_stack_a_foreach_batch_stop_needs(spark) -> No
     (Spark's interrupt check runs a regex over the Python error's text)."""
     runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     assert "-Xss16m" in list(runtime.getInputArguments())
+
+
+def test_local_writes_leave_no_checksum_sidecars_and_old_ones_are_skipped(spark, tmp_path) -> None:
+    """Every local file Spark or Delta writes used to get a hidden ``.<name>.crc`` beside it, a
+    second file per write that each micro-batch paid for; tables written that way still read."""
+    table = tmp_path / "table"
+    spark.createDataFrame([(1, "a"), (2, "b")], "id INT, label STRING").write.format("delta").save(str(table))
+    spark.createDataFrame([(3, "c")], "id INT, label STRING").write.format("delta").mode("append").save(
+        str(table)
+    )
+    written = [p for p in table.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in written)
+    assert not [p for p in written if p.name.startswith(".") and p.name.endswith(".crc")]
+
+    # sidecars as a release before this one left them (their content is never read now)
+    for path in written:
+        (path.parent / f".{path.name}.crc").write_bytes(b"crc\x00junk")
+    assert sorted(r.id for r in spark.read.format("delta").load(str(table)).collect()) == [1, 2, 3]
+    spark.createDataFrame([(4, "d")], "id INT, label STRING").write.format("delta").mode("append").save(
+        str(table)
+    )
+    assert spark.read.format("delta").load(str(table)).count() == 4
