@@ -246,6 +246,9 @@ def main() -> None:
                 )
         for query in [*queries, decide]:
             query.stop()
+        for thread in threading.enumerate():  # a context re-read still running must not see Spark stop
+            if thread.name == "live-context-refresh":
+                thread.join(timeout=120)
         if ingest_process is not None:
             ingest_process.send_signal(signal.SIGINT)  # stops between micro-batches
             try:
@@ -291,6 +294,16 @@ def main() -> None:
     at = np.searchsorted(commits, processed - 0.002)  # commit timestamps are whole milliseconds
     visible = np.where(at < len(commits), commits[np.minimum(at, len(commits) - 1)], np.nan)
     latency = visible - per_decision["landed_at"].to_numpy()
+    if args.verbose:  # where in the feed the slow decisions were (10-second windows of landing time)
+        window = ((per_decision["landed_at"].to_numpy() - feed_started) // 10 * 10).astype(int)
+        by_window = pd.Series(latency).groupby(window)
+        print(
+            "latency by landing time (s into the feed: p50 / p99 / count): "
+            + "; ".join(
+                f"{w}-{w + 10}: {g.quantile(0.5):.1f} / {g.quantile(0.99):.1f} / {g.count()}"
+                for w, g in by_window
+            )
+        )
     latency = latency[np.isfinite(latency)]
     if len(latency):
         p50, p95, p99 = np.percentile(latency, [50, 95, 99])

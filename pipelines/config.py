@@ -363,6 +363,9 @@ class ServingConfig(_Section):
     # decision log's small files (0: never; the view reads the newest row per customer x channel
     # either way, but slower as rows and files pile up)
     compact_every_minutes: float = Field(10.0, ge=0)
+    # what appends each batch's rows: delta-rs (milliseconds; Spark still appends where it cannot,
+    # see pipelines/delta_appends.py) or spark (a Spark job and commit, ~0.25 s each on 2 cores)
+    appends: Literal["delta-rs", "spark"] = "delta-rs"
 
 
 class DecisioningConfig(_Section):

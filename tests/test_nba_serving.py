@@ -54,7 +54,7 @@ def _write(
     spark, jl_config, tables: Tables, rows: list[dict], *, maybe_replay: bool = False
 ) -> dict[str, float]:
     from pipelines.nba.catalog import load_catalog
-    from pipelines.nba.decide import write_decisions
+    from pipelines.nba.decide import DecisionAppends, write_decisions
 
     decisions = pd.DataFrame(rows)
     log = decisions[["decision_id", "customer_number", "action_id", "channel", "decided_at"]].assign(
@@ -69,11 +69,11 @@ def _write(
     requests = decisions[["customer_number"]].assign(ingested_at=pd.Timestamp(T0), model_versions=None)
     return write_decisions(
         spark,
-        tables,
         load_catalog(jl_config),
         FunnelResult(decisions=decisions, log=log),
         requests,
         {},
+        DecisionAppends(spark, tables, jl_config.decisioning.serving.appends),
         maybe_replay=maybe_replay,
     )
 
@@ -184,11 +184,12 @@ def test_a_serving_table_from_an_earlier_release_becomes_the_view_with_its_rows(
             }
         ]
     )
-    from pipelines.nba.decide import _columns
+    from pipelines.delta_appends import ddl_columns
 
-    spark.createDataFrame(frame[_columns(NEXT_BEST_ACTIONS_DDL)], schema=NEXT_BEST_ACTIONS_DDL).write.format(
-        "delta"
-    ).mode("append").saveAsTable(old)
+    columns = ddl_columns(NEXT_BEST_ACTIONS_DDL)
+    spark.createDataFrame(frame[columns], schema=NEXT_BEST_ACTIONS_DDL).write.format("delta").mode(
+        "append"
+    ).saveAsTable(old)
     ensure_decision_tables(spark, names)
     ensure_decision_tables(spark, names)  # again: the move happens once
     kind = spark.sql(f"DESCRIBE TABLE EXTENDED {old}").where("col_name = 'Type'").first()[1]

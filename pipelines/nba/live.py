@@ -54,6 +54,7 @@ from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.decide import (
     TRIGGER_SOURCES,
+    DecisionAppends,
     DecisionTableCompaction,
     bandit_outcomes,
     contact_history,
@@ -375,6 +376,7 @@ class LiveDecider:
         self.since = pd.Timestamp(since).tz_convert("UTC") if since is not None else None
         live = cfg.decisioning.live
         self.context = LiveContext(spark, tables, live.refresh_seconds, live.journal_seconds)
+        self.appends = DecisionAppends(spark, tables, cfg.decisioning.serving.appends)
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.max_seen = int(live.max_seen_event_ids)
         self.unknown_customers = 0
@@ -440,11 +442,11 @@ class LiveDecider:
         self.timings["funnel"] = time.monotonic() - clock - sum(self.timings.values())
         took = write_decisions(
             self.spark,
-            self.tables,
             self.catalog,
             result,
             requests,
             self.context.current.reasons,  # looked up per decision: no copy for the batch
+            self.appends,
             maybe_replay=maybe_replay,
         )
         # the served actions' append makes the decisions visible; the log's follows
@@ -487,6 +489,7 @@ def start_live_decisions(
     """The live decision query: raw trigger events -> funnel -> serving table and decision log."""
     ensure_decision_tables(spark, tables)
     decider = LiveDecider(spark, cfg, tables, load_catalog(cfg), since=since)
+    progress(decider.appends.describe())
     compaction = DecisionTableCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:

@@ -1,0 +1,153 @@
+"""Small appends through delta-rs (:mod:`pipelines.delta_appends`), on tables Spark created.
+
+Real Spark, real Delta and real delta-rs, on tables of their own (schema ``appends_<n>``): what
+delta-rs appends must read back in Spark exactly as Spark's own append of the same rows, keep
+the table's statistics columns, survive Spark rewriting the table between appends, and tables
+delta-rs cannot write must still be appended to (by Spark).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.delta_appends import DeltaAppender, local_path
+from pipelines.errors import InputError
+
+_schemas = itertools.count()
+DDL = (
+    "decision_id STRING, score DOUBLE, reasons ARRAY<STRING>, versions MAP<STRING, STRING>, "
+    "decided_at TIMESTAMP"
+)
+STATS = "'delta.dataSkippingStatsColumns' = 'decision_id,decided_at'"
+
+
+@pytest.fixture
+def schema(spark) -> str:
+    name = f"appends_{next(_schemas)}"
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name}")
+    return name
+
+
+def _table(spark, schema: str, name: str, properties: str = STATS) -> str:
+    table = f"{schema}.{name}"
+    spark.sql(f"CREATE TABLE {table} ({DDL}) USING delta TBLPROPERTIES ({properties})")
+    return table
+
+
+def _rows(first: int, count: int) -> pd.DataFrame:
+    """Rows with what conversions trip on: NaN and None, empty and null lists, a dict map."""
+    ids = [f"D{n:04d}" for n in range(first, first + count)]
+    return pd.DataFrame(
+        {
+            "decision_id": ids,
+            "score": [np.nan if n % 3 == 0 else n / 10 for n in range(count)],
+            "reasons": [None if n % 4 == 0 else [f"r{n}", "r0"][: n % 3] for n in range(count)],
+            "versions": [None if n % 5 == 0 else {"propensity_card": str(n)} for n in range(count)],
+            "decided_at": [
+                pd.Timestamp("2026-03-01 09:00:00.123456", tz="UTC") + pd.Timedelta(minutes=n)
+                for n in range(count)
+            ],
+            "ignored_extra_column": range(count),
+        }
+    )
+
+
+def _read(spark, table: str) -> list[tuple]:
+    rows = spark.table(table).orderBy("decision_id").collect()
+    return [
+        (r.decision_id, r.score, r.reasons, dict(r.versions) if r.versions else r.versions, r.decided_at)
+        for r in rows
+    ]
+
+
+def _log_actions(spark, table: str) -> list[dict]:
+    location = local_path(spark.sql(f"DESCRIBE DETAIL {table}").first()["location"])
+    commits = sorted(Path(location, "_delta_log").glob("*.json"))
+    return [json.loads(line) for line in commits[-1].read_text().splitlines()]
+
+
+def test_delta_rs_appends_read_back_in_spark_as_spark_appends_do(spark, schema):
+    by_spark = DeltaAppender(spark, _table(spark, schema, "by_spark"), DDL, engine="spark")
+    by_delta_rs = DeltaAppender(spark, _table(spark, schema, "by_delta_rs"), DDL)
+    assert (by_spark.engine, by_spark.why_spark) == ("spark", "configured")
+    assert (by_delta_rs.engine, by_delta_rs.why_spark) == ("delta-rs", None)
+    naive = _rows(100, 3).assign(decided_at=lambda d: d["decided_at"].dt.tz_localize(None))
+    for appender in (by_spark, by_delta_rs):
+        appender.append(_rows(0, 12))
+        appender.append(naive)  # naive timestamps are UTC, as in the sessions' time zone
+    expected = _read(spark, by_spark.table)
+    assert len(expected) == 15
+    assert _read(spark, by_delta_rs.table) == expected
+    (commit,) = [a["commitInfo"] for a in _log_actions(spark, by_delta_rs.table) if "commitInfo" in a]
+    assert "delta-rs" in commit.get("engineInfo", ""), commit  # really written by delta-rs
+
+
+def test_nanoseconds_are_cut_to_the_microseconds_spark_keeps(spark, schema):
+    appender = DeltaAppender(spark, _table(spark, schema, "nanos"), DDL)
+    appender.append(_rows(0, 1).assign(decided_at=pd.Timestamp("2026-03-01 09:00:00.123456789", tz="UTC")))
+    assert _read(spark, appender.table)[0][-1] == pd.Timestamp("2026-03-01 09:00:00.123456").to_pydatetime()
+
+
+def test_delta_rs_keeps_the_statistics_columns_the_table_names(spark, schema):
+    appender = DeltaAppender(spark, _table(spark, schema, "stats"), DDL)
+    appender.append(_rows(0, 5))
+    (add,) = [a["add"] for a in _log_actions(spark, appender.table) if "add" in a]
+    stats = json.loads(add["stats"])
+    assert stats["numRecords"] == 5
+    assert set(stats["minValues"]) == {"decision_id", "decided_at"}
+    assert (stats["minValues"]["decision_id"], stats["maxValues"]["decision_id"]) == ("D0000", "D0004")
+    # and Spark skips the file by them
+    files = spark.table(appender.table).where("decision_id = 'D9999'").inputFiles()
+    assert files == []
+
+
+def test_an_appender_keeps_appending_after_spark_rewrites_the_table(spark, schema):
+    appender = DeltaAppender(spark, _table(spark, schema, "rewritten"), DDL)
+    appender.append(_rows(0, 4))
+    kept = spark.table(appender.table).where("decision_id >= 'D0002'").localCheckpoint(eager=True)
+    kept.write.insertInto(appender.table, overwrite=True)  # as the decision job's compaction does
+    appender.append(_rows(10, 3))
+    ids = [r[0] for r in _read(spark, appender.table)]
+    assert ids == ["D0002", "D0003", "D0010", "D0011", "D0012"]
+
+
+def test_tables_delta_rs_cannot_write_are_appended_by_spark(spark, schema):
+    table = _table(spark, schema, "row_tracking", f"{STATS}, 'delta.enableRowTracking' = 'true'")
+    appender = DeltaAppender(spark, table, DDL)
+    assert appender.engine == "spark"
+    assert "rowTracking" in (appender.why_spark or "")
+    appender.append(_rows(0, 3))
+    assert [r[0] for r in _read(spark, table)] == ["D0000", "D0001", "D0002"]
+
+
+def test_a_table_with_other_columns_is_appended_by_spark_by_name(spark, schema):
+    table = f"{schema}.older"
+    spark.sql(f"CREATE TABLE {table} (decided_at TIMESTAMP, {DDL.rsplit(', decided_at', 1)[0]}) USING delta")
+    appender = DeltaAppender(spark, table, DDL)
+    assert appender.engine == "spark" and "columns" in (appender.why_spark or "")
+    appender.append(_rows(0, 2))
+    assert _read(spark, table) == [row for row in _read_expected(spark, schema) if row[0] < "D0002"]
+
+
+def _read_expected(spark, schema: str) -> list[tuple]:
+    reference = DeltaAppender(spark, _table(spark, schema, "reference"), DDL, engine="spark")
+    reference.append(_rows(0, 2))
+    return _read(spark, reference.table)
+
+
+def test_an_unknown_engine_is_named():
+    with pytest.raises(InputError, match=r"unknown append engine 'rust' for gold\.x"):
+        DeltaAppender(None, "gold.x", DDL, engine="rust")  # type: ignore[arg-type]
+
+
+def test_only_local_locations_are_written_by_delta_rs():
+    assert local_path("file:/data/warehouse/gold.db/t") == "/data/warehouse/gold.db/t"
+    assert local_path("/data/warehouse/gold.db/t") == "/data/warehouse/gold.db/t"
+    assert local_path("s3a://bank-lake/gold/t") is None
+    assert local_path("abfss://lake@bank.dfs.core.windows.net/gold/t") is None
