@@ -265,6 +265,32 @@ def test_what_the_lane_saw_survives_a_fresh_read_of_the_lakehouse(spark, live, f
     ].tolist() == [False]
 
 
+def test_a_background_re_read_runs_in_the_background_pool(spark, live, first_run, monkeypatch):
+    """The context re-read's Spark jobs (seconds of them) yield the task slots to the decisions."""
+    import threading
+
+    from pipelines.nba import live as live_lane
+    from pipelines.spark import BACKGROUND_POOL, POOL_PROPERTY
+
+    pools: list[str | None] = []
+    read = live_lane.load_snapshot
+
+    def load_and_note_the_pool(spark_session, tables):
+        pools.append(spark_session.sparkContext.getLocalProperty(POOL_PROPERTY))
+        return read(spark_session, tables)
+
+    monkeypatch.setattr(live_lane, "load_snapshot", load_and_note_the_pool)
+    context = live_lane.LiveContext(spark, live["tables"], refresh_seconds=0.01, journal_seconds=600)
+    context.refresh_if_due()  # due: starts the re-read in its own thread
+    for thread in threading.enumerate():
+        if thread.name == "live-context-refresh":
+            thread.join(timeout=300)
+    context.refresh_if_due()  # swaps the fresh snapshot in
+    assert context.refreshes == 1
+    assert pools == [None, BACKGROUND_POOL]  # the first read (at start) runs in the caller's pool
+    assert spark.sparkContext.getLocalProperty(POOL_PROPERTY) is None
+
+
 @pytest.mark.kafka
 def test_the_live_lane_decides_from_kafka_topics(spark, live, kafka_broker, tmp_path):
     """The production source: the same lane on a real broker's topics (one per trigger source)."""

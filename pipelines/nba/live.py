@@ -65,6 +65,7 @@ from pipelines.nba.decide import (
     write_decisions,
 )
 from pipelines.nba.funnel import CONTACT_COLUMNS, FunnelResult, request_decision_ids, run_funnel
+from pipelines.spark import BACKGROUND_POOL, scheduler_pool
 from pipelines.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,9 @@ class LiveContext:
 
     def _load(self) -> None:
         try:
-            fresh = load_snapshot(self.spark, self.tables)
+            # the re-read's Spark jobs (seconds of them) take the task slots the decisions leave
+            with scheduler_pool(self.spark, BACKGROUND_POOL):
+                fresh = load_snapshot(self.spark, self.tables)
         except Exception as exc:  # keep deciding on the current context; the next batch retries
             first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
             log.warning(
