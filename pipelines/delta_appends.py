@@ -19,8 +19,11 @@ Where delta-rs is not used (the table stays on Spark, with the reason logged onc
 * the table uses a writer feature delta-rs was not checked with here (for example row tracking
   or in-commit timestamps, which it refuses): :data:`DELTA_RS_WRITER_FEATURES`.
 
-One writer at a time: the decision job's own compaction rewrites the table through Spark between
-micro-batches, so each append first brings delta-rs's view of the table up to date.
+The decision job's own compaction rewrites the table through Spark between micro-batches, so each
+append first brings delta-rs's view of the table up to date. delta-rs checks its append against
+commits made after that view (serializable: a concurrent DELETE or OPTIMIZE by someone else
+conflicts, where Spark would let a blind append pass), so an append that conflicts is written
+again on the table as it now is, up to :data:`COMMIT_ATTEMPTS` times.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ DELTA_RS_WRITER_FEATURES = frozenset(
 )
 # the same, for tables on a legacy protocol (no feature list): writer versions 2 and 3
 DELTA_RS_LEGACY_WRITER_VERSION = 3
+# an append that met another writer's commit is written again this many times in all
+COMMIT_ATTEMPTS = 3
 
 
 def ddl_columns(ddl: str) -> list[str]:
@@ -124,11 +129,22 @@ class DeltaAppender:
             frame.write.format("delta").mode("append").saveAsTable(self.table)
             return
         from deltalake import write_deltalake
+        from deltalake.exceptions import CommitFailedError
 
         assert self._schema is not None
-        batch = to_arrow(rows, self._schema)
-        self._delta.update_incremental()  # Spark may have committed since (the job's compaction)
-        write_deltalake(self._delta, batch, mode="append")
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            self._delta.update_incremental()  # Spark may have committed since (the job's compaction)
+            batch = to_arrow(rows, self._schema)
+            try:
+                write_deltalake(self._delta, batch, mode="append")
+                return
+            except CommitFailedError as exc:  # nothing was committed: the log entry was not written
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
+                log.info(
+                    "append to %s met another writer's commit (%s); trying again", self.table, first_line
+                )
 
 
 def to_arrow(rows: pd.DataFrame, schema: pa.Schema) -> pa.Table:

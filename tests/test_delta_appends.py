@@ -117,6 +117,30 @@ def test_an_appender_keeps_appending_after_spark_rewrites_the_table(spark, schem
     assert ids == ["D0002", "D0003", "D0010", "D0011", "D0012"]
 
 
+def test_an_append_that_meets_a_concurrent_commit_is_written_again(spark, schema, monkeypatch):
+    """Another writer commits between delta-rs's refresh and its commit (here Spark, rewriting
+    the table, as a DELETE or OPTIMIZE by someone else would): the append conflicts, nothing of
+    it is committed, and it is written again on the table as it now is."""
+    from pipelines import delta_appends
+
+    appender = DeltaAppender(spark, _table(spark, schema, "raced"), DDL)
+    appender.append(_rows(0, 4))
+    convert = delta_appends.to_arrow
+    conversions = []
+
+    def convert_while_spark_commits(rows, arrow_schema):
+        conversions.append(len(rows))
+        if len(conversions) == 1:
+            kept = spark.table(appender.table).where("decision_id >= 'D0002'").localCheckpoint(eager=True)
+            kept.write.insertInto(appender.table, overwrite=True)
+        return convert(rows, arrow_schema)
+
+    monkeypatch.setattr(delta_appends, "to_arrow", convert_while_spark_commits)
+    appender.append(_rows(10, 3))
+    assert conversions == [3, 3]  # the first attempt conflicted
+    assert [r[0] for r in _read(spark, appender.table)] == ["D0002", "D0003", "D0010", "D0011", "D0012"]
+
+
 def test_tables_delta_rs_cannot_write_are_appended_by_spark(spark, schema):
     table = _table(spark, schema, "row_tracking", f"{STATS}, 'delta.enableRowTracking' = 'true'")
     appender = DeltaAppender(spark, table, DDL)
