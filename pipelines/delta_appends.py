@@ -8,29 +8,35 @@ latency. delta-rs (the Rust implementation of the Delta protocol, as in kafka-de
 writes the same Parquet file and commit from Arrow in the calling process: 6-9 ms for 130 served
 rows, measured here. Spark and every other Delta reader read the result as any commit; the
 table's statistics columns (``delta.dataSkippingStatsColumns``) and checkpoint interval are
-honoured.
+honoured, and the commit says it is a blind append (as Spark's appends do), so a concurrent
+Spark writer elsewhere does not conflict with it.
 
-Where delta-rs is not used (the table stays on Spark, with the reason logged once):
+Where delta-rs is not used (Spark appends, and the reason is logged and kept in ``why_spark``):
 
 * ``engine="spark"`` (``decisioning.serving.appends: spark``, the Databricks target: Unity
   Catalog tables are written through the platform);
 * the table's location is not a local path (a cluster's object store needs the platform's
-  credentials, which Spark has);
+  credentials, which Spark has), or delta-rs cannot open it;
 * the table uses a writer feature delta-rs was not checked with here (for example row tracking
-  or in-commit timestamps, which it refuses): :data:`DELTA_RS_WRITER_FEATURES`.
+  or in-commit timestamps, which it refuses, or change data feed): :data:`DELTA_RS_WRITER_FEATURES`;
+* its schema is not the one written (an older table: Spark appends by name).
 
-The decision job's own compaction rewrites the table through Spark between micro-batches, so each
-append first brings delta-rs's view of the table up to date. delta-rs checks its append against
-commits made after that view (serializable: a concurrent DELETE or OPTIMIZE by someone else
-conflicts, where Spark would let a blind append pass), so an append that conflicts is written
-again on the table as it now is, up to :data:`COMMIT_ATTEMPTS` times.
+The table is checked again each time delta-rs refreshes its view of it, before every append (the
+decision job's own compaction rewrites it through Spark between micro-batches).
+
+Exactly once: every delta-rs commit carries the appender's transaction id and a sequence number
+(Delta's ``txn`` action). An append whose commit fails (another writer's overwrite or DELETE in
+between, which delta-rs checks serializably) is written again on the refreshed table, up to
+:data:`COMMIT_ATTEMPTS` times, unless the table shows that commit went through after all.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import pandas as pd
 import pyarrow as pa
@@ -43,15 +49,16 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 ENGINES = ("delta-rs", "spark")
-# writer features delta-rs appends to correctly (checked: tests/test_delta_appends.py and by hand
-# with delta-spark 4.4 tables); a table with any other feature is appended to by Spark
+# writer features delta-rs appends to correctly (checked: tests/test_delta_appends.py, with
+# delta-spark 4.4 tables); a table with any other feature is appended to by Spark
 DELTA_RS_WRITER_FEATURES = frozenset(
     {"appendOnly", "invariants", "checkConstraints", "columnMapping", "deletionVectors"}
 )
 # the same, for tables on a legacy protocol (no feature list): writer versions 2 and 3
 DELTA_RS_LEGACY_WRITER_VERSION = 3
-# an append that met another writer's commit is written again this many times in all
+# an append whose commit failed is written again this many times in all (short pauses between)
 COMMIT_ATTEMPTS = 3
+RETRY_PAUSE_SECONDS = 0.05
 
 
 def ddl_columns(ddl: str) -> list[str]:
@@ -90,8 +97,15 @@ class DeltaAppender:
         self.why_spark: str | None = "configured" if engine == "spark" else None
         self._delta: Any = None  # deltalake.DeltaTable
         self._schema: pa.Schema | None = None
+        self._app_id = f"journeylake-{uuid.uuid4().hex}"  # this appender's commits: Delta txn id
+        self._sequence = 0
+        self._naive_zone = "UTC"  # naive timestamps mean the session's time zone, as in Spark
         if engine == "delta-rs":
-            self._open_delta_rs()
+            try:
+                self._open_delta_rs()
+            except Exception as exc:  # Spark can still append; say why delta-rs does not
+                first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
+                self._use_spark(f"delta-rs could not open it: {first_line}")
 
     def _open_delta_rs(self) -> None:
         location = str(self.spark.sql(f"DESCRIBE DETAIL {self.table}").first()["location"])
@@ -102,59 +116,90 @@ class DeltaAppender:
         from deltalake import DeltaTable
 
         table = DeltaTable(path)
-        protocol = table.protocol()
-        features = set(protocol.writer_features or [])
-        if protocol.writer_features is None and protocol.min_writer_version > DELTA_RS_LEGACY_WRITER_VERSION:
-            self._use_spark(f"its writer version {protocol.min_writer_version} is not checked with delta-rs")
-            return
-        if unknown := sorted(features - DELTA_RS_WRITER_FEATURES):
-            self._use_spark(f"its writer features {', '.join(unknown)} are not checked with delta-rs")
-            return
-        schema = pa.schema(table.schema().to_arrow())
-        if schema.names != self.columns:  # an older table: Spark appends by name and says what differs
-            self._use_spark(f"its columns {schema.names} are not the ones written, {self.columns}")
+        expected = self.spark.createDataFrame([], schema=self.ddl).schema  # no Spark job
+        actual = self.spark.table(self.table).schema
+        if [(f.name, f.dataType) for f in actual] != [(f.name, f.dataType) for f in expected]:
+            self._use_spark(
+                f"its schema {actual.simpleString()} is not the one written, {expected.simpleString()}"
+            )
             return
         self._delta = table
-        self._schema = schema
+        self._schema = pa.schema(table.schema().to_arrow())
+        self._naive_zone = self.spark.conf.get("spark.sql.session.timeZone") or "UTC"
         self.engine = "delta-rs"
+        if why := self._not_writable():
+            self._use_spark(why)
+
+    def _not_writable(self) -> str | None:
+        """Why delta-rs should not append to the table as it now is (None: it may)."""
+        protocol = self._delta.protocol()
+        if protocol.writer_features is None:
+            if protocol.min_writer_version > DELTA_RS_LEGACY_WRITER_VERSION:
+                return f"its writer version {protocol.min_writer_version} is not checked with delta-rs"
+        elif unknown := sorted(set(protocol.writer_features) - DELTA_RS_WRITER_FEATURES):
+            return f"its writer features {', '.join(unknown)} are not checked with delta-rs"
+        if pa.schema(self._delta.schema().to_arrow()) != self._schema:
+            return "its schema changed since the job opened it"
+        return None
 
     def _use_spark(self, why: str) -> None:
+        self._delta = None
+        self.engine = "spark"
         self.why_spark = why
         log.info("appends to %s go through Spark: %s", self.table, why)
 
     def append(self, rows: pd.DataFrame) -> None:
         """Append ``rows`` (every column of the table; extra columns are ignored) in one commit."""
-        if self._delta is None:
+        if self._delta is not None:
+            self._append_delta_rs(rows)
+        if self._delta is None:  # Spark's, or delta-rs found the table changed and stepped aside
             frame = self.spark.createDataFrame(rows[self.columns], schema=self.ddl)
             frame.write.format("delta").mode("append").saveAsTable(self.table)
-            return
-        from deltalake import write_deltalake
+
+    def _append_delta_rs(self, rows: pd.DataFrame) -> None:
+        from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
         assert self._schema is not None
+        batch = to_arrow(rows, self._schema, self._naive_zone)
+        self._sequence += 1
+        commit = CommitProperties(
+            custom_metadata={"isBlindAppend": True},
+            app_transactions=[Transaction(app_id=self._app_id, version=self._sequence)],
+        )
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             self._delta.update_incremental()  # Spark may have committed since (the job's compaction)
-            batch = to_arrow(rows, self._schema)
-            try:
-                write_deltalake(self._delta, batch, mode="append")
+            if (self._delta.transaction_version(self._app_id) or 0) >= self._sequence:
+                return  # an attempt that reported a failure was committed after all
+            if why := self._not_writable():
+                self._use_spark(why)
                 return
-            except CommitFailedError as exc:  # nothing was committed: the log entry was not written
+            try:
+                write_deltalake(self._delta, batch, mode="append", commit_properties=commit)
+                return
+            except CommitFailedError as exc:  # the next attempt first checks whether it went through
                 if attempt == COMMIT_ATTEMPTS:
                     raise
                 first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
-                log.info(
-                    "append to %s met another writer's commit (%s); trying again", self.table, first_line
-                )
+                log.info("append to %s failed to commit (%s); trying again", self.table, first_line)
+                time.sleep(RETRY_PAUSE_SECONDS * attempt)
 
 
-def to_arrow(rows: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+def to_arrow(rows: pd.DataFrame, schema: pa.Schema, naive_zone: str = "UTC") -> pa.Table:
     """``rows`` as an Arrow table of ``schema``, converted as Spark's Arrow path converts them:
-    NaN and None are null, naive timestamps are UTC (the sessions' time zone), maps are dicts."""
+    NaN and None are null, naive timestamps are in ``naive_zone`` (the session's time zone),
+    nanoseconds are cut to microseconds, maps are dicts."""
     arrays = []
     for field in schema:
         values: Any = rows[field.name]
         if pa.types.is_timestamp(field.type):
-            values = pd.to_datetime(values, utc=True).dt.floor("us")
+            try:
+                stamps = pd.to_datetime(values)
+            except (TypeError, ValueError):  # stamps of several zones: one instant each, in UTC
+                stamps = pd.to_datetime(values, utc=True)
+            if getattr(stamps.dt, "tz", None) is None:
+                stamps = stamps.dt.tz_localize(naive_zone)
+            values = stamps.dt.tz_convert("UTC").dt.floor("us")
         elif pa.types.is_map(field.type):
             values = [list(v.items()) if isinstance(v, dict) else v for v in values]
         arrays.append(pa.array(values, type=field.type, from_pandas=True))
@@ -163,7 +208,10 @@ def to_arrow(rows: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 def local_path(location: str) -> str | None:
     """The local file-system path of a table location (``file:`` or no scheme), else None."""
-    parsed = urlparse(location)
-    if parsed.scheme in ("", "file"):
-        return parsed.path
-    return None
+    if location.startswith("file://"):
+        return location[len("file://") :] or None
+    if location.startswith("file:"):
+        return location[len("file:") :] or None
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", location):  # another scheme: s3a:, abfss:, dbfs:, ...
+        return None
+    return location or None

@@ -90,8 +90,10 @@ def test_delta_rs_appends_read_back_in_spark_as_spark_appends_do(spark, schema):
 
 def test_nanoseconds_are_cut_to_the_microseconds_spark_keeps(spark, schema):
     appender = DeltaAppender(spark, _table(spark, schema, "nanos"), DDL)
+    reference = DeltaAppender(spark, _table(spark, schema, "micros"), DDL, engine="spark")
     appender.append(_rows(0, 1).assign(decided_at=pd.Timestamp("2026-03-01 09:00:00.123456789", tz="UTC")))
-    assert _read(spark, appender.table)[0][-1] == pd.Timestamp("2026-03-01 09:00:00.123456").to_pydatetime()
+    reference.append(_rows(0, 1).assign(decided_at=pd.Timestamp("2026-03-01 09:00:00.123456", tz="UTC")))
+    assert _read(spark, appender.table) == _read(spark, reference.table)
 
 
 def test_delta_rs_keeps_the_statistics_columns_the_table_names(spark, schema):
@@ -117,44 +119,103 @@ def test_an_appender_keeps_appending_after_spark_rewrites_the_table(spark, schem
     assert ids == ["D0002", "D0003", "D0010", "D0011", "D0012"]
 
 
-def test_an_append_that_meets_a_concurrent_commit_is_written_again(spark, schema, monkeypatch):
+def test_an_append_that_meets_a_concurrent_commit_is_written_again(spark, schema):
     """Another writer commits between delta-rs's refresh and its commit (here Spark, rewriting
-    the table, as a DELETE or OPTIMIZE by someone else would): the append conflicts, nothing of
-    it is committed, and it is written again on the table as it now is."""
-    from pipelines import delta_appends
-
+    the table, as an overwrite or DELETE elsewhere would): the append conflicts, nothing of it is
+    committed, and it is written again on the table as it now is."""
     appender = DeltaAppender(spark, _table(spark, schema, "raced"), DDL)
     appender.append(_rows(0, 4))
-    convert = delta_appends.to_arrow
-    conversions = []
+    refresh = appender._delta.update_incremental
+    refreshes = []
 
-    def convert_while_spark_commits(rows, arrow_schema):
-        conversions.append(len(rows))
-        if len(conversions) == 1:
+    def refresh_then_spark_commits() -> None:
+        refresh()
+        refreshes.append(1)
+        if len(refreshes) == 1:
             kept = spark.table(appender.table).where("decision_id >= 'D0002'").localCheckpoint(eager=True)
             kept.write.insertInto(appender.table, overwrite=True)
-        return convert(rows, arrow_schema)
 
-    monkeypatch.setattr(delta_appends, "to_arrow", convert_while_spark_commits)
+    appender._delta.update_incremental = refresh_then_spark_commits
     appender.append(_rows(10, 3))
-    assert conversions == [3, 3]  # the first attempt conflicted
+    assert len(refreshes) == 2  # the first attempt conflicted
     assert [r[0] for r in _read(spark, appender.table)] == ["D0002", "D0003", "D0010", "D0011", "D0012"]
 
 
-def test_tables_delta_rs_cannot_write_are_appended_by_spark(spark, schema):
-    table = _table(spark, schema, "row_tracking", f"{STATS}, 'delta.enableRowTracking' = 'true'")
+def test_a_commit_reported_as_failed_but_written_is_not_written_again(spark, schema, monkeypatch):
+    """The appender's commits carry its transaction id and sequence number, so an attempt that
+    raised after its commit went through (an I/O error after the log entry was written) is found
+    in the table and not repeated."""
+    import deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    appender = DeltaAppender(spark, _table(spark, schema, "reported_failed"), DDL)
+    write = deltalake.write_deltalake
+    calls = []
+
+    def write_then_report_a_failure(*args, **kwargs) -> None:
+        calls.append(1)
+        write(*args, **kwargs)
+        if len(calls) == 1:
+            raise CommitFailedError("the log entry was written, then the connection dropped")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", write_then_report_a_failure)
+    appender.append(_rows(0, 3))
+    appender.append(_rows(3, 2))
+    assert len(calls) == 2  # the first append's one attempt, then the second append's
+    assert [r[0] for r in _read(spark, appender.table)] == [f"D{n:04d}" for n in range(5)]
+
+
+@pytest.mark.parametrize(
+    "name, properties",
+    [
+        ("column_mapping", "'delta.columnMapping.mode' = 'name'"),
+        ("deletion_vectors", "'delta.enableDeletionVectors' = 'true'"),
+    ],
+)
+def test_tables_with_checked_writer_features_are_appended_by_delta_rs(spark, schema, name, properties):
+    appender = DeltaAppender(spark, _table(spark, schema, name, f"{STATS}, {properties}"), DDL)
+    reference = DeltaAppender(spark, _table(spark, schema, f"{name}_by_spark"), DDL, engine="spark")
+    assert appender.engine == "delta-rs", appender.why_spark
+    for each in (appender, reference):
+        each.append(_rows(0, 6))
+    assert _read(spark, appender.table) == _read(spark, reference.table)
+
+
+@pytest.mark.parametrize(
+    "name, properties, why",
+    [
+        ("row_tracking", "'delta.enableRowTracking' = 'true'", "writer features domainMetadata, rowTracking"),
+        ("change_feed", "'delta.enableChangeDataFeed' = 'true'", "writer features changeDataFeed"),
+        (
+            "legacy_writer_4",
+            "'delta.minReaderVersion' = '1', 'delta.minWriterVersion' = '4'",
+            "writer version 4",
+        ),
+    ],
+)
+def test_tables_delta_rs_cannot_write_are_appended_by_spark(spark, schema, name, properties, why):
+    table = _table(spark, schema, name, f"{STATS}, {properties}")
     appender = DeltaAppender(spark, table, DDL)
     assert appender.engine == "spark"
-    assert "rowTracking" in (appender.why_spark or "")
+    assert why in (appender.why_spark or "")
     appender.append(_rows(0, 3))
     assert [r[0] for r in _read(spark, table)] == ["D0000", "D0001", "D0002"]
+
+
+def test_a_table_that_gains_a_feature_later_is_appended_by_spark_from_then_on(spark, schema):
+    appender = DeltaAppender(spark, _table(spark, schema, "altered"), DDL)
+    appender.append(_rows(0, 2))
+    spark.sql(f"ALTER TABLE {appender.table} SET TBLPROPERTIES ('delta.enableRowTracking' = 'true')")
+    appender.append(_rows(2, 2))
+    assert appender.engine == "spark" and "rowTracking" in (appender.why_spark or "")
+    assert [r[0] for r in _read(spark, appender.table)] == ["D0000", "D0001", "D0002", "D0003"]
 
 
 def test_a_table_with_other_columns_is_appended_by_spark_by_name(spark, schema):
     table = f"{schema}.older"
     spark.sql(f"CREATE TABLE {table} (decided_at TIMESTAMP, {DDL.rsplit(', decided_at', 1)[0]}) USING delta")
     appender = DeltaAppender(spark, table, DDL)
-    assert appender.engine == "spark" and "columns" in (appender.why_spark or "")
+    assert appender.engine == "spark" and "schema" in (appender.why_spark or "")
     appender.append(_rows(0, 2))
     assert _read(spark, table) == [row for row in _read_expected(spark, schema) if row[0] < "D0002"]
 
@@ -172,6 +233,8 @@ def test_an_unknown_engine_is_named():
 
 def test_only_local_locations_are_written_by_delta_rs():
     assert local_path("file:/data/warehouse/gold.db/t") == "/data/warehouse/gold.db/t"
+    assert local_path("file:///data/warehouse/gold.db/t") == "/data/warehouse/gold.db/t"
+    assert local_path("dbfs:/user/hive/warehouse/gold.db/t") is None
     assert local_path("/data/warehouse/gold.db/t") == "/data/warehouse/gold.db/t"
     assert local_path("s3a://bank-lake/gold/t") is None
     assert local_path("abfss://lake@bank.dfs.core.windows.net/gold/t") is None

@@ -285,6 +285,7 @@ def test_a_background_re_read_runs_in_the_background_pool(spark, live, first_run
     for thread in threading.enumerate():
         if thread.name == "live-context-refresh":
             thread.join(timeout=300)
+    context.refresh_seconds = float("inf")  # no further re-read, in this test or after it
     context.refresh_if_due()  # swaps the fresh snapshot in
     assert context.refreshes == 1
     assert pools == [None, BACKGROUND_POOL]  # the first read (at start) runs in the caller's pool

@@ -51,7 +51,13 @@ def _decision(customer: str, channel: str, action: str, decided_at: datetime, de
 
 
 def _write(
-    spark, jl_config, tables: Tables, rows: list[dict], *, maybe_replay: bool = False
+    spark,
+    jl_config,
+    tables: Tables,
+    rows: list[dict],
+    *,
+    maybe_replay: bool = False,
+    engine: str | None = None,
 ) -> dict[str, float]:
     from pipelines.nba.catalog import load_catalog
     from pipelines.nba.decide import DecisionAppends, write_decisions
@@ -73,7 +79,7 @@ def _write(
         FunnelResult(decisions=decisions, log=log),
         requests,
         {},
-        DecisionAppends(spark, tables, jl_config.decisioning.serving.appends),
+        DecisionAppends(spark, tables, engine or jl_config.decisioning.serving.appends),
         maybe_replay=maybe_replay,
     )
 
@@ -87,8 +93,14 @@ def test_the_served_actions_commit_before_the_decision_log(spark, jl_config, tab
     # a decision is visible once its served row commits: that append must not wait on the log's
     from delta.tables import DeltaTable
 
+    from pipelines.nba.decide import DecisionAppends
+
     took = _write(spark, jl_config, tables, [_decision("C7", "email", "offer_savings", T0, "D-order")])
     served, log = tables.gold("served_actions"), tables.gold("decision_log")
+    # the job's tables as ensure_decision_tables makes them are appended by delta-rs (the default)
+    assert DecisionAppends(spark, tables, "delta-rs").describe() == (
+        f"{served} appended by delta-rs; {log} appended by delta-rs"
+    )
     assert list(took) == [served, log] and all(seconds > 0 for seconds in took.values())
 
     def last_commit(table: str):
@@ -149,17 +161,18 @@ def test_compaction_drops_superseded_rows_and_leaves_the_view_as_it_was(spark, j
     assert all(properties.get(k) == v for k, v in SERVED_PROPERTIES.items())
 
 
-def test_a_replayed_batch_adds_only_the_decisions_a_table_lacks(spark, jl_config, tables):
+@pytest.mark.parametrize("engine", ["delta-rs", "spark"])  # spark: the Databricks target's appends
+def test_a_replayed_batch_adds_only_the_decisions_a_table_lacks(spark, jl_config, tables, engine):
     first = [_decision("C1", "email", "offer_savings", T0, "D1")]
-    _write(spark, jl_config, tables, first)
+    _write(spark, jl_config, tables, first, engine=engine)
     # the first batch after a restart repeats D1 (written before the crash) and brings D2
     again = [*first, _decision("C2", "email", "offer_savings", T0, "D2")]
-    _write(spark, jl_config, tables, again, maybe_replay=True)
+    _write(spark, jl_config, tables, again, maybe_replay=True, engine=engine)
     served = spark.table(tables.gold("served_actions")).toPandas()
     log = spark.table(tables.gold("decision_log")).toPandas()
     assert sorted(served["decision_id"]) == ["D1", "D2"]
     assert sorted(log["decision_id"]) == ["D1", "D2"]
-    _write(spark, jl_config, tables, again, maybe_replay=True)  # the whole batch written: nothing at all
+    _write(spark, jl_config, tables, again, maybe_replay=True, engine=engine)  # all written: nothing
     assert spark.table(tables.gold("served_actions")).count() == 2
     assert spark.table(tables.gold("decision_log")).count() == 2
 
