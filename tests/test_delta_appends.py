@@ -117,6 +117,7 @@ def test_an_appender_keeps_appending_after_spark_rewrites_the_table(spark, schem
     appender.append(_rows(10, 3))
     ids = [r[0] for r in _read(spark, appender.table)]
     assert ids == ["D0002", "D0003", "D0010", "D0011", "D0012"]
+    assert appender.engine == "delta-rs"  # a rewrite changes no feature or schema: no step aside
 
 
 def test_an_append_that_meets_a_concurrent_commit_is_written_again(spark, schema):
@@ -138,6 +139,7 @@ def test_an_append_that_meets_a_concurrent_commit_is_written_again(spark, schema
     appender._delta.update_incremental = refresh_then_spark_commits
     appender.append(_rows(10, 3))
     assert len(refreshes) == 2  # the first attempt conflicted
+    assert appender.engine == "delta-rs"
     assert [r[0] for r in _read(spark, appender.table)] == ["D0002", "D0003", "D0010", "D0011", "D0012"]
 
 
