@@ -164,7 +164,7 @@ def main() -> None:
     from pipelines.contracts import SNAPSHOT_SOURCES
     from pipelines.nba.closed_loop import hold_back
     from pipelines.nba.decide import start_decision_stream
-    from pipelines.nba.live import start_live_decisions
+    from pipelines.nba.live import REFRESH_THREAD, start_live_decisions
     from pipelines.sources.simulator import FaultRates, SimConfig, generate
     from pipelines.spark import get_spark
     from pipelines.tables import Tables
@@ -247,7 +247,7 @@ def main() -> None:
         for query in [*queries, decide]:
             query.stop()
         for thread in threading.enumerate():  # a context re-read still running must not see Spark stop
-            if thread.name == "live-context-refresh":
+            if thread.name == REFRESH_THREAD:
                 thread.join(timeout=120)
         if ingest_process is not None:
             ingest_process.send_signal(signal.SIGINT)  # stops between micro-batches

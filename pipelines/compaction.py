@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pipelines.errors import first_line
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -71,8 +73,7 @@ class PeriodicCompaction:
             try:
                 merged += compact_table(self.spark, name, where)
             except Exception as exc:  # noqa: BLE001 - reported; the streams go on
-                first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
-                self.progress(f"compaction of {name} failed, retried next round: {first_line}")
+                self.progress(f"compaction of {name} failed, retried next round: {first_line(exc)}")
                 log.debug("compaction of %s failed", name, exc_info=True)
         self.last = time.monotonic()
         if merged:

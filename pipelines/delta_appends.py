@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.errors import InputError
+from pipelines.errors import InputError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -104,8 +104,7 @@ class DeltaAppender:
             try:
                 self._open_delta_rs()
             except Exception as exc:  # Spark can still append; say why delta-rs does not
-                first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
-                self._use_spark(f"delta-rs could not open it: {first_line}")
+                self._use_spark(f"delta-rs could not open it: {first_line(exc)}")
 
     def _open_delta_rs(self) -> None:
         location = str(self.spark.sql(f"DESCRIBE DETAIL {self.table}").first()["location"])
@@ -180,8 +179,7 @@ class DeltaAppender:
             except CommitFailedError as exc:  # the next attempt first checks whether it went through
                 if attempt == COMMIT_ATTEMPTS:
                     raise
-                first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
-                log.info("append to %s failed to commit (%s); trying again", self.table, first_line)
+                log.info("append to %s failed to commit (%s); trying again", self.table, first_line(exc))
                 time.sleep(RETRY_PAUSE_SECONDS * attempt)
 
 

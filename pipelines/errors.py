@@ -21,3 +21,14 @@ class InputError(JourneylakeError):
 
 class SetupError(JourneylakeError):
     """The environment is not ready (missing jars, metastore not reachable, ...)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an error's message (a Py4J error's Java message, not its
+    trace): what a one-line report or warning shows; the type's name when there is no message."""
+    message = getattr(exc, "getMessage", None)
+    text = message() if callable(message) else str(exc)
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

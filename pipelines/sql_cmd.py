@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from pipelines.config import add_config_arguments, config_from_args
-from pipelines.errors import InputError
+from pipelines.errors import InputError, first_line
 
 DEFAULT_MAX_ROWS = 1000
 
@@ -109,19 +109,10 @@ def _execute(spark: Any, query: str, max_rows: int) -> tuple[list[str], list[tup
         else:
             collected = frame.collect()
     except PySparkException as exc:
-        raise InputError(f"query failed: {_first_line(exc)}") from None
+        raise InputError(f"query failed: {first_line(exc)}") from None
     truncated = bool(max_rows) and len(collected) > max_rows
     rows = [tuple(row) for row in collected[: max_rows or None]]
     return columns, rows, truncated
-
-
-def _first_line(exc: Exception) -> str:
-    message = getattr(exc, "getMessage", None)
-    text = message() if callable(message) else str(exc)
-    for line in str(text).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
 
 
 def _text(value: Any) -> str:

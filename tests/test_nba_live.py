@@ -283,7 +283,7 @@ def test_a_background_re_read_runs_in_the_background_pool(spark, live, first_run
     context = live_lane.LiveContext(spark, live["tables"], refresh_seconds=0.01, journal_seconds=600)
     context.refresh_if_due()  # due: starts the re-read in its own thread
     for thread in threading.enumerate():
-        if thread.name == "live-context-refresh":
+        if thread.name == live_lane.REFRESH_THREAD:
             thread.join(timeout=300)
     context.refresh_seconds = float("inf")  # no further re-read, in this test or after it
     context.refresh_if_due()  # swaps the fresh snapshot in

@@ -49,7 +49,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from pipelines.bronze import read_kafka, read_landing
 from pipelines.contracts import get_contract
-from pipelines.errors import InputError
+from pipelines.errors import InputError, first_line
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.decide import (
@@ -92,6 +92,8 @@ REQUEST_TRIGGER_COLUMNS = (
 )
 # how far back (in event time, from the newest digital event) sessions are read for attribution
 SESSION_LOOKBACK = "INTERVAL 1 DAY"
+# the background context re-read's thread (join it before stopping Spark under it)
+REFRESH_THREAD = "live-context-refresh"
 
 
 # -------------------------------------------------------------------------------------- events
@@ -271,7 +273,7 @@ class LiveContext:
             self.refreshes += 1
         if self._loading is None and time.monotonic() - self.current.started >= self.refresh_seconds:
             self._loading = time.monotonic()
-            threading.Thread(target=self._load, name="live-context-refresh", daemon=True).start()
+            threading.Thread(target=self._load, name=REFRESH_THREAD, daemon=True).start()
 
     def _load(self) -> None:
         try:
@@ -279,9 +281,9 @@ class LiveContext:
             with scheduler_pool(self.spark, BACKGROUND_POOL):
                 fresh = load_snapshot(self.spark, self.tables)
         except Exception as exc:  # keep deciding on the current context; the next batch retries
-            first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
             log.warning(
-                "live decisions: re-reading the context failed (%s); keeping the current one", first_line
+                "live decisions: re-reading the context failed (%s); keeping the current one",
+                first_line(exc),
             )
             self._loading = None
             return
