@@ -28,7 +28,7 @@ $(VENV_STAMP): pyproject.toml
 jars: $(JARS_STAMP)
 
 $(JARS_STAMP): conf/jvm/pom.xml conf/jvm/kafka-broker.pom.xml $(VENV_STAMP)
-	@$(PY) -m pipelines.jars
+	@$(PY) -m pipelines.services.jars
 
 test: venv jars
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -51,5 +51,5 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	@if [ -x $(PY) ]; then $(PY) -m pipelines.metastore_cmd stop >/dev/null 2>&1 || true; fi
+	@if [ -x $(PY) ]; then $(PY) -m pipelines.cli.metastore stop >/dev/null 2>&1 || true; fi
 	rm -rf $(VENV) .cache .journeylake .pytest_cache .ruff_cache *.egg-info

@@ -37,7 +37,7 @@ def ensure_bank(spark: Any, cfg: Any, tables: Any, home: Path, sim: Any) -> floa
     """
     if (home / "truth").exists():
         return None
-    from pipelines import ingest
+    from pipelines.lakehouse import ingest
     from pipelines.sources.simulator import generate
 
     started = time.perf_counter()

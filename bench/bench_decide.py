@@ -159,14 +159,15 @@ def main() -> None:
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from pipelines import ingest, metastore
     from pipelines.config import load_config
     from pipelines.contracts import SNAPSHOT_SOURCES
+    from pipelines.lakehouse import ingest
     from pipelines.nba.closed_loop import hold_back
     from pipelines.nba.decide import start_decision_stream
     from pipelines.nba.live import REFRESH_THREAD, start_live_decisions
+    from pipelines.services import metastore
+    from pipelines.services.spark import get_spark
     from pipelines.sources.simulator import FaultRates, SimConfig, generate
-    from pipelines.spark import get_spark
     from pipelines.tables import Tables
 
     cfg = load_config("local")

@@ -53,11 +53,12 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from pipelines import bronze, ingest, metastore, silver
-    from pipelines.batch_writes import batch_tag
     from pipelines.config import load_config
+    from pipelines.lakehouse import bronze, ingest, silver
+    from pipelines.lakehouse.batch_writes import batch_tag
+    from pipelines.services import metastore
+    from pipelines.services.spark import get_spark
     from pipelines.sources.simulator import FaultRates, SimConfig, generate
-    from pipelines.spark import get_spark
     from pipelines.tables import Tables
 
     cfg = load_config("local")
@@ -100,7 +101,7 @@ def main() -> None:
                     .trigger(availableNow=True)
                     .start()
                 )
-            ingest._await(queries)
+            ingest.await_queries(queries)
             return time.perf_counter() - t0
 
         def ingest_pass(label: str) -> tuple[float, dict[str, float]]:
@@ -111,9 +112,9 @@ def main() -> None:
             ingest.prepare(spark, tables, sources)
             stages: dict[str, float] = {}
             t0 = time.perf_counter()
-            for stage in ingest._stages(sources):
+            for stage in ingest.source_stages(sources):
                 started = time.perf_counter()
-                ingest._await(
+                ingest.await_queries(
                     [
                         ingest.start_source_stream(
                             spark, cfg, s, tables, cfg.paths.checkpoints / label / s, ingest.available_now
@@ -159,7 +160,7 @@ def main() -> None:
                 bare = text.select(F.from_json("raw", contract.spark_schema()).alias("r")).select("r.*")
                 for kind, frame in (
                     ("text", text),
-                    ("parsed", silver._checked(spark, text, silver.SILVER_TABLES[s], tables)),
+                    ("parsed", silver.checked_rows(spark, text, silver.SILVER_TABLES[s], tables)),
                     ("bare", bare),
                 ):
                     name = f"floor_silver.{kind}_{s}"

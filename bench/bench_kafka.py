@@ -151,8 +151,8 @@ def floor_latency(spark, cfg, work: Path, accounts: list[tuple[str, str]], rate:
     """
     from pyspark.sql import functions as F
 
-    from pipelines.bronze import read_kafka
-    from pipelines.silver import SILVER_TABLES
+    from pipelines.lakehouse.bronze import read_kafka
+    from pipelines.lakehouse.silver import SILVER_TABLES
     from pipelines.tables import STREAMED_TABLE_PROPERTIES, properties_sql
 
     raw_dir, parsed_dir = work / "floor" / "raw", work / "floor" / "parsed"
@@ -204,8 +204,8 @@ def realtime_latency(spark, cfg, accounts: list[tuple[str, str]], rate: int, sec
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from pipelines.bronze import topic_name
-    from pipelines.realtime import TRIGGERS_TOPIC, start_transaction_triggers
+    from pipelines.lakehouse.bronze import topic_name
+    from pipelines.lakehouse.realtime import TRIGGERS_TOPIC, start_transaction_triggers
 
     admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers, "log_level": 3})
     wanted = [topic_name(cfg, "transactions"), topic_name(cfg, TRIGGERS_TOPIC)]
@@ -272,11 +272,12 @@ def main() -> None:
     os.environ["JOURNEYLAKE_KAFKA_PORT"] = str(_free_port_pair())
     os.environ.pop("JOURNEYLAKE_TARGET", None)
 
-    from pipelines import ingest, kafka_broker, metastore
     from pipelines.config import load_config
+    from pipelines.lakehouse import ingest
+    from pipelines.services import kafka_broker, metastore
+    from pipelines.services.spark import get_spark
     from pipelines.sources.simulator import FaultRates, SimConfig, generate
     from pipelines.sources.simulator.kafka_writer import KafkaWriter
-    from pipelines.spark import get_spark
     from pipelines.tables import Tables
 
     overrides: dict[str, object] = {"ingest.source": "kafka", "ingest.trigger_interval": args.trigger}

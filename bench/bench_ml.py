@@ -46,9 +46,9 @@ def main() -> int:
     from ml.segmentation import fit_segmentation
     from ml.train import _propensity_settings, _segmentation_settings, format_reports, segmentation_features
     from ml.training_set import build_training_set, eligible, label_column
-    from pipelines import metastore
     from pipelines.config import load_config
-    from pipelines.spark import get_spark
+    from pipelines.services import metastore
+    from pipelines.services.spark import get_spark
     from pipelines.tables import Tables
 
     cfg = load_config()

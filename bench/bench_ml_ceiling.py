@@ -50,11 +50,11 @@ def main() -> int:
 
     from ml.features import FEATURE_NAMES
     from ml.propensity import NotEnoughPositives, evaluate, train_propensity
-    from ml.train import CEILING_TARGET, _ceiling_column, _propensity_settings, _with_truth
+    from ml.train import CEILING_TARGET, _propensity_settings, ceiling_column, with_truth
     from ml.training_set import build_training_set, eligible, in_holdout, label_column
-    from pipelines import metastore
     from pipelines.config import load_config
-    from pipelines.spark import get_spark
+    from pipelines.services import metastore
+    from pipelines.services.spark import get_spark
     from pipelines.tables import Tables
 
     cfg = load_config()
@@ -80,7 +80,7 @@ def main() -> int:
             )
         started = time.perf_counter()
         training = build_training_set(spark, tables, cfg)
-        frame = _with_truth(training, home / "truth")
+        frame = with_truth(training, home / "truth")
         print(
             f"training set: {len(frame):,} rows ({frame['customer_number'].nunique():,} customers x "
             f"{len(training.cutoffs)} cut-offs, horizon {training.horizon_days} days) in "
@@ -122,7 +122,7 @@ def main() -> int:
                 metrics = evaluate(
                     test[label].to_numpy(dtype=int),
                     model.predict_proba(test[FEATURE_NAMES]),
-                    test[_ceiling_column(target)].to_numpy(dtype=float),
+                    test[ceiling_column(target)].to_numpy(dtype=float),
                 )
                 aucs.append(metrics["roc_auc"])
                 ceilings.append(metrics["ceiling_auc"])

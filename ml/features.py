@@ -6,7 +6,7 @@ features read only rows whose event (or snapshot) time is at or before T, and la
 what happened in the horizon after T. ``tests/test_ml_features.py`` proves the first half by
 recomputing the features with every row after T removed and checking nothing changes.
 
-The real-time features of ``gold.customer_features`` (``pipelines.gold.compute_features``) are
+The real-time features of ``gold.customer_features`` (``pipelines.lakehouse.gold.compute_features``) are
 reused as they are, so a model sees the same definitions when it is trained and when the
 decision stream scores it; the 30-day behaviour, holdings and bureau features that only models
 need are added here.
@@ -37,7 +37,7 @@ from pyspark.sql.window import Window
 
 from pipelines.contracts import INCOME_BANDS, PRODUCTS
 from pipelines.errors import InputError
-from pipelines.gold import (
+from pipelines.lakehouse.gold import (
     BROWSE_EVENTS,
     LOOKBACK,
     _digital_with_customer,
@@ -443,7 +443,7 @@ def _realtime_at(
     offers: DataFrame,
     account_state: DataFrame,
 ) -> dict[str, DataFrame]:
-    """Gold's real-time features (``pipelines.gold.compute_features``) next to the model-only ones.
+    """Gold's real-time features (``pipelines.lakehouse.gold.compute_features``) next to the model-only ones.
 
     Inputs are rows already paired with their cut-offs (``digital`` not yet attributed to
     customers; ``login_ranks`` numbers every login in login order, ``logins`` maps (cut-off, login

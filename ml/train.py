@@ -98,11 +98,11 @@ def segmentation_features(cfg: Any) -> list[str]:
     return list(chosen) if chosen else [f for f in FEATURE_NAMES if f not in PROTECTED]
 
 
-def _ceiling_column(target: str) -> str:
+def ceiling_column(target: str) -> str:
     return "p_churned" if target == "churn" else f"p_opened_{target}"
 
 
-def _with_truth(ts: TrainingSet, truth_dir: Path | None) -> pd.DataFrame:
+def with_truth(ts: TrainingSet, truth_dir: Path | None) -> pd.DataFrame:
     from ml import truth
 
     if not truth.has_truth(truth_dir):
@@ -146,7 +146,7 @@ def train_propensity_target(
         return report
     x_hold = hold[FEATURE_NAMES]
     p_hold = model.predict_proba(x_hold)
-    ceiling = hold[_ceiling_column(target)].to_numpy() if truth_known else None
+    ceiling = hold[ceiling_column(target)].to_numpy() if truth_known else None
     if ceiling is not None and np.isnan(ceiling).any():
         ceiling = None
     report.metrics = {
@@ -314,7 +314,7 @@ def train_all(
     if training is None:
         progress("train: building point-in-time training sets from silver ...")
     ts = training or build_training_set(spark, tables, cfg)
-    frame = _with_truth(ts, truth_dir)
+    frame = with_truth(ts, truth_dir)
     truth_known = truth.has_truth(truth_dir)
     progress(
         f"train: {len(frame):,} rows = customers x cut-offs {', '.join(str(d) for d in ts.cutoffs)}, "

@@ -422,31 +422,31 @@ def conf_dir() -> Path:
     return Path(override).resolve() if override else PROJECT_ROOT / "conf"
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{_display(path)}: configuration file not found") from None
+        raise ConfigError(f"{display_path(path)}: configuration file not found") from None
     except OSError as exc:
-        raise ConfigError(f"{_display(path)}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{display_path(path)}: cannot read: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{_display(path)}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{display_path(path)}: not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{_display(path)}: expected a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{display_path(path)}: expected a mapping of sections, got {type(data).__name__}")
     return data
 
 
@@ -503,7 +503,7 @@ _EXPECTED = {
 }
 
 
-def _describe(error: dict) -> str:
+def describe_validation_error(error: dict) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown key"
@@ -518,7 +518,7 @@ def _describe(error: dict) -> str:
     return f"{error['msg'].lower()}, got {got!r}"
 
 
-def _dotted(loc: tuple) -> str:
+def dotted_location(loc: tuple) -> str:
     # Union types add their branch name to the location (e.g. "str", "int"), and a mapping's bad key
     # adds "[key]" after the key; drop those.
     parts = [
@@ -562,11 +562,15 @@ def load_config(target: str | None = None, overrides: dict[str, Any] | None = No
     if not target_file.is_file() and base_file.is_file():
         known = sorted(p.stem for p in (directory / "targets").glob("*.yml"))
         raise ConfigError(
-            f"{_display(target_file)}: unknown target {target!r}; known targets: {', '.join(known) or 'none'}"
+            f"{display_path(target_file)}: unknown target {target!r}; "
+            f"known targets: {', '.join(known) or 'none'}"
         )
 
     provenance: dict[str, str] = {}
-    layers = [(_display(base_file), _read_yaml(base_file)), (_display(target_file), _read_yaml(target_file))]
+    layers = [
+        (display_path(base_file), read_yaml(base_file)),
+        (display_path(target_file), read_yaml(target_file)),
+    ]
     if overrides:
         layers.append(("overrides", _nest(overrides)))
     port = os.environ.get(ENV_METASTORE_PORT)
@@ -596,12 +600,12 @@ def load_config(target: str | None = None, overrides: dict[str, Any] | None = No
     except ValidationError as exc:
         by_key: dict[str, list[dict]] = {}
         for error in exc.errors():
-            by_key.setdefault(_dotted(error["loc"]), []).append(error)
+            by_key.setdefault(dotted_location(error["loc"]), []).append(error)
         messages = []
         for dotted, errors in by_key.items():
-            origin = _origin(dotted, provenance, _display(base_file))
+            origin = _origin(dotted, provenance, display_path(base_file))
             if len(errors) == 1:
-                problem = _describe(errors[0])
+                problem = describe_validation_error(errors[0])
             else:  # a value that fits none of a union's types
                 wanted = [_EXPECTED.get(e["type"], e["msg"]).removeprefix("expected ") for e in errors]
                 problem = f"expected {' or '.join(dict.fromkeys(wanted))}, got {errors[0].get('input')!r}"

@@ -13,6 +13,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.config import Config
+from pipelines.errors import InputError
+
+LAYERS: tuple[str, ...] = ("bronze", "silver", "gold")
+
+
+def schema_name(cfg: Config, layer: str) -> str:
+    """The schema of a medallion layer: ``bronze`` locally, ``<catalog>.bronze`` on Databricks."""
+    if layer not in LAYERS:
+        raise InputError(f"unknown layer {layer!r}; known layers: {', '.join(LAYERS)}")
+    schema = getattr(cfg.catalog.schemas, layer)
+    return f"{cfg.catalog.name}.{schema}" if cfg.catalog.name else schema
+
+
+def table_name(cfg: Config, layer: str, name: str) -> str:
+    """The full name of a table: ``bronze.<name>`` locally, ``<catalog>.<schema>.<name>`` on Databricks."""
+    return f"{schema_name(cfg, layer)}.{name}"
+
 
 @dataclass(frozen=True)
 class Tables:
@@ -21,8 +39,7 @@ class Tables:
     resolve: Callable[[str, str], str]
 
     @classmethod
-    def from_config(cls, cfg: Any) -> Tables:
-        from pipelines.spark import table_name
+    def from_config(cls, cfg: Config) -> Tables:
 
         return cls(lambda layer, name: table_name(cfg, layer, name))
 

@@ -59,8 +59,8 @@ def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ.pop("JOURNEYLAKE_TARGET", None)
     yield home
     # whoever started the test metastore (a fixture or a CLI subprocess), it stops here
-    from pipelines import kafka_broker, metastore
     from pipelines.config import load_config
+    from pipelines.services import kafka_broker, metastore
 
     metastore.stop(load_config("local"))
     kafka_broker.down(load_config("local"))  # the same for the test Kafka broker
@@ -96,7 +96,7 @@ def kafka_broker(jl_config) -> str:
     It runs on the session's private port (JOURNEYLAKE_KAFKA_PORT) and is stopped when the
     session ends (see ``jl_home``), whoever stopped or restarted it in between.
     """
-    from pipelines import kafka_broker as broker
+    from pipelines.services import kafka_broker as broker
 
     state, _started = broker.up(jl_config)
     return state.bootstrap
@@ -105,7 +105,7 @@ def kafka_broker(jl_config) -> str:
 @pytest.fixture(scope="session")
 def spark(jl_config):
     """A Spark session on the shared (test) catalog, with Delta, stopped at the end."""
-    from pipelines.spark import get_spark
+    from pipelines.services.spark import get_spark
 
     session = get_spark(jl_config)
     yield session
@@ -127,7 +127,7 @@ def world(jl_config):
 @pytest.fixture(scope="session")
 def ingested(spark, jl_config, world):
     """The world ingested once, until idle; returns the table names."""
-    from pipelines import ingest
+    from pipelines.lakehouse import ingest
     from pipelines.tables import Tables
 
     tables = Tables.from_config(jl_config)
@@ -138,7 +138,7 @@ def ingested(spark, jl_config, world):
 @pytest.fixture(scope="session")
 def built(spark, jl_config, ingested):
     """`dbt build` (models, data tests, unit tests) on the ingested test bank, once per run."""
-    from pipelines.dbt_cmd import run_dbt
+    from pipelines.services.dbt_runner import run_dbt
 
     return run_dbt(jl_config, ["build"])
 
@@ -179,9 +179,9 @@ def ml_config(ml_overrides: dict):
 @pytest.fixture(scope="session")
 def ml_bank(spark, ml_config, jl_home: Path):
     """The ML bank generated and ingested (until idle); returns (tables, truth folder)."""
-    from pipelines import ingest
+    from pipelines.lakehouse import ingest
+    from pipelines.services.spark import ensure_schemas
     from pipelines.sources.simulator import FaultRates, SimConfig, generate
-    from pipelines.spark import ensure_schemas
     from pipelines.tables import Tables
 
     ensure_schemas(spark, ml_config)

@@ -162,8 +162,8 @@ def test_a_bad_segment_definition_names_its_key(segment: dict, message: str) -> 
 
 
 def test_kafka_options_take_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.bronze import kafka_options
     from pipelines.errors import InputError
+    from pipelines.lakehouse.bronze import kafka_options
 
     cfg = load_config(
         "local", overrides={"kafka.options": {"sasl.jaas.config": 'x password="${JL_TEST_KAFKA_SECRET}";'}}

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
-from pipelines.config import _describe, _display, _dotted, _read_yaml, conf_dir
+from pipelines.config import conf_dir, describe_validation_error, display_path, dotted_location, read_yaml
 from pipelines.contracts import OFFER_CHANNELS, PRODUCTS
 from pipelines.errors import ConfigError
 
@@ -411,13 +411,13 @@ def _check_duplicates(node: yaml.Node, path: str, where: str) -> None:
 def _validation_message(exc: ValidationError, where: str) -> str:
     messages = []
     for error in exc.errors():
-        parts = _dotted(error["loc"]).split(".")
+        parts = dotted_location(error["loc"]).split(".")
         # a tagged rule's location repeats its kind ("not_holding.not_holding"): say it once
         parts = [p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1]]
         if error["type"] == "value_error":
             problem = str(error["msg"]).removeprefix("Value error, ")
         else:
-            problem = _describe(error)
+            problem = describe_validation_error(error)
         messages.append(f"{where}: {'.'.join(parts)}: {problem}")
     return "; ".join(dict.fromkeys(messages))
 
@@ -509,8 +509,8 @@ def catalog_from_data(data: Any, source: str = "actions") -> ActionCatalog:
 def load_catalog_file(path: str | Path) -> ActionCatalog:
     """Read and validate one catalog file; every error names the file and the dotted key."""
     path = Path(path)
-    where = _display(path)
-    data = _read_yaml(path)  # missing file, unreadable, bad YAML: already named
+    where = display_path(path)
+    data = read_yaml(path)  # missing file, unreadable, bad YAML: already named
     _check_duplicates(yaml.compose(path.read_text(), Loader=yaml.SafeLoader), "", where)
     return catalog_from_data(data, where)
 

@@ -187,7 +187,7 @@ def run_closed_loop(
     progress: Callable[[str], None] = print,
 ) -> LoopReport:
     """Play ``days`` from ``held`` through ingest and the decision stream, answering every contact."""
-    from pipelines import ingest
+    from pipelines.lakehouse import ingest
     from pipelines.nba.catalog import load_catalog
     from pipelines.nba.decide import start_decision_stream
     from pipelines.sources.simulator.closed_loop import World, expected_value

@@ -41,9 +41,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from pipelines.compaction import compact_table
 from pipelines.contracts import PRODUCTS
-from pipelines.delta_appends import DeltaAppender, ddl_columns
+from pipelines.lakehouse.compaction import compact_table
+from pipelines.lakehouse.delta_appends import DeltaAppender, ddl_columns
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.funnel import FEATURE_COLUMNS, FunnelResult, request_decision_ids, run_funnel
@@ -495,7 +495,7 @@ class DecisionAppends:
 
     Opened once per job, after :func:`ensure_decision_tables`: ``engine`` is
     ``decisioning.serving.appends`` (``delta-rs``: a served batch commits in milliseconds instead
-    of a Spark job's ~0.25 s; see :mod:`pipelines.delta_appends` for when Spark appends anyway).
+    of a Spark job's ~0.25 s; see :mod:`pipelines.lakehouse.delta_appends` for when Spark appends anyway).
     """
 
     def __init__(self, spark: SparkSession, tables: Tables, engine: str) -> None:

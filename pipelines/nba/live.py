@@ -47,9 +47,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from pipelines.bronze import read_kafka, read_landing
 from pipelines.contracts import get_contract
 from pipelines.errors import InputError, first_line
+from pipelines.lakehouse.bronze import read_kafka, read_landing
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.decide import (
@@ -65,7 +65,7 @@ from pipelines.nba.decide import (
     write_decisions,
 )
 from pipelines.nba.funnel import CONTACT_COLUMNS, FunnelResult, request_decision_ids, run_funnel
-from pipelines.spark import BACKGROUND_POOL, scheduler_pool
+from pipelines.services.spark import BACKGROUND_POOL, scheduler_pool
 from pipelines.tables import Tables
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,59 @@
+"""``journeylake explain-decision DECISION_ID``: why a decision chose what it chose, from the log."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.config import add_config_arguments, config_from_args
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("decision_id", help="a decision id from gold.next_best_actions or gold.decision_log")
+    add_config_arguments(parser)
+
+
+def explain(spark, tables, decision_id: str) -> str:  # type: ignore[no-untyped-def]
+    """The decision's served actions with their trace, then every candidate's fate."""
+    from pyspark.sql import functions as F
+
+    from pipelines.errors import InputError
+
+    log = (
+        spark.table(tables.gold("decision_log"))
+        .where(F.col("decision_id") == decision_id)
+        .orderBy("channel", F.col("priority").desc_nulls_last(), "action_id")
+        .toPandas()
+    )
+    if log.empty:
+        raise InputError(f"decision {decision_id!r} is not in {tables.gold('decision_log')}")
+    first = log.iloc[0]
+    lines = [
+        f"decision {decision_id}: customer {first.customer_number}, decided at {first.decided_at}, "
+        f"policy {first.policy}"
+    ]
+    served = (
+        spark.table(tables.gold("next_best_actions")).where(F.col("decision_id") == decision_id).toPandas()
+    )
+    for row in served.itertuples():
+        lines.append(f"  served on {row.channel}: {row.action_id} (expires {row.expires_at})")
+        lines.extend(f"    {step}" for step in row.rule_trace)
+        lines.extend(f"    reason: {reason}" for reason in row.reason_codes)
+    lines.append("  candidates:")
+    for row in log.itertuples():
+        priority = (
+            "" if row.priority != row.priority or row.priority is None else f" priority {row.priority:,.2f}"
+        )
+        rule = f" {row.rule}" if isinstance(row.rule, str) else ""
+        detail = f": {row.detail}" if isinstance(row.detail, str) else ""
+        lines.append(f"    {row.action_id:<26}{row.channel:<8}{row.stage}{rule}{priority}{detail}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.services.spark import get_spark
+    from pipelines.tables import Tables
+
+    cfg = config_from_args(args)
+    spark = get_spark(cfg, "journeylake-explain-decision")
+    print(explain(spark, Tables.from_config(cfg), args.decision_id))
+    return 0

@@ -1,0 +1,1 @@
+"""Local services and the Spark session: jars, metastore, Kafka broker, SQL endpoint."""
