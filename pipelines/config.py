@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from pipelines.errors import ConfigError
 
@@ -38,6 +38,8 @@ ENV_TARGET = "JOURNEYLAKE_TARGET"
 ENV_HOME = "JOURNEYLAKE_HOME"
 ENV_METASTORE_PORT = "JOURNEYLAKE_METASTORE_PORT"
 ENV_KAFKA_PORT = "JOURNEYLAKE_KAFKA_PORT"
+ENV_API_PORT = "JOURNEYLAKE_API_PORT"
+ENV_STORE_PORT = "JOURNEYLAKE_STORE_PORT"
 ENV_CONF_DIR = "JOURNEYLAKE_CONF_DIR"
 
 
@@ -127,6 +129,18 @@ class KafkaConfig(_Section):
     # sasl.mechanism, sasl.jaas.config, ssl.truststore.location (a bank's own cluster)
     options: dict[str, str] = Field(default_factory=dict)
     broker: KafkaBrokerConfig = Field(default_factory=KafkaBrokerConfig)
+
+
+class OnlineStoreConfig(_Section):
+    """The online store (Redis) the decision API reads: `journeylake online-store up|sync|status|down`."""
+
+    host: str = "127.0.0.1"  # the local server listens on loopback only
+    port: int = Field(16379, ge=1, le=65535)
+    password_env: str = "JOURNEYLAKE_STORE_PASSWORD"  # unset locally: one is made and kept in the home
+    maxmemory: str = "2gb"  # writes fail (noeviction) rather than silently drop customers past this
+    contact_history_days: int = Field(120, ge=1)  # contacts kept per customer: >= every policy window
+    socket_timeout_ms: float = Field(200.0, gt=0)
+    write_through: bool = True  # the streams write what they commit to the store when it runs
 
 
 MarketingChannel = Literal["email", "sms", "push", "phone"]
@@ -368,6 +382,26 @@ class ServingConfig(_Section):
     appends: Literal["delta-rs", "spark"] = "delta-rs"
 
 
+class ApiConfig(_Section):
+    """The decision API (`journeylake serve`): where it listens, who may call it, its time budget."""
+
+    host: str = "127.0.0.1"  # loopback locally; a deployment puts it behind the bank's gateway
+    port: int = Field(18080, ge=1, le=65535)
+    workers: int = Field(1, ge=1)  # processes; each runs the funnel on its own core
+    # a request's deadline; past it the answer is the catalog's default policy within consent
+    timeout_ms: float = Field(50.0, gt=0)
+    # the bearer token of the calling system(s): one token in this environment variable, and/or
+    # a file of "<system> <token>" lines (relative to the home unless absolute)
+    token_env: str = "JOURNEYLAKE_API_TOKEN"
+    tokens_file: Path | None = None
+    max_body_bytes: int = Field(16_384, ge=256)
+    max_actions: int = Field(3, ge=1)  # the most a request may ask for (max_actions)
+    flush_ms: float = Field(500.0, gt=0)  # decisions and responses delivered to the lakehouse this often
+    publish_decisions: bool = False  # also publish decisions to <kafka.topic_prefix>decisions
+    commit_attempts: int = Field(5, ge=1)  # reads and commits of one customer before a fallback
+    bandit_refresh_seconds: float = Field(60.0, gt=0)  # the sampler's state re-read from the store
+
+
 class DecisioningConfig(_Section):
     """Next-best-action decisioning: the action catalog file and the policies applied to it."""
 
@@ -378,6 +412,7 @@ class DecisioningConfig(_Section):
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
     live: LiveLaneConfig = Field(default_factory=LiveLaneConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     def context_weight(self, trigger_type: str) -> float:
         """The arbitration weight of one trigger type (1.0 when not configured)."""
@@ -392,6 +427,7 @@ class Config(_Section):
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
     segments: dict[SegmentName, SegmentConfig] = Field(default_factory=dict)
     ml: MlConfig = Field(default_factory=MlConfig)
     decisioning: DecisioningConfig = Field(default_factory=DecisioningConfig)
@@ -401,6 +437,25 @@ class Config(_Section):
     @property
     def home(self) -> Path:
         return self.paths.home
+
+    @model_validator(mode="after")
+    def _store_keeps_every_policy_window(self) -> Config:
+        policy = self.decisioning.contact_policy
+        windows = {
+            "repeat_days": policy.repeat_days,
+            "cooldown_after_dismiss_days": policy.cooldown_after_dismiss_days,
+            "cooldown_after_complaint_days": policy.cooldown_after_complaint_days,
+            "cooldown_after_ignore_days": policy.cooldown_after_ignore_days,
+            **{f"channel_caps.{ch}.period_days": cap.period_days for ch, cap in policy.channel_caps.items()},
+        }
+        name, longest = max(windows.items(), key=lambda kv: kv[1])
+        if self.online_store.contact_history_days < longest:
+            raise ValueError(
+                f"online_store.contact_history_days is {self.online_store.contact_history_days}, "
+                f"shorter than decisioning.contact_policy.{name} ({longest}): the API would forget "
+                "contacts a policy counts"
+            )
+        return self
 
     @property
     def is_local(self) -> bool:
@@ -515,6 +570,8 @@ def describe_validation_error(error: dict) -> str:
     if kind == "literal_error":
         allowed = error.get("ctx", {}).get("expected", "")
         return f"expected one of {allowed}, got {got!r}"
+    if kind == "value_error" and isinstance(got, dict):  # a check across sections: its message says it all
+        return str(error.get("ctx", {}).get("error", error["msg"]))
     return f"{error['msg'].lower()}, got {got!r}"
 
 
@@ -588,6 +645,12 @@ def load_config(target: str | None = None, overrides: dict[str, Any] | None = No
                 {"kafka": {"bootstrap_servers": f"127.0.0.1:{kafka_port}", "broker": broker}},
             )
         )
+    store_port = os.environ.get(ENV_STORE_PORT)
+    if store_port:
+        layers.append((f"${ENV_STORE_PORT}", {"online_store": {"port": store_port}}))
+    api_port = os.environ.get(ENV_API_PORT)
+    if api_port:
+        layers.append((f"${ENV_API_PORT}", {"decisioning": {"api": {"port": api_port}}}))
 
     merged: dict[str, Any] = {}
     for origin, data in layers:
@@ -609,7 +672,7 @@ def load_config(target: str | None = None, overrides: dict[str, Any] | None = No
             else:  # a value that fits none of a union's types
                 wanted = [_EXPECTED.get(e["type"], e["msg"]).removeprefix("expected ") for e in errors]
                 problem = f"expected {' or '.join(dict.fromkeys(wanted))}, got {errors[0].get('input')!r}"
-            messages.append(f"{origin}: {dotted}: {problem}")
+            messages.append(f"{origin}: {dotted}: {problem}" if dotted else f"{origin}: {problem}")
         raise ConfigError("; ".join(messages)) from None
 
     return cfg.model_copy(

@@ -27,6 +27,11 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "score": ("pipelines.cli.score", "score every customer with the champion models, with reason codes"),
     "decide": ("pipelines.cli.decide", "stream next-best-action decisions into gold.next_best_actions"),
+    "online-store": (
+        "pipelines.cli.online_store",
+        "start, sync, check or stop the online store the decision API reads",
+    ),
+    "serve": ("pipelines.cli.serve", "run the decision API channels call at the moment of interaction"),
     "explain-decision": ("pipelines.cli.explain_decision", "show why a decision chose what it chose"),
     "evaluate-policy": (
         "pipelines.cli.evaluate_policy",

@@ -36,6 +36,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -156,31 +157,73 @@ class DeltaAppender:
             frame.write.format("delta").mode("append").saveAsTable(self.table)
 
     def _append_delta_rs(self, rows: pd.DataFrame) -> None:
-        from deltalake import CommitProperties, Transaction, write_deltalake
-        from deltalake.exceptions import CommitFailedError
-
         assert self._schema is not None
         batch = to_arrow(rows, self._schema, self._naive_zone)
         self._sequence += 1
-        commit = CommitProperties(
-            custom_metadata={"isBlindAppend": True},
-            app_transactions=[Transaction(app_id=self._app_id, version=self._sequence)],
-        )
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            self._delta.update_incremental()  # Spark may have committed since (the job's compaction)
-            if (self._delta.transaction_version(self._app_id) or 0) >= self._sequence:
-                return  # an attempt that reported a failure was committed after all
-            if why := self._not_writable():
-                self._use_spark(why)
-                return
-            try:
-                write_deltalake(self._delta, batch, mode="append", commit_properties=commit)
-                return
-            except CommitFailedError as exc:  # the next attempt first checks whether it went through
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                log.info("append to %s failed to commit (%s); trying again", self.table, first_line(exc))
-                time.sleep(RETRY_PAUSE_SECONDS * attempt)
+        if not append_once(self._delta, batch, self._app_id, self._sequence, self.table, self._not_writable):
+            self._use_spark(self._not_writable() or "the table changed")
+
+
+def append_once(
+    delta: Any,
+    batch: pa.Table,
+    app_id: str,
+    sequence: int,
+    table: str,
+    not_writable: Callable[[], str | None] = lambda: None,
+) -> bool:
+    """Append ``batch`` to the deltalake table ``delta`` in one commit carrying the transaction
+    (``app_id``, ``sequence``): written once however often it is tried. An append whose commit
+    fails is tried again on the refreshed table, up to :data:`COMMIT_ATTEMPTS` times. False (and
+    nothing written) when ``not_writable`` finds a reason the table must not be appended to."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    commit = CommitProperties(
+        custom_metadata={"isBlindAppend": True},
+        app_transactions=[Transaction(app_id=app_id, version=sequence)],
+    )
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        delta.update_incremental()  # Spark may have committed since (a job's compaction)
+        if (delta.transaction_version(app_id) or 0) >= sequence:
+            return True  # an attempt that reported a failure was committed after all, or a replay
+        if not_writable():
+            return False
+        try:
+            write_deltalake(delta, batch, mode="append", commit_properties=commit)
+            return True
+        except CommitFailedError as exc:  # the next attempt first checks whether it went through
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            log.info("append to %s failed to commit (%s); trying again", table, first_line(exc))
+            time.sleep(RETRY_PAUSE_SECONDS * attempt)
+    return False
+
+
+class PathAppender:
+    """Appends to a local Delta table by path, without Spark (the decision API's process):
+    delta-rs only, every append with a transaction id, so a replayed batch is written once."""
+
+    def __init__(self, path: str, table: str, columns: list[str], app_id: str) -> None:
+        from deltalake import DeltaTable
+
+        self.table = table
+        self.app_id = app_id
+        self._delta = DeltaTable(path)
+        self._schema = pa.schema(self._delta.schema().to_arrow())
+        if self._schema.names != columns:
+            raise InputError(
+                f"{table} at {path}: columns {', '.join(self._schema.names)} are not the ones written, "
+                f"{', '.join(columns)}"
+            )
+
+    def committed(self, sequence: int) -> bool:
+        self._delta.update_incremental()
+        return (self._delta.transaction_version(self.app_id) or 0) >= sequence
+
+    def append(self, rows: pd.DataFrame, sequence: int) -> None:
+        batch = to_arrow(rows, self._schema)
+        append_once(self._delta, batch, self.app_id, sequence, self.table)
 
 
 def to_arrow(rows: pd.DataFrame, schema: pa.Schema, naive_zone: str = "UTC") -> pa.Table:

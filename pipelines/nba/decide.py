@@ -483,7 +483,7 @@ def reason_codes(
     return {key: list(group["reason"]) for key, group in rows.groupby(["customer_number", "model"])}
 
 
-def _model_of(action_id: str, catalog: ActionCatalog) -> str | None:
+def model_of(action_id: str, catalog: ActionCatalog) -> str | None:
     action = catalog[action_id]
     if action.product:
         return action.product
@@ -543,7 +543,7 @@ def write_decisions(
         )
 
         def reason_list(row: Any) -> list[str]:
-            model = _model_of(row.action_id, catalog)
+            model = model_of(row.action_id, catalog)
             return list(reasons.get((row.customer_number, model), [])) if model else []
 
         decisions["reason_codes"] = [reason_list(r) for r in decisions.itertuples()]

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -228,7 +228,7 @@ class _Candidate:
 
 
 @dataclass(frozen=True)
-class _Request:
+class DecisionRequest:
     """The triggers of one customer in one micro-batch, merged into one decision."""
 
     decision_id: str
@@ -245,7 +245,7 @@ class _Request:
 
 
 @dataclass(frozen=True)
-class _Contact:
+class ContactRow:
     action_id: str
     channel: str
     decision_id: str | None
@@ -265,9 +265,9 @@ class _History:
     complaints are answers to it.
     """
 
-    def __init__(self, rows: list[_Contact], decided_at: pd.Timestamp, decision_id: str) -> None:
+    def __init__(self, rows: list[ContactRow], decided_at: pd.Timestamp, decision_id: str) -> None:
         self.rows = [r for r in rows if r.decision_id != decision_id]
-        first: dict[tuple, _Contact] = {}
+        first: dict[tuple, ContactRow] = {}
         for r in self.rows:
             if r.response in CONTACT_STARTS:
                 key = (
@@ -279,10 +279,10 @@ class _History:
                     first[key] = r
         self.contacts = sorted(first.values(), key=lambda r: (r.at, r.action_id, r.channel))
 
-    def contacts_on(self, channel: str, since: pd.Timestamp) -> list[_Contact]:
+    def contacts_on(self, channel: str, since: pd.Timestamp) -> list[ContactRow]:
         return [r for r in self.contacts if r.channel == channel and r.at > since]
 
-    def latest(self, response: str, since: pd.Timestamp, action_id: str | None = None) -> _Contact | None:
+    def latest(self, response: str, since: pd.Timestamp, action_id: str | None = None) -> ContactRow | None:
         found = [
             r
             for r in self.rows
@@ -290,11 +290,11 @@ class _History:
         ]
         return max(found, key=lambda r: r.at) if found else None
 
-    def latest_contact(self, action_id: str, since: pd.Timestamp) -> _Contact | None:
+    def latest_contact(self, action_id: str, since: pd.Timestamp) -> ContactRow | None:
         found = [r for r in self.contacts if r.action_id == action_id and r.at > since]
         return found[-1] if found else None
 
-    def unanswered_impression(self, channel: str, since: pd.Timestamp) -> _Contact | None:
+    def unanswered_impression(self, channel: str, since: pd.Timestamp) -> ContactRow | None:
         """The latest impression on ``channel`` since ``since`` that got no answer (yet)."""
         for shown in sorted(self.rows, key=lambda r: r.at, reverse=True):
             if shown.response != "impression" or shown.channel != channel or shown.at <= since:
@@ -346,30 +346,80 @@ def run_funnel(
     log_rows: list[dict[str, Any]] = []
     inactive = 0
     for request in merged:
-        candidates = _candidates(catalog)
-        status = request.context.get("customer_status")
-        if status != "active":
-            inactive += 1
-            shown = "unknown" if missing(status) else repr(status)
-            for c in candidates:
-                c.remove("customer", "customer_not_active", f"customer status is {shown}, not active")
-        else:
-            _rules_stages(request, candidates)
-            _consent_stage(request, candidates, granted)
-            _contact_policy_stage(
-                request,
-                candidates,
-                catalog,
-                policy,
-                _History(history.get(request.customer_number, []), request.decided_at, request.decision_id),
-                serving.get(request.customer_number, []),
-            )
-            _arbitration_stage(request, candidates, catalog, policy, choose)
-            decisions.extend(_decision_rows(request, candidates))
-        log_rows.extend(_log_rows(request, candidates))
+        outcome = decide_one(
+            request,
+            catalog,
+            policy,
+            granted,
+            history.get(request.customer_number, []),
+            serving.get(request.customer_number, []),
+            choose,
+        )
+        inactive += not outcome.active
+        decisions.extend(outcome.decisions)
+        log_rows.extend(outcome.log)
     if inactive:
         log.info("decision funnel: %d of %d customers not active, no decision", inactive, len(merged))
     return FunnelResult(decisions=_decisions_frame(decisions), log=_log_frame(log_rows))
+
+
+@dataclass(frozen=True)
+class CustomerDecision:
+    """One customer's decision: the served rows (DECISION_COLUMNS) and every candidate's fate
+    (LOG_COLUMNS), as dicts; what :func:`run_funnel` turns into frames."""
+
+    decision_id: str
+    policy: str
+    active: bool
+    decisions: list[dict[str, Any]]
+    log: list[dict[str, Any]]
+
+
+def decide_one(
+    request: DecisionRequest,
+    catalog: ActionCatalog,
+    policy: DecisioningConfig,
+    granted: Mapping[tuple[str, str, str], bool],
+    contacts: Sequence[ContactRow],
+    serving: Sequence[Mapping[str, Any]],
+    choose: Chooser,
+    channels: Sequence[str] | None = None,
+) -> CustomerDecision:
+    """The funnel for one customer, without frames: what the streaming jobs run per customer in
+    a micro-batch (:func:`run_funnel`) and the decision API runs per request.
+
+    ``granted``: (customer, purpose, channel) -> granted; ``contacts``: the customer's contact
+    history; ``serving``: their serving rows not yet expired (ACTIVE_COLUMNS, plus decision_id);
+    ``channels``: only these channels' candidates (default: every channel).
+    """
+    candidates = _candidates(catalog, channels)
+    status = request.context.get("customer_status")
+    active = status == "active"
+    if not active:
+        shown = "unknown" if missing(status) else repr(status)
+        for c in candidates:
+            c.remove("customer", "customer_not_active", f"customer status is {shown}, not active")
+        decisions: list[dict[str, Any]] = []
+    else:
+        _rules_stages(request, candidates)
+        _consent_stage(request, candidates, granted)
+        _contact_policy_stage(
+            request,
+            candidates,
+            catalog,
+            policy,
+            _History(list(contacts), request.decided_at, request.decision_id),
+            list(serving),
+        )
+        _arbitration_stage(request, candidates, catalog, policy, choose)
+        decisions = _decision_rows(request, candidates)
+    return CustomerDecision(
+        decision_id=request.decision_id,
+        policy=request.policy,
+        active=active,
+        decisions=decisions,
+        log=_log_rows(request, candidates),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,7 +436,7 @@ def _utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True)
 
 
-def _merge_requests(requests: pd.DataFrame, policy: DecisioningConfig) -> list[_Request]:
+def _merge_requests(requests: pd.DataFrame, policy: DecisioningConfig) -> list[DecisionRequest]:
     """One request per customer: triggers listed, context from the freshest row, weight the largest."""
     if requests.empty:
         return []
@@ -418,7 +468,7 @@ def _merge_requests(requests: pd.DataFrame, policy: DecisioningConfig) -> list[_
         decided_at = max(r["decided_at"] for r in by_event.values())
         triggers = ", ".join(t if missing(p) else f"{t} ({p})" for t, p in zip(types, products, strict=True))
         merged.append(
-            _Request(
+            DecisionRequest(
                 decision_id=decision_id_for(customer, ids),
                 customer_number=customer,
                 context=freshest,
@@ -446,18 +496,18 @@ def _consent_index(consent: pd.DataFrame) -> dict[tuple[str, str, str], bool]:
     return {key: bool(value) for key, value in granted.items()}
 
 
-def _contacts_by_customer(contacts: pd.DataFrame) -> dict[str, list[_Contact]]:
+def _contacts_by_customer(contacts: pd.DataFrame) -> dict[str, list[ContactRow]]:
     if contacts.empty:
         return {}
     df = contacts[list(CONTACT_COLUMNS)].copy()
     df["contacted_at"] = _utc(df["contacted_at"])
-    out: dict[str, list[_Contact]] = {}
+    out: dict[str, list[ContactRow]] = {}
     for row in df.itertuples(index=False):
         if missing(row.contacted_at):
             continue
         decision_id = None if missing(row.decision_id) else str(row.decision_id)
         out.setdefault(str(row.customer_number), []).append(
-            _Contact(str(row.action_id), str(row.channel), decision_id, row.contacted_at, str(row.response))
+            ContactRow(str(row.action_id), str(row.channel), decision_id, row.contacted_at, str(row.response))
         )
     return out
 
@@ -473,10 +523,12 @@ def _active_by_customer(active: pd.DataFrame) -> dict[str, list[dict[str, Any]]]
     return out
 
 
-def _candidates(catalog: ActionCatalog) -> list[_Candidate]:
-    """Every action on each of its channels, then no_action on every channel in use."""
-    out = [_Candidate(a, ch) for a in catalog.contacting for ch in OFFER_CHANNELS if ch in a.channels]
-    out += [_Candidate(catalog.no_action, ch) for ch in catalog.channels]
+def _candidates(catalog: ActionCatalog, channels: Sequence[str] | None = None) -> list[_Candidate]:
+    """Every action on each of its channels, then no_action on every channel in use (only
+    ``channels`` when given: a channel asking for itself)."""
+    wanted = OFFER_CHANNELS if channels is None else tuple(ch for ch in OFFER_CHANNELS if ch in channels)
+    out = [_Candidate(a, ch) for a in catalog.contacting for ch in wanted if ch in a.channels]
+    out += [_Candidate(catalog.no_action, ch) for ch in catalog.channels if ch in wanted]
     return out
 
 
@@ -484,7 +536,7 @@ def _candidates(catalog: ActionCatalog) -> list[_Candidate]:
 # stages
 
 
-def _rules_stages(request: _Request, candidates: list[_Candidate]) -> None:
+def _rules_stages(request: DecisionRequest, candidates: list[_Candidate]) -> None:
     """validity, eligibility, suitability: per action (channel does not matter), first failure wins."""
     day = request.decided_at.date()
     by_action: dict[str, list[_Candidate]] = {}
@@ -515,7 +567,7 @@ def _rules_stages(request: _Request, candidates: list[_Candidate]) -> None:
 
 
 def _consent_stage(
-    request: _Request, candidates: list[_Candidate], granted: Mapping[tuple[str, str, str], bool]
+    request: DecisionRequest, candidates: list[_Candidate], granted: Mapping[tuple[str, str, str], bool]
 ) -> None:
     """The simulator's rule, for every contacting action whatever its purpose.
 
@@ -552,7 +604,7 @@ def _consent_stage(
 
 
 def _contact_policy_stage(
-    request: _Request,
+    request: DecisionRequest,
     candidates: list[_Candidate],
     catalog: ActionCatalog,
     policy: DecisioningConfig,
@@ -584,7 +636,7 @@ class _ContactPolicy:
 
     def __init__(
         self,
-        request: _Request,
+        request: DecisionRequest,
         catalog: ActionCatalog,
         settings: ContactPolicyConfig,
         history: _History,
@@ -689,7 +741,7 @@ class _ContactPolicy:
         return "exclusive_with_active", True, "no mutually exclusive action being served"
 
 
-def _propensity(action: Action, request: _Request, policy: DecisioningConfig) -> tuple[float, str]:
+def _propensity(action: Action, request: DecisionRequest, policy: DecisioningConfig) -> tuple[float, str]:
     """The probability the customer takes the action, and where it came from (for the trace)."""
     arb = policy.arbitration
     context = request.context
@@ -735,7 +787,7 @@ def _model_versions(value: Any) -> dict[str, str]:
 
 
 def _arbitration_stage(
-    request: _Request,
+    request: DecisionRequest,
     candidates: list[_Candidate],
     catalog: ActionCatalog,
     policy: DecisioningConfig,
@@ -756,6 +808,7 @@ def _arbitration_stage(
             c.priority = c.propensity * c.action.value * c.action.business_lever * request.context_weight
 
     pending = {ch: [c for c in candidates if c.channel == ch and c.alive] for ch in catalog.channels}
+    pending = {ch: cands for ch, cands in pending.items() if cands}  # channels not asked about
     chosen: list[_Candidate] = []
     while pending:
         for cands in pending.values():
@@ -818,7 +871,9 @@ def _prune(c: _Candidate, chosen: list[_Candidate], catalog: ActionCatalog, max_
         )
 
 
-def _choose_model(request: _Request, channel: str, left: list[_Candidate], choose: Chooser) -> _Candidate:
+def _choose_model(
+    request: DecisionRequest, channel: str, left: list[_Candidate], choose: Chooser
+) -> _Candidate:
     """The chooser picks among the channel's candidates, best priority first."""
     left.sort(key=lambda c: (-(c.priority or 0.0), c.action.default_rank, c.action.action_id))
     if len(left) == 1:  # only no_action: no choice to make
@@ -917,7 +972,7 @@ def _check_choice(decision_id: str, channel: str, n: int, position: Any, probabi
 # outputs
 
 
-def _decision_rows(request: _Request, candidates: list[_Candidate]) -> list[dict[str, Any]]:
+def _decision_rows(request: DecisionRequest, candidates: list[_Candidate]) -> list[dict[str, Any]]:
     rows = []
     policy_line = (
         "policy: control group (default policy: lowest default rank)"
@@ -959,7 +1014,7 @@ def _decision_rows(request: _Request, candidates: list[_Candidate]) -> list[dict
     return rows
 
 
-def _log_rows(request: _Request, candidates: list[_Candidate]) -> list[dict[str, Any]]:
+def _log_rows(request: DecisionRequest, candidates: list[_Candidate]) -> list[dict[str, Any]]:
     return [
         {
             "decision_id": request.decision_id,

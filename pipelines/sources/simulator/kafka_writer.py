@@ -139,6 +139,17 @@ class KafkaWriter:
         return rel
 
     # ------------------------------------------------------------------ lifecycle
+    def flush(self) -> None:
+        """Wait until every message produced so far is acknowledged; raise DeliveryError on a failure
+        (the decision API deletes a spooled batch only after this)."""
+        if self._producer is None:
+            return
+        remaining = self._producer.flush(MESSAGE_TIMEOUT_MS / 1000 + 30)
+        if remaining:
+            self._failures.append(f"{remaining} messages still unacknowledged by {self.bootstrap}")
+            self._failed += remaining
+        self._raise_if_failed()
+
     def close(self) -> None:
         """Wait until every message is acknowledged, release the clients; raise DeliveryError on any failure.
 

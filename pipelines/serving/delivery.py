@@ -1,0 +1,283 @@
+"""What the decision API decides and learns, delivered off the request path, with nothing lost.
+
+A request only queues its rows. A background thread, every ``decisioning.api.flush_ms``:
+
+1. writes the queued batch to a spool file under ``<home>/api/spool/`` (fsync'd: from here on a
+   crash loses nothing, the next start replays it);
+2. appends the served actions to ``gold.served_actions`` and every candidate's fate to
+   ``gold.decision_log`` with delta-rs (milliseconds, no Spark in the API's process), each commit
+   carrying the batch's transaction id, so a replayed batch is written once;
+3. hands the responses channels posted to the lakehouse as ``offer_responses`` events: a landing
+   file (written aside and renamed in, so ingest never reads half of one) or, when ingest reads
+   Kafka, the source's topic; either way the event ids are stable, so silver drops a replay's
+   copies as duplicates;
+4. publishes the decisions to ``<topic_prefix>decisions`` for outbound channel systems (email,
+   push, SMS senders) when ``decisioning.api.publish_decisions`` is on;
+5. removes the spool file.
+
+A step that fails leaves the spool file for the next flush, which tries it again (and a start
+replays what a stopped process left).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.config import Config
+from pipelines.errors import first_line
+from pipelines.lakehouse.delta_appends import PathAppender, ddl_columns
+from pipelines.nba.decide import DECISION_LOG_DDL, NEXT_BEST_ACTIONS_DDL
+from pipelines.serving.store import dumps, from_ms
+
+log = logging.getLogger(__name__)
+
+DECISIONS_TOPIC = "decisions"  # after kafka.topic_prefix
+RESPONSES_SOURCE = "offer_responses"
+SCHEMA_VERSION = 1  # of the offer_responses contract the events are written with
+
+
+def response_event_id(decision_id: str, action_id: str, channel: str, response: str, at_ms: int) -> str:
+    """Stable per response: a replayed delivery writes the same event, which silver de-duplicates."""
+    key = f"api|{decision_id}|{action_id}|{channel}|{response}|{at_ms}"
+    return "api-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def iso(ms: int) -> str:
+    stamp = from_ms(ms)
+    assert stamp is not None
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class Batch:
+    app_id: str
+    sequence: int
+    served: list[dict[str, Any]] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.served or self.log or self.responses or self.decisions)
+
+
+@dataclass
+class DeliveryStats:
+    batches: int = 0
+    served_rows: int = 0
+    log_rows: int = 0
+    responses: int = 0
+    published: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+
+class Delivery:
+    """The API process's one delivery thread (see the module docstring)."""
+
+    def __init__(self, cfg: Config, table_paths: dict[str, str] | None) -> None:
+        self.cfg = cfg
+        api = cfg.decisioning.api
+        self.flush_s = api.flush_ms / 1000
+        self.spool = cfg.paths.home / "api" / "spool"
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self.app_id = f"journeylake-api-{uuid.uuid4().hex}"
+        self.table_paths = table_paths or {}
+        self.stats = DeliveryStats()
+        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._sequence = 0
+        self._appenders: dict[tuple[str, str], PathAppender] = {}
+        self._kafka: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journeylake-api-delivery", daemon=True)
+
+    # ---------------------------------------------------------------- called by requests
+    def decision(
+        self, served: list[dict[str, Any]], log_rows: list[dict[str, Any]], event: dict[str, Any]
+    ) -> None:
+        self._queue.put(("decision", {"served": served, "log": log_rows, "event": event}))
+
+    def response(self, event: dict[str, Any]) -> None:
+        self._queue.put(("response", event))
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._replay()
+        self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued, then stop (what cannot be delivered stays spooled)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._kafka is not None:
+            self._kafka.close()
+            self._kafka = None
+
+    def pending_files(self) -> list[Path]:
+        return sorted(self.spool.glob("*.json"))
+
+    # ---------------------------------------------------------------- the thread
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.wait(self.flush_s)
+            try:
+                self.flush()
+            except Exception as exc:  # the spool keeps the batch; say why and try again later
+                self.stats.failures += 1
+                self.stats.last_error = first_line(exc)
+                log.warning("API delivery failed, kept in %s: %s", self.spool, first_line(exc))
+            if stopping:
+                return
+
+    def flush(self) -> None:
+        """Spool what is queued, then deliver every spooled batch (oldest first)."""
+        batch = self._drain()
+        if not batch.empty():
+            self._write_spool(batch)
+        for path in self.pending_files():
+            self._deliver(path)
+
+    def _drain(self) -> Batch:
+        self._sequence += 1
+        batch = Batch(self.app_id, self._sequence)
+        while True:
+            try:
+                kind, item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "decision":
+                batch.served += item["served"]
+                batch.log += item["log"]
+                batch.decisions.append(item["event"])
+            else:
+                batch.responses.append(item)
+        if batch.empty():
+            self._sequence -= 1
+        return batch
+
+    def _write_spool(self, batch: Batch) -> Path:
+        path = self.spool / f"{time.time_ns():020d}-{batch.app_id}-{batch.sequence:08d}.json"
+        doc = dumps(batch.__dict__)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(doc)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def _replay(self) -> None:
+        left = self.pending_files()
+        if left:
+            log.info("API delivery: replaying %d spooled batch(es) from %s", len(left), self.spool)
+        for path in left:
+            try:
+                self._deliver(path)
+            except Exception as exc:
+                self.stats.failures += 1
+                self.stats.last_error = first_line(exc)
+                log.warning("API delivery: %s stays spooled: %s", path.name, first_line(exc))
+                return
+
+    def _deliver(self, path: Path) -> None:
+        doc = json.loads(path.read_text())
+        batch = Batch(**doc)
+        self._append("served_actions", NEXT_BEST_ACTIONS_DDL, batch, batch.served)
+        self._append("decision_log", DECISION_LOG_DDL, batch, batch.log)
+        if batch.responses:
+            self._write_responses(batch)
+        if batch.decisions and self.cfg.decisioning.api.publish_decisions:
+            self._publish(batch)
+        path.unlink()
+        self.stats.batches += 1
+        self.stats.served_rows += len(batch.served)
+        self.stats.log_rows += len(batch.log)
+        self.stats.responses += len(batch.responses)
+
+    def _append(self, table: str, ddl: str, batch: Batch, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        where = self.table_paths.get(table)
+        if where is None:
+            raise RuntimeError(
+                f"gold.{table} has no local path in the store's metadata; "
+                "run `journeylake online-store sync` once the decision tables exist"
+            )
+        key = (table, batch.app_id)
+        if key not in self._appenders:
+            self._appenders[key] = PathAppender(where, f"gold.{table}", ddl_columns(ddl), batch.app_id)
+        appender = self._appenders[key]
+        if appender.committed(batch.sequence):
+            return  # a replay of a batch whose append went through
+        frame = pd.DataFrame(rows)
+        for column in ("decided_at", "expires_at", "triggered_at", "processed_at"):
+            if column in frame.columns:
+                frame[column] = pd.to_datetime(frame[column], unit="ms", utc=True)
+        appender.append(frame, batch.sequence)
+
+    def _write_responses(self, batch: Batch) -> None:
+        lines = "".join(
+            json.dumps(
+                {
+                    "event_id": e["event_id"],
+                    "event_time": iso(e["at_ms"]),
+                    "schema_version": SCHEMA_VERSION,
+                    "customer_number": e["customer_number"],
+                    "decision_id": e["decision_id"],
+                    "action_id": e["action_id"],
+                    "channel": e["channel"],
+                    "response": e["response"],
+                },
+                separators=(",", ":"),
+            )
+            + "\n"
+            for e in batch.responses
+        ).encode()
+        name = f"api-{batch.app_id}-{batch.sequence:08d}"
+        if self.cfg.ingest.source == "kafka":
+            writer = self._kafka_writer()
+            writer.write_batch(RESPONSES_SOURCE, name, lines)
+            writer.flush()
+            return
+        folder = self.cfg.paths.landing / RESPONSES_SOURCE
+        folder.mkdir(parents=True, exist_ok=True)
+        aside = folder / f".{name}.jsonl.tmp"  # hidden: the file source skips it until renamed
+        with open(aside, "wb") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(aside, folder / f"{name}.jsonl")
+
+    def _publish(self, batch: Batch) -> None:
+        lines = "".join(dumps(d) + "\n" for d in batch.decisions).encode()
+        writer = self._kafka_writer()
+        writer.write_batch(DECISIONS_TOPIC, f"api-{batch.app_id}-{batch.sequence:08d}", lines)
+        writer.flush()
+        self.stats.published += len(batch.decisions)
+
+    def _kafka_writer(self) -> Any:
+        if self._kafka is None:
+            from pipelines.lakehouse.bronze import kafka_options
+            from pipelines.sources.simulator.kafka_writer import KafkaWriter
+
+            kafka = self.cfg.kafka
+            self._kafka = KafkaWriter(
+                kafka.bootstrap_servers,
+                topic_prefix=kafka.topic_prefix,
+                partitions=kafka.broker.partitions,
+                options=kafka_options(self.cfg),
+            )
+        return self._kafka
