@@ -19,6 +19,7 @@ import pytest
 _HOME_ENV = "JOURNEYLAKE_HOME"
 _PORT_ENV = "JOURNEYLAKE_METASTORE_PORT"
 _KAFKA_PORT_ENV = "JOURNEYLAKE_KAFKA_PORT"  # the test broker's port; its controller takes the next one
+_STORE_PORT_ENV = "JOURNEYLAKE_STORE_PORT"  # the test online store's port
 
 
 def _free_port() -> int:
@@ -51,22 +52,26 @@ def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """
     home = tmp_path_factory.mktemp("journeylake-home")
     saved = {
-        name: os.environ.get(name) for name in (_HOME_ENV, _PORT_ENV, _KAFKA_PORT_ENV, "JOURNEYLAKE_TARGET")
+        name: os.environ.get(name)
+        for name in (_HOME_ENV, _PORT_ENV, _KAFKA_PORT_ENV, _STORE_PORT_ENV, "JOURNEYLAKE_TARGET")
     }
     os.environ[_HOME_ENV] = str(home)
     os.environ[_PORT_ENV] = str(_free_port())
     os.environ[_KAFKA_PORT_ENV] = str(_free_port_pair())
+    os.environ[_STORE_PORT_ENV] = str(_free_port())
     os.environ.pop("JOURNEYLAKE_TARGET", None)
     yield home
     # whoever started the test metastore (a fixture or a CLI subprocess), it stops here
     from pipelines.config import load_config
-    from pipelines.services import kafka_broker, metastore
+    from pipelines.services import kafka_broker, metastore, redis_server
 
     metastore.stop(load_config("local"))
     kafka_broker.down(load_config("local"))  # the same for the test Kafka broker
     # ... and so do servers that tests started in homes of their own under the temp folder
     metastore.stop_servers_under(tmp_path_factory.getbasetemp())
     kafka_broker.stop_brokers_under(tmp_path_factory.getbasetemp())
+    redis_server.down(load_config("local"))  # the test online store, and any a test started elsewhere
+    redis_server.stop_servers_under(tmp_path_factory.getbasetemp())
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
@@ -100,6 +105,15 @@ def kafka_broker(jl_config) -> str:
 
     state, _started = broker.up(jl_config)
     return state.bootstrap
+
+
+@pytest.fixture(scope="session")
+def online_store(jl_config):
+    """The test home's online store (a real redis-server), started once per run."""
+    from pipelines.services import redis_server
+
+    state, _started = redis_server.up(jl_config)
+    return state
 
 
 @pytest.fixture(scope="session")

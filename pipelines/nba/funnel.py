@@ -320,6 +320,7 @@ def run_funnel(
     catalog: ActionCatalog,
     policy: DecisioningConfig,
     chooser: Chooser | None = None,
+    channels: Sequence[str] | None = None,
 ) -> FunnelResult:
     """Decide for every customer in ``requests``: see the module docstring for the stages.
 
@@ -328,7 +329,8 @@ def run_funnel(
     rows (CONSENT_COLUMNS). ``contacts``: contact history (CONTACT_COLUMNS, response one of
     decided, impression, click, accept, dismiss, complaint). ``active``: serving rows not yet
     expired (ACTIVE_COLUMNS, plus ``decision_id`` if known, so a replay ignores its own rows).
-    Naive timestamps are taken as UTC. ``chooser`` defaults to :func:`greedy_chooser`.
+    Naive timestamps are taken as UTC. ``chooser`` defaults to :func:`greedy_chooser`;
+    ``channels`` restricts the candidates to those channels (default: every channel).
     """
     rule_columns = [c for c in catalog.rule_columns() if c not in SCORE_COLUMNS]
     _require(requests, (*REQUEST_COLUMNS, *rule_columns), "decision requests")
@@ -354,6 +356,7 @@ def run_funnel(
             history.get(request.customer_number, []),
             serving.get(request.customer_number, []),
             choose,
+            channels,
         )
         inactive += not outcome.active
         decisions.extend(outcome.decisions)

@@ -272,8 +272,7 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
                 None,
             )
         if outcome is not None and answer.decision_id:
-            versions = outcome.model_versions
-            served, log_rows = served_and_log_rows(outcome, answer, versions)
+            served, log_rows = served_and_log_rows(outcome, answer, answer.model_versions)
             st.delivery.decision(served, log_rows, {**answer.to_json(), "source": "api"})
         return JSONResponse(answer.to_json())
 

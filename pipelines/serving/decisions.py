@@ -65,6 +65,7 @@ class Ask:
 @dataclass
 class Answer:
     decision_id: str | None
+    request_id: str
     customer_number: str
     channel: str
     actions: list[dict[str, Any]]
@@ -74,12 +75,14 @@ class Answer:
     expires_at_ms: int | None
     decided_at_ms: int
     attempts: int = 1
+    model_versions: dict[str, str] = field(default_factory=dict)  # of the scores decided with
 
     def to_json(self) -> dict[str, Any]:
         from pipelines.serving.delivery import iso
 
         return {
             "decision_id": self.decision_id,
+            "request_id": self.request_id,
             "customer_number": self.customer_number,
             "channel": self.channel,
             "actions": self.actions,
@@ -198,7 +201,7 @@ class DecisionService:
             fallback_reason = None if has_scores(state.context) or control else "no_model_scores"
             use_default = control or fallback_reason is not None
             outcome = self.run_funnel_core(state, ask, request_id, now_ms, default_policy=use_default)
-            answer, reservation = self.answer(state, ask, outcome, now_ms, fallback_reason)
+            answer, reservation = self.answer(state, ask, outcome, now_ms, fallback_reason, request_id)
             if reservation is None:
                 answer.attempts = attempts
                 return answer, outcome
@@ -266,6 +269,7 @@ class DecisionService:
         outcome: CustomerDecision,
         now_ms: int,
         fallback_reason: str | None,
+        request_id: str,
     ) -> tuple[Answer, tuple[list[Contact], dict[str, dict[str, Any]], dict[str, Any]] | None]:
         """The channel's answer and, when it contacts, what to reserve in the store."""
         cn = state.customer_number
@@ -289,6 +293,7 @@ class DecisionService:
         expires_ms = now_ms + self.ttl_ms
         answer = Answer(
             decision_id=decision_id,
+            request_id=request_id,
             customer_number=cn,
             channel=ask.channel,
             actions=actions,
@@ -297,6 +302,7 @@ class DecisionService:
             fallback_reason=fallback_reason,
             expires_at_ms=expires_ms if chosen else None,
             decided_at_ms=now_ms,
+            model_versions=dict(state.context.get("model_versions") or {}),
         )
         self.counters.decisions += 1
         if fallback_reason:
@@ -353,6 +359,7 @@ class DecisionService:
         self.counters.decisions += 1
         return Answer(
             decision_id=None,
+            request_id=uuid.uuid4().hex,
             customer_number=cn,
             channel=ask.channel,
             actions=[],
@@ -369,8 +376,9 @@ class DecisionService:
         """The default policy on a fresh snapshot (after a deadline breach)."""
         now_ms = int(time.time() * 1000)
         state = await self.reader.read(cn, now_ms / 1000)
-        outcome = self.run_funnel_core(state, ask, uuid.uuid4().hex, now_ms, default_policy=True)
-        answer, reservation = self.answer(state, ask, outcome, now_ms, reason)
+        request_id = uuid.uuid4().hex
+        outcome = self.run_funnel_core(state, ask, request_id, now_ms, default_policy=True)
+        answer, reservation = self.answer(state, ask, outcome, now_ms, reason, request_id)
         if reservation is not None:
             contacts, serving, record = reservation
             ok = await self.reader.commit(
