@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from pipelines.contracts import PRODUCTS
-from pipelines.nba.funnel import CONTACT_COLUMNS, FEATURE_COLUMNS, run_funnel
+from pipelines.nba.funnel import CONTACT_COLUMNS, run_funnel
 
 pytestmark = pytest.mark.slow  # starts the store and an API server
 
