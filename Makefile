@@ -1,8 +1,10 @@
 # journeylake: every target does its own set-up on a fresh machine.
 #   make test   venv + jars, then pytest        make demo   venv + jars, then `journeylake demo`
-#   make bench  venv + jars, then bench/*.py     make lint   ruff check + format check
+#   make test-fast  the tests that start no Spark (seconds, for the edit-test loop)
+#   make bench  venv + jars, then bench/*.py     make lint   ruff check + format check + mypy
 #   make venv   (re)install only when pyproject.toml changed
 #   make jars   resolve JVM jars once into .cache/jars (no-op when done)
+#   make redis  install redis-server (the online store) from the OS packages when missing
 #   make clean  remove venv, jar cache and local state (.journeylake/)
 
 PYTHON ?= python3
@@ -13,7 +15,7 @@ JARS_STAMP := .cache/jars/manifest.json
 PIP_QUIET := --quiet --disable-pip-version-check --no-input
 PYTEST_ARGS ?=
 
-.PHONY: venv jars test demo bench lint format clean
+.PHONY: venv jars redis test test-fast demo bench lint format clean
 
 venv: $(VENV_STAMP)
 
@@ -30,10 +32,34 @@ jars: $(JARS_STAMP)
 $(JARS_STAMP): conf/jvm/pom.xml conf/jvm/kafka-broker.pom.xml $(VENV_STAMP)
 	@$(PY) -m pipelines.services.jars
 
-test: venv jars
+# The online store runs the OS's redis-server (no Python wheel ships one): installed here with
+# apt-get when this is root on a Debian/Ubuntu machine, else the exact package to install is named.
+redis:
+	@if command -v redis-server >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "redis: installing redis-server with apt-get ..."; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q redis-server >/dev/null 2>&1 \
+			|| { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; } \
+			|| { echo "redis: apt-get install redis-server failed" >&2; exit 1; }; \
+		command -v redis-server >/dev/null || { echo "redis: redis-server still not on PATH" >&2; exit 1; }; \
+		echo "redis: $$(redis-server --version)"; \
+	else \
+		echo "redis: redis-server is missing (the online store runs it). Install it, then rerun make:" >&2; \
+		echo "  Debian/Ubuntu: sudo apt-get install redis-server" >&2; \
+		echo "  macOS:         brew install redis" >&2; \
+		exit 1; \
+	fi
+
+test: venv jars redis
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-demo: venv jars
+# "slow" = starts Spark (tests/conftest.py marks every test that uses the spark fixture) or a
+# long-running local service; the rest runs in seconds.
+test-fast: venv redis
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: venv jars redis
 	$(VENV)/bin/journeylake demo
 
 bench: venv jars
@@ -45,6 +71,7 @@ bench: venv jars
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff format .
@@ -52,4 +79,5 @@ format: venv
 
 clean:
 	@if [ -x $(PY) ]; then $(PY) -m pipelines.cli.metastore stop >/dev/null 2>&1 || true; fi
-	rm -rf $(VENV) .cache .journeylake .pytest_cache .ruff_cache *.egg-info
+	@if [ -x $(PY) ]; then $(PY) -m pipelines.cli online-store down >/dev/null 2>&1 || true; fi
+	rm -rf $(VENV) .cache .journeylake .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -12,7 +12,14 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # journeylake is imported once a benchmark's home and ports are set
+    from pyspark.sql import SparkSession
+
+    from pipelines.config import Config
+    from pipelines.sources.simulator import SimConfig
+    from pipelines.tables import Tables
 
 
 def free_port() -> int:
@@ -30,7 +37,7 @@ def own_home(home: str | None, prefix: str) -> Path:
     return path
 
 
-def ensure_bank(spark: Any, cfg: Any, tables: Any, home: Path, sim: Any) -> float | None:
+def ensure_bank(spark: SparkSession, cfg: Config, tables: Tables, home: Path, sim: SimConfig) -> float | None:
     """Generate ``sim`` (a ``SimConfig``) into ``home`` and ingest it, unless a bank is there already.
 
     Returns the seconds it took, or None when the home already held a generated bank.

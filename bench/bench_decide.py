@@ -256,21 +256,18 @@ def main() -> None:
                 ingest_process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 ingest_process.kill()
-        served = (  # every served row, also those a later decision replaced
+        served: pd.DataFrame = (  # every served row, also those a later decision replaced
             spark.table(tables.gold("served_actions"))
             .select("decision_id", "processed_at", F.explode("trigger_event_ids").alias("event_id"))
             .toPandas()
         )
-        commits = np.sort(
+        writes: pd.DataFrame = (
             DeltaTable.forName(spark, tables.gold("served_actions"))
             .history()
             .where(F.col("operation") == "WRITE")
-            .toPandas()["timestamp"]
-            .pipe(pd.to_datetime, utc=True)
-            .astype("int64")
-            .to_numpy()
-            / 1e9
+            .toPandas()
         )
+        commits = np.sort(pd.to_datetime(writes["timestamp"], utc=True).astype("int64").to_numpy() / 1e9)
         decisions = (
             spark.table(tables.gold("decision_log"))
             .where(F.col("decided_at") >= F.lit(since))

@@ -17,9 +17,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _common import free_port
+
+if TYPE_CHECKING:  # Spark is imported once the benchmark's environment is set
+    from pyspark.sql import DataFrame
 
 
 def pyarrow_reference(landing: Path, out: Path) -> tuple[int, float]:
@@ -79,8 +84,8 @@ def main() -> None:
         spark = get_spark(cfg, "journeylake-bench")
         sources = ingest.present_sources(cfg)
 
-        def bronze_appender(table: str, checkpoint: Path):  # type: ignore[no-untyped-def]
-            def append(batch, batch_id: int) -> None:  # type: ignore[no-untyped-def]
+        def bronze_appender(table: str, checkpoint: Path) -> Callable[[DataFrame, int], None]:
+            def append(batch: DataFrame, batch_id: int) -> None:
                 bronze.append_batch(batch, table, batch_tag(checkpoint, batch_id), maybe_replay=True)
 
             return append

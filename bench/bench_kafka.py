@@ -23,8 +23,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _common import free_port
+
+if TYPE_CHECKING:  # Spark is imported once the benchmark's environment is set
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+    from pipelines.config import Config
 
 
 def _free_port_pair() -> int:
@@ -52,13 +59,16 @@ def commit_times(table_dir: Path, column: str, prefix: str, from_version: int) -
     for log in sorted((table_dir / "_delta_log").glob("*.json")):
         if int(log.stem) < from_version:
             continue
-        committed, added = None, []
+        committed: int | None = None
+        added: list[str] = []
         for line in log.read_text().splitlines():
             action = json.loads(line)
             if "commitInfo" in action:
                 committed = action["commitInfo"]["timestamp"]
             elif "add" in action:
                 added.append(action["add"]["path"])
+        if committed is None:  # no commitInfo: no commit time to report its rows at
+            continue
         for path in added:
             values = pq.read_table(table_dir / path, columns=[column]).column(column).to_pylist()
             for value in values:
@@ -88,7 +98,7 @@ def percentiles(values: list[float]) -> str:
 WATCHED_QUERIES = ("ingest_transactions", "gold_customer_features")
 
 
-def batch_summary(query) -> str:  # type: ignore[no-untyped-def]
+def batch_summary(query: StreamingQuery) -> str:
     """How long a query's recent micro-batches with input took, and how many rows they held."""
     busy = [p for p in query.recentProgress if p.numInputRows]
     if not busy:
@@ -140,7 +150,9 @@ def produce_steadily(
     return sent
 
 
-def floor_latency(spark, cfg, work: Path, accounts: list[tuple[str, str]], rate: int, seconds: int) -> None:  # type: ignore[no-untyped-def]
+def floor_latency(
+    spark: SparkSession, cfg: Config, work: Path, accounts: list[tuple[str, str]], rate: int, seconds: int
+) -> None:
     """The same load through the barest bronze + silver path there is, alone on the machine.
 
     One query on the transactions topic whose micro-batch makes two Delta appends: the raw
@@ -163,7 +175,7 @@ def floor_latency(spark, cfg, work: Path, accounts: list[tuple[str, str]], rate:
         spark.createDataFrame([], table_schema).write.format("delta").save(str(path))
         spark.sql(f"ALTER TABLE delta.`{path}` SET {properties_sql(properties)}")
 
-    def append_both(batch, _batch_id: int) -> None:  # type: ignore[no-untyped-def]
+    def append_both(batch: DataFrame, _batch_id: int) -> None:
         rows = batch.persist()
         try:
             rows.write.format("delta").mode("append").save(str(raw_dir))
@@ -199,7 +211,9 @@ def floor_latency(spark, cfg, work: Path, accounts: list[tuple[str, str]], rate:
     print(f"  {summary}")
 
 
-def realtime_latency(spark, cfg, accounts: list[tuple[str, str]], rate: int, seconds: int) -> None:  # type: ignore[no-untyped-def]
+def realtime_latency(
+    spark: SparkSession, cfg: Config, accounts: list[tuple[str, str]], rate: int, seconds: int
+) -> None:
     """The same load through the real-time query (Kafka -> triggers topic), alone on the machine."""
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -235,7 +249,9 @@ def realtime_latency(spark, cfg, accounts: list[tuple[str, str]], rate: int, sec
             message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
-            received[json.loads(message.value())["event_id"]] = message.timestamp()[1]
+            value = message.value()
+            if value is not None:  # a message without a value (a tombstone) names no event
+                received[json.loads(value)["event_id"]] = message.timestamp()[1]
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()

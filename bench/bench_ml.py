@@ -40,11 +40,12 @@ def main() -> int:
     import numpy as np
     import pandas as pd
 
-    from ml.features import DESCRIPTIONS, FEATURE_NAMES, MONEY_FEATURES
-    from ml.propensity import train_propensity
+    from ml.features import DESCRIPTIONS, FEATURE_NAMES
+    from ml.propensity import PropensityModel, train_propensity
     from ml.score import Champions, score_frame
     from ml.segmentation import fit_segmentation
-    from ml.train import _propensity_settings, _segmentation_settings, format_reports, segmentation_features
+    from ml.settings import PropensityTarget
+    from ml.train import format_reports, log_scaled_features, segmentation_features
     from ml.training_set import build_training_set, eligible, label_column
     from pipelines.config import load_config
     from pipelines.services import metastore
@@ -100,15 +101,22 @@ def main() -> int:
             f"training rows {len(stacked):,}"
         )
 
-        settings = _propensity_settings(cfg)
-        models = {}
+        settings = cfg.ml.propensity
+        models: dict[PropensityTarget, tuple[PropensityModel, str]] = {}  # target -> (model, version)
         for target in cfg.ml.propensity.targets:
             rows = stacked[eligible(stacked, target)]
             y = rows[label_column(target)].to_numpy(dtype=int)
             started = time.perf_counter()
             try:
                 customers_of_rows = rows["customer_number"]  # a customer's cut-offs stay in one fold
-                model = train_propensity(rows[FEATURE_NAMES], y, target, settings, groups=customers_of_rows)
+                model = train_propensity(
+                    rows[FEATURE_NAMES],
+                    y,
+                    target,
+                    settings,
+                    groups=customers_of_rows,
+                    seed=cfg.ml.training.seed,
+                )
                 models[target] = (model, "bench")
             except Exception as exc:  # noqa: BLE001 - report and go on
                 print(f"  propensity {target:<14} skipped: {exc}")
@@ -119,14 +127,14 @@ def main() -> int:
                 f"({models[target][0].booster.num_trees()} trees)"
             )
         columns = segmentation_features(cfg)
-        seg_settings = _segmentation_settings(cfg, len(scaled))
+        seg_settings, logged = cfg.ml.segmentation, log_scaled_features(columns)
         started = time.perf_counter()
-        segmentation, _ = fit_segmentation(scaled[columns], DESCRIPTIONS, seg_settings)
+        segmentation, _ = fit_segmentation(scaled[columns], DESCRIPTIONS, seg_settings, log_features=logged)
         print(
             f"  segmentation: HDBSCAN on {min(len(scaled), seg_settings.max_fit_rows):,} + surrogate for "
             f"{len(scaled):,} customers in {time.perf_counter() - started:.1f} s "
             f"({len(segmentation.segment_names)} segments, "
-            f"{len(set(MONEY_FEATURES) & set(columns))} money features log-scaled)"
+            f"{len(logged)} money features log-scaled)"
         )
 
         from ml.explain import reason_codes

@@ -50,7 +50,7 @@ def main() -> int:
 
     from ml.features import FEATURE_NAMES
     from ml.propensity import NotEnoughPositives, evaluate, train_propensity
-    from ml.train import CEILING_TARGET, _propensity_settings, ceiling_column, with_truth
+    from ml.train import CEILING_TARGET, ceiling_column, with_truth
     from ml.training_set import build_training_set, eligible, in_holdout, label_column
     from pipelines.config import load_config
     from pipelines.services import metastore
@@ -58,7 +58,7 @@ def main() -> int:
     from pipelines.tables import Tables
 
     cfg = load_config()
-    settings = _propensity_settings(cfg)
+    settings = cfg.ml.propensity
     fractions = [float(f) for f in args.fractions.split(",")]
     spark = get_spark(cfg, "journeylake-bench-ml-ceiling")
     tables = Tables.from_config(cfg)
@@ -115,7 +115,12 @@ def main() -> int:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         model = train_propensity(
-                            train[FEATURE_NAMES], y, target, settings, groups=train["customer_number"]
+                            train[FEATURE_NAMES],
+                            y,
+                            target,
+                            settings,
+                            groups=train["customer_number"],
+                            seed=cfg.ml.training.seed,
                         )
                 except NotEnoughPositives:
                     break

@@ -3,22 +3,19 @@
 Training a propensity model on features that "know" the future is the classic way to get a
 great holdout score and a useless model. Everything here is computed **as of a cut-off time T**:
 features read only rows whose event (or snapshot) time is at or before T, and labels read only
-what happened in the horizon after T. ``tests/test_ml_features.py`` proves the first half by
+what happened in the horizon after T. ``tests/ml/test_training.py`` proves the first half by
 recomputing the features with every row after T removed and checking nothing changes.
 
-The real-time features of ``gold.customer_features`` (``pipelines.lakehouse.gold.compute_features``) are
-reused as they are, so a model sees the same definitions when it is trained and when the
-decision stream scores it; the 30-day behaviour, holdings and bureau features that only models
-need are added here.
+The real-time features are ``pipelines.lakehouse.features``' definitions, the very ones
+``gold.customer_features`` is computed with, so a model sees the same values when it is trained
+and when it is scored (``tests/lakehouse/test_features.py`` holds both paths to it). The 30-day
+behaviour, holdings and bureau features that only models need are added here, as extra
+aggregates computed in the same groupings as the real-time ones.
 
-A training set needs the same features at several cut-offs. Calling
-:func:`point_in_time_features` once per cut-off builds a plan of ~1,400 operators each time (the
-gold features plus ten more aggregations and joins) and spends almost all its time planning and
-re-planning it, not reading rows: about a minute per cut-off on a bank of a few thousand
-customers. :func:`point_in_time_features_at` computes every cut-off in one query instead: each
-row is paired with every cut-off whose window holds it and everything is grouped by
-(customer, cut-off). It restates the few gold features the models use (``_realtime_at``) for many
-cut-offs at once and must give exactly what :func:`point_in_time_features` gives for each one.
+One function computes every cut-off: :func:`point_in_time_features_at` pairs each row with every
+cut-off whose window holds it and groups by (customer, cut-off). A query per cut-off spent
+about a minute planning a ~1,400-operator plan; one query for all of them is planned once.
+:func:`point_in_time_features` (scoring) is the same function at one cut-off.
 
 ``FEATURES`` names every model feature with the plain words reason codes use, and says which are
 protected (never given as a reason to a customer or an auditor).
@@ -29,24 +26,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from pipelines.contracts import INCOME_BANDS, PRODUCTS
 from pipelines.errors import InputError
-from pipelines.lakehouse.gold import (
+from pipelines.lakehouse.features import (
+    AS_OF,
     BROWSE_EVENTS,
+    KEYS,
     LOOKBACK,
-    _digital_with_customer,
-    compute_features,
-    current_customers,
+    REALTIME_DESCRIPTIONS,
+    WEEK_AGO,
+    Cutoffs,
+    ExtraAggregates,
+    realtime_features,
 )
+from pipelines.services.spark import one_row
 from pipelines.tables import Tables
 
-HISTORY = timedelta(days=30)  # the behaviour window of the model-only features
+HISTORY = LOOKBACK  # the model-only 30-day features use the real-time features' window
 PROPENSITY_PRODUCTS: tuple[str, ...] = tuple(p for p in PRODUCTS if p != "current_account")
 APPLICATION_STEP_INDEX = {"start": 0, "personal_details": 1, "income": 2, "document_upload": 3, "review": 4}
 
@@ -67,19 +67,19 @@ def _features() -> tuple[Feature, ...]:
         Feature("income_band_rank", "income band"),
         Feature("tenure_years", "years as a customer"),
         Feature("registered_online", "online banking registration"),
-        Feature("events_24h", "activity in the last 24 hours"),
-        Feature("events_7d", "activity in the last 7 days"),
-        Feature("digital_sessions_7d", "online sessions in the last 7 days"),
-        Feature("product_views_7d", "product pages viewed in the last 7 days"),
-        Feature("current_account_balance", "current account balance", money=True),
-        Feature("card_utilisation", "credit card utilisation"),
-        Feature("salary_received_7d", "salary paid in within the last 7 days"),
-        Feature("failed_payments_7d", "failed payments in the last 7 days"),
-        Feature("fees_7d", "fees charged in the last 7 days"),
-        Feature("complaints_7d", "complaints in the last 7 days"),
-        Feature("complaints_30d", "complaints in the last 30 days"),
-        Feature("hours_since_last_contact", "hours since the bank last contacted the customer"),
-        Feature("open_application_step", "how far an unfinished application got"),
+        Feature("events_24h", REALTIME_DESCRIPTIONS["events_24h"]),
+        Feature("events_7d", REALTIME_DESCRIPTIONS["events_7d"]),
+        Feature("digital_sessions_7d", REALTIME_DESCRIPTIONS["digital_sessions_7d"]),
+        Feature("product_views_7d", REALTIME_DESCRIPTIONS["product_views_7d"]),
+        Feature("current_account_balance", REALTIME_DESCRIPTIONS["current_account_balance"], money=True),
+        Feature("card_utilisation", REALTIME_DESCRIPTIONS["card_utilisation"]),
+        Feature("salary_received_7d", REALTIME_DESCRIPTIONS["salary_received_7d"]),
+        Feature("failed_payments_7d", REALTIME_DESCRIPTIONS["failed_payments_7d"]),
+        Feature("fees_7d", REALTIME_DESCRIPTIONS["fees_7d"]),
+        Feature("complaints_7d", REALTIME_DESCRIPTIONS["complaints_7d"]),
+        Feature("complaints_30d", REALTIME_DESCRIPTIONS["complaints_30d"]),
+        Feature("hours_since_last_contact", REALTIME_DESCRIPTIONS["hours_since_last_contact"]),
+        Feature("open_application_step", REALTIME_DESCRIPTIONS["open_application_last_step"]),
         Feature("salary_30d", "salary paid in over the last 30 days", money=True),
         Feature("card_spend_30d", "card spending over the last 30 days", money=True),
         Feature("card_spend_count_30d", "card payments in the last 30 days"),
@@ -139,15 +139,6 @@ ZERO_WHEN_MISSING: frozenset[str] = frozenset(
     | {f"holds_{p}" for p in PROPENSITY_PRODUCTS}
     | {"products_held", "deposit_balance", "lending_balance"}
 )
-KEYS: list[str] = ["customer_number", "as_of"]  # one row per customer x cut-off
-
-
-def _between(df: DataFrame, col: str, since: datetime, until: datetime) -> DataFrame:
-    return df.where(
-        (F.col("event_date") >= F.lit(since.date()))
-        & (F.col(col) > F.lit(since))
-        & (F.col(col) <= F.lit(until))
-    )
 
 
 def _count(cond: Column) -> Column:
@@ -165,18 +156,14 @@ def _age_band(age: Column) -> Column:
     )
 
 
-# The model-only feature definitions, shared by the one-cut-off and the many-cut-off paths so the
-# two cannot drift apart. Each is a list of aggregate expressions over one silver table's rows
-# (or a projection), whatever the rows are grouped by.
-
-
-def _browse() -> Column:
-    return F.col("event_type").isin("product_view", "compare", "calculator")
+# The model-only feature definitions. Each is a list of aggregate expressions over one silver
+# table's rows (or a projection), computed in the real-time features' groupings
+# (``_model_only_aggregates``).
 
 
 def _product_view(product: str, since: Column | None = None) -> Column:
     """A browse event about ``product`` (after ``since`` when given)."""
-    cond = _browse() & (F.col("product") == product)
+    cond = F.col("event_type").isin(*BROWSE_EVENTS) & (F.col("product") == product)
     return cond if since is None else cond & (F.col("event_time") > since)
 
 
@@ -291,9 +278,42 @@ def _model_columns(out: DataFrame) -> DataFrame:
     )
 
 
-def active_customers(spark: SparkSession, tables: Tables, as_of: datetime) -> DataFrame:
-    """Customers whose latest core-banking profile at ``as_of`` says active (the scoring population)."""
-    return current_customers(spark, tables, as_of).where(F.col("status") == "active")
+def _model_only_aggregates() -> ExtraAggregates:
+    """The model-only features, as extra aggregates of the real-time features' groupings."""
+    week_ago = F.col(WEEK_AGO)
+    views = [f"views_{product}_{days}" for product in PROPENSITY_PRODUCTS for days in ("7d", "30d")]
+    return ExtraAggregates(
+        transactions=_money_aggs(),
+        visits=_visit_aggs(),
+        contact_centre=_call_aggs(),
+        offer_responses=_offer_aggs(),
+        open_accounts=_holdings_aggs(),
+        sessions=[
+            F.max(F.col("channel") == "web").alias("_web"),
+            F.max(F.col("channel") == "app").alias("_app"),
+            *(
+                agg
+                for product in PROPENSITY_PRODUCTS
+                for agg in (
+                    _count(_product_view(product, week_ago)).alias(f"views_{product}_7d"),
+                    _count(_product_view(product)).alias(f"views_{product}_30d"),
+                )
+            ),
+        ],
+        digital=[
+            _count(F.col("_web")).alias("web_sessions_30d"),
+            _count(F.col("_app")).alias("app_sessions_30d"),
+            *(F.sum(name).alias(name) for name in views),
+        ],
+        # applications started per product: distinct applications with a step about it
+        session_applications=[
+            F.max(F.col("product") == p).alias(f"_applied_{p}") for p in PROPENSITY_PRODUCTS
+        ],
+        applications=[F.max(f"_applied_{p}").alias(f"_applied_{p}") for p in PROPENSITY_PRODUCTS],
+        customer_applications=[
+            _count(F.col(f"_applied_{p}")).alias(f"applications_{p}_30d") for p in PROPENSITY_PRODUCTS
+        ],
+    )
 
 
 def point_in_time_features(
@@ -303,395 +323,40 @@ def point_in_time_features(
 
     Reads only rows with event or snapshot time <= ``as_of``. Columns: ``CONTEXT_COLUMNS`` then
     ``FEATURE_NAMES`` (numbers; nulls where a value is unknown, e.g. no bureau report yet).
-    For many cut-offs at once use :func:`point_in_time_features_at` (same values, one query).
+    :func:`point_in_time_features_at` at one cut-off.
     """
-    since = as_of - HISTORY
-    profile = active_customers(spark, tables, as_of)
-    if customers is not None:
-        profile = profile.join(customers.select("customer_number").distinct(), "customer_number", "left_semi")
-    population = profile.select("customer_number")
-
-    def scoped(df: DataFrame) -> DataFrame:
-        return df.join(population, "customer_number", "left_semi")
-
-    realtime = compute_features(spark, tables, as_of, population)
-    txns = scoped(_between(spark.table(tables.silver("transactions")), "event_time", since, as_of))
-    digital = scoped(_digital_with_customer(spark, tables, since, as_of))
-    visits = scoped(_between(spark.table(tables.silver("visits")), "event_time", since, as_of))
-    calls = scoped(_between(spark.table(tables.silver("contact_centre")), "event_time", since, as_of))
-    offers = scoped(_between(spark.table(tables.silver("offer_responses")), "event_time", since, as_of))
-    week_ago = F.lit(as_of - timedelta(days=7))
-
-    money = txns.groupBy("customer_number").agg(*_money_aggs())
-    digital_agg = digital.groupBy("customer_number").agg(
-        F.countDistinct(F.when(F.col("channel") == "web", F.col("session_id"))).alias("web_sessions_30d"),
-        F.countDistinct(F.when(F.col("channel") == "app", F.col("session_id"))).alias("app_sessions_30d"),
-        *(
-            agg
-            for product in PROPENSITY_PRODUCTS
-            for agg in (
-                _count(_product_view(product, week_ago)).alias(f"views_{product}_7d"),
-                _count(_product_view(product)).alias(f"views_{product}_30d"),
-                F.countDistinct(
-                    F.when(
-                        (F.col("event_type") == "application_step") & (F.col("product") == product),
-                        F.col("application_id"),
-                    )
-                ).alias(f"applications_{product}_30d"),
-            )
-        ),
-    )
-    visit_agg = visits.groupBy("customer_number").agg(*_visit_aggs())
-    call_agg = calls.groupBy("customer_number").agg(*_call_aggs())
-    offer_agg = offers.groupBy("customer_number").agg(*_offer_aggs())
-
-    accounts = scoped(spark.table(tables.silver("accounts")).where(F.col("snapshot_time") <= F.lit(as_of)))
-    latest_account = Window.partitionBy("account_id").orderBy(F.col("snapshot_time").desc())
-    open_accounts = accounts.withColumn("_rank", F.row_number().over(latest_account)).where(
-        (F.col("_rank") == 1) & (F.col("status") == "open")
-    )
-    holdings = open_accounts.groupBy("customer_number").agg(*_holdings_aggs())
-    bureau_rows = scoped(spark.table(tables.silver("bureau")).where(F.col("snapshot_time") <= F.lit(as_of)))
-    latest_report = Window.partitionBy("customer_number").orderBy(F.col("snapshot_time").desc())
-    bureau = (
-        bureau_rows.withColumn("_rank", F.row_number().over(latest_report))
-        .where("_rank = 1")
-        .select("customer_number", *_bureau_columns())
-    )
-
-    base = profile.select(*_profile_columns(F.lit(as_of), F.lit(as_of.year), F.lit(as_of.date())))
-    realtime = realtime.select(
-        "customer_number",
-        "events_24h",
-        "events_7d",
-        "digital_sessions_7d",
-        "product_views_7d",
-        "current_account_balance",
-        "card_utilisation",
-        F.col("salary_received_7d").cast("int").alias("salary_received_7d"),
-        "failed_payments_7d",
-        "fees_7d",
-        "complaints_7d",
-        "complaints_30d",
-        "hours_since_last_contact",
-        _application_step_rank(F.col("open_application_last_step")).alias("open_application_step"),
-    )
-    out = base.join(realtime, "customer_number", "left")
-    for part in (money, digital_agg, visit_agg, call_agg, offer_agg, holdings, bureau):
-        out = out.join(part, "customer_number", "left")
-    return _model_columns(out)
+    return point_in_time_features_at(spark, tables, [as_of], customers)
 
 
-# ---------------------------------------------------------------------------------------------
-# Many cut-offs in one query
-
-
-def _cutoff_frame(spark: SparkSession, constants: Sequence[dict[str, Any]]) -> DataFrame:
-    """One row per cut-off holding its constants (``as_of`` and ``_pit_*`` columns).
-
-    The values are the very Python literals the one-cut-off code compares with (``F.lit`` of the
-    same datetimes and dates), so every comparison sees the same value on both paths.
-    """
-    rows = [F.struct(*(F.lit(value).alias(name) for name, value in row.items())) for row in constants]
-    return spark.range(1).select(F.inline(F.array(*rows)))
-
-
-def _in_windows(df: DataFrame, col: str, cutoffs: DataFrame) -> DataFrame:
-    """Each row once per cut-off T whose window (T - HISTORY, T] holds it: ``_between`` for every T.
-
-    The cut-offs are a handful of rows, broadcast; a row lands in every window that holds it.
-    """
-    return df.join(
-        F.broadcast(cutoffs),
-        (F.col("event_date") >= F.col("_pit_since_date"))
-        & (F.col(col) > F.col("_pit_since"))
-        & (F.col(col) <= F.col("as_of")),
-    )
-
-
-def _latest_at(df: DataFrame, key: str, cutoffs: DataFrame, scope: DataFrame | None = None) -> DataFrame:
-    """The latest snapshot (``snapshot_time`` <= T) of each ``key``, for every cut-off T.
-
-    ``scope`` (customer, T rows) keeps only those customers' snapshots at T, before the latest is
-    chosen, as the one-cut-off code scopes before its window.
-    """
-    rows = df.join(F.broadcast(cutoffs), F.col("snapshot_time") <= F.col("as_of"))
-    if scope is not None:
-        rows = rows.join(scope, KEYS, "left_semi")
-    latest = Window.partitionBy(key, "as_of").orderBy(F.col("snapshot_time").desc())
-    return rows.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1").drop("_rank")
-
-
-def _activity_aggs(source: str) -> list[Column]:
-    """This source's share of ``events_24h`` / ``events_7d`` (gold's union of every event table)."""
-    return [
-        _count(F.col("event_time") > F.col("_pit_day_ago")).alias(f"_{source}_24h"),
-        _count(F.col("event_time") > F.col("_pit_week_ago")).alias(f"_{source}_7d"),
-    ]
-
-
-ACTIVITY_SOURCES = ("txn", "digital", "visit", "call", "offer")
-
-
-def _realtime_at(
-    txns: DataFrame,
-    digital: DataFrame,
-    login_ranks: DataFrame,
-    logins: DataFrame,
-    visits: DataFrame,
-    calls: DataFrame,
-    offers: DataFrame,
-    account_state: DataFrame,
-) -> dict[str, DataFrame]:
-    """Gold's real-time features (``pipelines.lakehouse.gold.compute_features``) next to the model-only ones.
-
-    Inputs are rows already paired with their cut-offs (``digital`` not yet attributed to
-    customers; ``login_ranks`` numbers every login in login order, ``logins`` maps (cut-off, login
-    rank) to customers); every output is keyed by ``KEYS``.
-    Gold's definitions, restated for many cut-offs at once, limited to the model features:
-    counts of events (all sources) in the last 24 hours and 7 days; distinct digital sessions and
-    browse events in the last 7 days; the current account balance (latest ``balance_after`` of a
-    transaction on an account whose latest snapshot is a current account, else the open current
-    accounts' snapshot balance); card utilisation of open cards; a salary in the last 7 days;
-    failed payments, fees and complaints; hours since the last contact-centre interaction or
-    offer impression; and the last step of the most recently updated unsubmitted application.
-
-    Digital events are summed up per session before they are attributed (a session belongs to
-    whoever logged in during it, ``gold._digital_with_customer``: the greatest login seen in the
-    session, here the greatest login rank, which keeps the aggregate hash-based), and distinct
-    counts are taken in two steps (per session or application, then per customer): the same
-    numbers as joining every event to its customer and ``countDistinct``, for a fraction of the
-    rows.
-    """
-    week_ago, day_ago = F.col("_pit_week_ago"), F.col("_pit_day_ago")
-
-    def is_type(txn_type: str) -> Column:
-        return F.col("txn_type") == txn_type
-
-    # A transaction's balance counts if its account's latest snapshot is a current account. The
-    # latest such balance is found in two steps: the latest time (a hash aggregate), then the rows
-    # at that time. ``max_by`` over a struct ordering in the main aggregate would turn it into a
-    # sort-based aggregate of every transaction, the slowest step of the whole query.
-    current_accounts = (
-        account_state.where(F.col("product") == "current_account")
-        .select("account_id", "as_of", F.lit(True).alias("_on_current_account"))
-        .distinct()
-    )
-    txns = txns.join(F.broadcast(current_accounts), ["account_id", "as_of"], "left")
-    has_balance = F.coalesce(F.col("_on_current_account"), F.lit(False)) & F.col("balance_after").isNotNull()
-    money = txns.groupBy(*KEYS).agg(
-        *_money_aggs(),
-        *_activity_aggs("txn"),
-        F.max(F.when(is_type("salary"), F.col("event_time"))).alias("last_salary_at"),
-        _count(is_type("failed_payment") & (F.col("event_time") > week_ago)).alias("failed_payments_7d"),
-        _count(is_type("fee") & (F.col("event_time") > week_ago)).alias("fees_7d"),
-        F.max(F.when(has_balance, F.col("event_time"))).alias("_balance_at"),
-    )
-    balance = (
-        txns.where(has_balance)
-        .join(
-            F.broadcast(money.select(*KEYS, F.col("_balance_at").alias("event_time"))), [*KEYS, "event_time"]
-        )
-        .groupBy(*KEYS)
-        .agg(F.max_by("balance_after", F.struct("event_time", "event_id")).alias("_txn_balance"))
-    )
-    holdings = (
-        account_state.where(F.col("status") == "open")
-        .groupBy(*KEYS)
-        .agg(
-            *_holdings_aggs(),
-            F.sum(F.when(F.col("product") == "current_account", F.col("balance"))).alias("_snapshot_balance"),
-            (
-                F.sum(F.when(F.col("product") == "credit_card", F.abs(F.col("balance"))))
-                / F.sum(F.when(F.col("product") == "credit_card", F.col("credit_limit")))
-            ).alias("card_utilisation"),
-        )
-    )
-
-    recent = F.col("event_time") > week_ago
-    sessions = (
-        digital.join(F.broadcast(login_ranks), "login_id", "left")
-        .groupBy("as_of", "session_id")
-        .agg(
-            F.max("_login_rank").alias("_login_rank"),
-            F.max(F.col("channel") == "web").alias("_web"),
-            F.max(F.col("channel") == "app").alias("_app"),
-            F.max(recent).alias("_recent"),
-            _count(F.col("event_time") > day_ago).alias("_digital_24h"),
-            _count(recent).alias("_digital_7d"),
-            _count(recent & F.col("event_type").isin(*BROWSE_EVENTS)).alias("product_views_7d"),
-            *(
-                agg
-                for product in PROPENSITY_PRODUCTS
-                for agg in (
-                    _count(_product_view(product, week_ago)).alias(f"views_{product}_7d"),
-                    _count(_product_view(product)).alias(f"views_{product}_30d"),
-                )
-            ),
-        )
-        # sessions nobody logged in to belong to no one (a null login matches no customer)
-        .join(F.broadcast(logins), ["as_of", "_login_rank"])
-    )
-    summed = ["_digital_24h", "_digital_7d", "product_views_7d"] + [
-        f"views_{product}_{days}" for product in PROPENSITY_PRODUCTS for days in ("7d", "30d")
-    ]
-    browsing = sessions.groupBy(*KEYS).agg(
-        _count(F.col("_web")).alias("web_sessions_30d"),
-        _count(F.col("_app")).alias("app_sessions_30d"),
-        _count(F.col("_recent")).alias("digital_sessions_7d"),
-        *(F.sum(name).alias(name) for name in summed),
-    )
-    step_order = F.struct("event_time", "step_index")
-    applications = (
-        digital.where((F.col("event_type") == "application_step") & F.col("application_id").isNotNull())
-        .groupBy("as_of", "session_id", "application_id")
-        .agg(
-            F.max_by("step", step_order).alias("_last_step"),
-            F.max(step_order).alias("_last_step_order"),
-            F.max("event_time").alias("_updated_at"),
-            F.max(F.when(F.col("step") == "submit", 1).otherwise(0)).alias("_submitted"),
-            *(F.max(F.col("product") == p).alias(f"_applied_{p}") for p in PROPENSITY_PRODUCTS),
-        )
-        .join(sessions.select("as_of", "session_id", "customer_number"), ["as_of", "session_id"])
-        .groupBy(*KEYS, "application_id")
-        .agg(
-            F.max_by("_last_step", "_last_step_order").alias("last_step"),
-            F.max("_updated_at").alias("updated_at"),
-            F.max("_submitted").alias("submitted"),
-            *(F.max(f"_applied_{p}").alias(f"_applied_{p}") for p in PROPENSITY_PRODUCTS),
-        )
-        .groupBy(*KEYS)
-        .agg(
-            *(_count(F.col(f"_applied_{p}")).alias(f"applications_{p}_30d") for p in PROPENSITY_PRODUCTS),
-            # the most recently updated application not submitted (max_by skips null orderings)
-            F.max_by("last_step", F.when(F.col("submitted") == 0, F.col("updated_at"))).alias(
-                "open_application_last_step"
-            ),
-        )
-    )
-
-    is_complaint = F.col("interaction_type") == "complaint"
-    service = calls.groupBy(*KEYS).agg(
-        *_call_aggs(),
-        *_activity_aggs("call"),
-        _count(is_complaint & (F.col("event_time") > week_ago)).alias("complaints_7d"),
-        _count(is_complaint).alias("complaints_30d"),
-        F.max("event_time").alias("last_contact_centre_at"),
-    )
-    marketing = offers.groupBy(*KEYS).agg(
-        *_offer_aggs(),
-        *_activity_aggs("offer"),
-        F.max(F.when(F.col("response") == "impression", F.col("event_time"))).alias(
-            "last_marketing_contact_at"
-        ),
-    )
-    visit_agg = visits.groupBy(*KEYS).agg(*_visit_aggs(), *_activity_aggs("visit"))
-    return {
-        "money": money,
-        "balance": balance,
-        "holdings": holdings,
-        "browsing": browsing,
-        "applications": applications,
-        "service": service,
-        "marketing": marketing,
-        "visits": visit_agg,
-    }
-
-
-def point_in_time_features_at(spark: SparkSession, tables: Tables, as_ofs: Sequence[datetime]) -> DataFrame:
+def point_in_time_features_at(
+    spark: SparkSession, tables: Tables, as_ofs: Sequence[datetime], customers: DataFrame | None = None
+) -> DataFrame:
     """:func:`point_in_time_features` for every cut-off in ``as_ofs``, in one query.
 
-    Same rows and values as calling :func:`point_in_time_features` per cut-off and stacking the
-    results (the ``as_of`` column tells them apart), but planned and run once: each silver row is
-    paired with every cut-off T whose window holds it (event time in (T - 30 days, T], snapshot
-    time <= T) and every feature is an aggregate grouped by (customer, T), so no cut-off ever
-    sees a row recorded after it.
+    One row per customer active at each cut-off T (only ``customers``' when given; the ``as_of``
+    column tells the cut-offs apart). Each silver row is paired with every cut-off whose window
+    holds it (event time in (T - 30 days, T], snapshot time <= T) and every feature is an
+    aggregate grouped by (customer, T), so no cut-off ever sees a row recorded after it.
     """
-    if LOOKBACK != HISTORY:  # one window serves gold's features and the model-only ones
-        raise RuntimeError(f"gold.LOOKBACK ({LOOKBACK}) and ml HISTORY ({HISTORY}) must be equal here")
-    cutoffs = _cutoff_frame(
-        spark,
-        [
-            {
-                "as_of": as_of,
-                "_pit_since": as_of - HISTORY,
-                "_pit_since_date": (as_of - HISTORY).date(),
-                "_pit_week_ago": as_of - timedelta(days=7),
-                "_pit_day_ago": as_of - timedelta(hours=24),
-                "_pit_year": as_of.year,
-                "_pit_date": as_of.date(),
-            }
-            for as_of in as_ofs
-        ],
+    cutoffs = Cutoffs.at(
+        spark, as_ofs, extra=lambda as_of: {"_pit_year": as_of.year, "_pit_date": as_of.date()}
     )
-    latest_profile = _latest_at(spark.table(tables.silver("customers")), "customer_number", cutoffs)
-    profile = latest_profile.where(F.col("status") == "active")
-    population = profile.select(*KEYS)
-
-    def events(source: str) -> DataFrame:
-        return _in_windows(spark.table(tables.silver(source)), "event_time", cutoffs)
-
-    # Digital events belong to whoever logged in during the session (gold._digital_with_customer).
-    # Logins are numbered in their sort order so "the greatest login of a session" is a max of
-    # numbers; one window partition on purpose: a few thousand distinct logins.
-    login_ranks = (
-        spark.table(tables.silver("digital"))
-        .where(F.col("login_id").isNotNull())
-        .select("login_id")
-        .distinct()
-        .select(
-            "login_id",
-            F.dense_rank().over(Window.partitionBy(F.lit(0)).orderBy("login_id")).alias("_login_rank"),
-        )
-    )
-    logins = (
-        latest_profile.where(F.col("login_id").isNotNull())
-        .join(login_ranks, "login_id")
-        .select("as_of", "_login_rank", "customer_number")
-    )
-
-    # Accounts are scoped to the population before the per-account window, as in the one-cut-off
-    # code. Other rows need no scoping: their aggregates are per customer and the final left
-    # joins keep only the population's rows.
-    account_state = _latest_at(spark.table(tables.silver("accounts")), "account_id", cutoffs, population)
-    parts = _realtime_at(
-        events("transactions"),
-        events("digital"),
-        login_ranks,
-        logins,
-        events("visits"),
-        events("contact_centre"),
-        events("offer_responses"),
-        account_state,
-    )
-    bureau = _latest_at(spark.table(tables.silver("bureau")), "customer_number", cutoffs).select(
-        *KEYS, *_bureau_columns()
-    )
-
-    base = profile.select(
-        *_profile_columns(F.col("as_of"), F.col("_pit_year"), F.col("_pit_date")), "_pit_week_ago"
-    )
-    out = base
-    for part in (*parts.values(), bureau):
-        out = out.join(part, KEYS, "left")
-
-    def total(window: str) -> Column:
-        counts = [F.coalesce(F.col(f"_{source}_{window}"), F.lit(0)) for source in ACTIVITY_SOURCES]
-        return sum(counts[1:], counts[0])
-
-    last_contact = F.greatest("last_contact_centre_at", "last_marketing_contact_at")
-    out = out.select(
-        "*",
-        total("24h").alias("events_24h"),
-        total("7d").alias("events_7d"),
-        F.coalesce(F.col("_txn_balance"), F.col("_snapshot_balance")).alias("current_account_balance"),
-        F.coalesce(F.col("last_salary_at") > F.col("_pit_week_ago"), F.lit(False))
-        .cast("int")
-        .alias("salary_received_7d"),
-        ((F.col("as_of").cast("long") - last_contact.cast("long")) / 3600.0).alias(
-            "hours_since_last_contact"
-        ),
-        _application_step_rank(F.col("open_application_last_step")).alias("open_application_step"),
+    profile = cutoffs.latest_snapshot(spark.table(tables.silver("customers")), "customer_number")
+    profile = profile.where(F.col("status") == "active")
+    scope = None
+    if customers is not None:
+        scope = customers.select("customer_number").distinct()
+        profile = profile.join(scope, "customer_number", "left_semi")
+    population = profile.select(*_profile_columns(F.col(AS_OF), F.col("_pit_year"), F.col("_pit_date")))
+    out = realtime_features(spark, tables, cutoffs, population, scope=scope, extra=_model_only_aggregates())
+    bureau = cutoffs.latest_snapshot(spark.table(tables.silver("bureau")), "customer_number")
+    out = out.join(bureau.select(*KEYS, *_bureau_columns()), KEYS, "left")
+    out = out.withColumns(
+        {
+            # model inputs are numbers: a flag is 0/1, an application's progress its step's rank
+            "salary_received_7d": F.col("salary_received_7d").cast("int"),
+            "open_application_step": _application_step_rank(F.col("open_application_last_step")),
+        }
     )
     return _model_columns(out)
 
@@ -712,34 +377,31 @@ def labels_at(
 ) -> DataFrame:
     """:func:`labels` for every cut-off in ``as_ofs`` in one query, keyed by (customer, ``as_of``)."""
     horizon = timedelta(days=horizon_days)
-    data_until = spark.table(tables.silver("customers")).agg(F.max("snapshot_time")).first()[0]
+    data_until = one_row(spark.table(tables.silver("customers")).agg(F.max("snapshot_time")))[0]
 
     def complete(until: datetime) -> bool:
         return data_until is not None and data_until >= until - timedelta(days=1)
 
-    cutoffs = _cutoff_frame(
+    cutoffs = Cutoffs.at(
         spark,
-        [
-            {
-                "as_of": as_of,
-                "_pit_until": as_of + horizon,
-                "_pit_date": as_of.date(),
-                "_pit_until_date": (as_of + horizon).date(),
-                "label_complete": complete(as_of + horizon),
-            }
-            for as_of in as_ofs
-        ],
+        as_ofs,
+        extra=lambda as_of: {
+            "_pit_until": as_of + horizon,
+            "_pit_date": as_of.date(),
+            "_pit_until_date": (as_of + horizon).date(),
+            "label_complete": complete(as_of + horizon),
+        },
     )
     customers = spark.table(tables.silver("customers"))
     population = (
-        _latest_at(customers, "customer_number", cutoffs)
+        cutoffs.latest_snapshot(customers, "customer_number")
         .where(F.col("status") == "active")
         .select(*KEYS, "label_complete")
     )
     opened = (
         spark.table(tables.silver("accounts"))
         .join(
-            F.broadcast(cutoffs),
+            F.broadcast(cutoffs.frame),
             (F.col("opened_date") > F.col("_pit_date")) & (F.col("opened_date") <= F.col("_pit_until_date")),
         )
         .groupBy(*KEYS)
@@ -752,7 +414,7 @@ def labels_at(
     )
     closed = (
         customers.join(
-            F.broadcast(cutoffs),
+            F.broadcast(cutoffs.frame),
             (F.col("status") == "closed")
             & (F.col("snapshot_time") > F.col("as_of"))
             & (F.col("snapshot_time") <= F.col("_pit_until")),
@@ -772,7 +434,7 @@ def labels_at(
 
 def data_window(spark: SparkSession, tables: Tables) -> tuple[datetime, datetime]:
     """First and last event time in silver transactions: what cut-offs can be chosen from."""
-    row = spark.table(tables.silver("transactions")).agg(F.min("event_time"), F.max("event_time")).first()
+    row = one_row(spark.table(tables.silver("transactions")).agg(F.min("event_time"), F.max("event_time")))
     if row[0] is None:
         raise InputError(
             f"no transactions in {tables.silver('transactions')}: ingest data before training "

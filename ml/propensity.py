@@ -24,9 +24,9 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 # LightGBM's OpenMP threads spin while they wait by default. Next to Spark on a few cores that
 # makes a 2-thread training 10-40x slower than 1 thread; passive waiting avoids it. It only
@@ -37,83 +37,14 @@ import lightgbm as lgb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ml.settings import SHAPE_FIELDS, PropensityModelConfig  # noqa: E402
 from pipelines.errors import InputError, JourneylakeError  # noqa: E402
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
-CALIBRATIONS = ("isotonic", "sigmoid")
 GAP_DRAWS = 300  # bootstrap draws for the interval of the AUC gap to the ceiling
 TIE_BREAK = 1e-6  # weight of the margin's sigmoid in an isotonic calibrator (keeps the order)
-
-
-SHAPE_FIELDS = (
-    "num_leaves",
-    "learning_rate",
-    "min_child_samples",
-    "feature_fraction",
-    "bagging_fraction",
-    "lambda_l2",
-)
-FLEXIBLE: dict[str, float | int] = {
-    "num_leaves": 15,
-    "learning_rate": 0.05,
-    "min_child_samples": 20,
-    "feature_fraction": 0.8,
-    "lambda_l2": 1.0,
-}
-
-
-@dataclass(frozen=True)
-class PropensitySettings:
-    """How a propensity model is trained (``ml.propensity.*`` in the configuration)."""
-
-    num_leaves: int = 4
-    learning_rate: float = 0.02
-    n_estimators: int = 1000  # the most trees; cross-validation usually stops far earlier
-    min_child_samples: int = 30
-    feature_fraction: float = 0.3  # share of the features each tree may split on
-    bagging_fraction: float = 0.7  # share of the rows each tree is grown on (1.0: all)
-    lambda_l2: float = 20.0
-    # Other tree shapes to try, each a set of overrides of the fields above; cross-validation
-    # keeps the shape with the lowest log-loss. Small regularised trees win when positives are
-    # few; this larger shape wins when there are thousands of them.
-    alternatives: tuple[dict[str, float | int], ...] = (FLEXIBLE,)
-    early_stopping_rounds: int = 50  # 0: no early stopping, all n_estimators trees are kept
-    calibration: str = "isotonic"  # "isotonic" | "sigmoid"
-    folds: int = 5  # cross-validation folds: the number of trees and the calibrator's margins
-    min_positives: int = 30  # below this in the training set: NotEnoughPositives
-    seed: int = 0
-    num_threads: int = 2
-
-    def __post_init__(self) -> None:
-        if self.calibration not in CALIBRATIONS:
-            raise InputError(
-                f"ml.propensity.calibration is {self.calibration!r}; "
-                f"expected one of {', '.join(CALIBRATIONS)}"
-            )
-        for name in ("feature_fraction", "bagging_fraction"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise InputError(f"ml.propensity.{name} is {getattr(self, name)}; expected 0 < share <= 1")
-        for name in ("num_leaves", "n_estimators", "min_child_samples", "num_threads"):
-            if getattr(self, name) < 1:
-                raise InputError(f"ml.propensity.{name} is {getattr(self, name)}; expected >= 1")
-        if self.early_stopping_rounds < 0 or self.min_positives < 1 or self.lambda_l2 < 0:
-            raise InputError(
-                "ml.propensity.early_stopping_rounds and lambda_l2 must be >= 0 and min_positives >= 1"
-            )
-        for shape in self.alternatives:
-            unknown = sorted(set(shape) - set(SHAPE_FIELDS))
-            if unknown:
-                raise InputError(
-                    f"ml.propensity.alternatives: unknown keys {unknown}; "
-                    f"expected some of {', '.join(SHAPE_FIELDS)}"
-                )
-        if not 2 <= self.folds <= self.min_positives:
-            raise InputError(
-                f"ml.propensity.folds is {self.folds}; expected 2 <= folds <= min_positives "
-                f"({self.min_positives}), so every fold holds positives"
-            )
 
 
 class NotEnoughPositives(JourneylakeError, ValueError):
@@ -188,7 +119,10 @@ class PropensityModel:
 
     def margin(self, X: pd.DataFrame) -> np.ndarray:
         """The booster's raw score: log-odds, before calibration."""
-        return self.booster.predict(self.matrix(X), raw_score=True, num_threads=self.num_threads)
+        # a dense matrix in, an array out (predict's union return type also covers sparse input)
+        return cast(
+            np.ndarray, self.booster.predict(self.matrix(X), raw_score=True, num_threads=self.num_threads)
+        )
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated P(target = 1); monotone non-decreasing in the margin."""
@@ -249,11 +183,15 @@ def train_propensity(
     X: pd.DataFrame,
     y: np.ndarray,
     target: str,
-    settings: PropensitySettings,
+    settings: PropensityModelConfig,
     categorical: Sequence[str] = (),
     groups: Sequence[Any] | np.ndarray | None = None,
+    seed: int = 0,
 ) -> PropensityModel:
     """Cross-validate the number of trees, train the booster on every row, calibrate out of fold.
+
+    ``settings`` is the ``ml.propensity`` section (``cfg.ml.propensity``); ``seed`` draws the
+    folds and the boosters' row and feature samples (``ml.training.seed``).
 
     ``groups`` (e.g. customer numbers) keeps each group's rows in one fold, so a customer seen at
     several cut-offs never validates a fold it also trained. Numeric features may hold NaN
@@ -275,7 +213,7 @@ def train_propensity(
         raise InputError(f"model {target!r}: categorical columns {unknown} are not among the features")
     categories = {c: _category_values(X[c]) for c in categorical}
     matrix = _to_matrix(X, feature_names, categories, what=f"model {target!r}")
-    splits = _folds(y, groups, settings)
+    splits = _folds(y, groups, settings.folds, seed)
 
     cat_index = [feature_names.index(c) for c in categorical]
     dataset = lgb.Dataset(
@@ -287,8 +225,8 @@ def train_propensity(
         params={"verbosity": -1, "feature_pre_filter": False},
         free_raw_data=False,
     )
-    shapes = [settings, *(replace(settings, **shape) for shape in settings.alternatives)]
-    tried = [_cross_validate(_params(shape), dataset, splits, settings) for shape in shapes]
+    shapes = [settings, *(settings.model_copy(update=shape.overrides()) for shape in settings.alternatives)]
+    tried = [_cross_validate(_params(shape, seed), dataset, splits, settings) for shape in shapes]
     chosen = min(range(len(tried)), key=lambda k: (tried[k][1], k))  # lowest log-loss; first on ties
     params, logloss, trees, fold_boosters = tried[chosen]
     out_of_fold = np.empty(len(y))
@@ -301,7 +239,10 @@ def train_propensity(
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=trees))
 
     calibrator = Calibrator.fit(settings.calibration, out_of_fold, y)
-    expected = booster.predict(matrix[:1], pred_contrib=True, num_threads=settings.num_threads)[0, -1]
+    contrib = cast(
+        np.ndarray, booster.predict(matrix[:1], pred_contrib=True, num_threads=settings.num_threads)
+    )
+    expected = contrib[0, -1]
     info = {
         "rows": len(y),
         "positives": positives,
@@ -311,7 +252,8 @@ def train_propensity(
         "shape": {k: params[LGB_NAMES.get(k, k)] for k in SHAPE_FIELDS if LGB_NAMES.get(k, k) in params},
         "shapes_tried": [round(t[1], 6) for t in tried],
         "trees": int(trees),
-        "settings": asdict(settings),
+        "settings": settings.model_dump(),
+        "seed": seed,
     }
     return PropensityModel(
         target=target,
@@ -328,7 +270,7 @@ def train_propensity(
 LGB_NAMES = {"min_child_samples": "min_data_in_leaf"}
 
 
-def _params(shape: PropensitySettings) -> dict[str, Any]:
+def _params(shape: PropensityModelConfig, seed: int) -> dict[str, Any]:
     params: dict[str, Any] = {
         "objective": "binary",
         "num_leaves": shape.num_leaves,
@@ -336,7 +278,7 @@ def _params(shape: PropensitySettings) -> dict[str, Any]:
         "min_data_in_leaf": shape.min_child_samples,
         "feature_fraction": shape.feature_fraction,
         "lambda_l2": shape.lambda_l2,
-        "seed": shape.seed,
+        "seed": seed,
         "num_threads": shape.num_threads,
         "deterministic": True,
         "force_col_wise": True,
@@ -351,10 +293,10 @@ def _cross_validate(
     params: dict[str, Any],
     dataset: lgb.Dataset,
     splits: list[tuple[np.ndarray, np.ndarray]],
-    settings: PropensitySettings,
+    settings: PropensityModelConfig,
 ) -> tuple[dict[str, Any], float, int, list[lgb.Booster]]:
     """(params, mean validation log-loss at the chosen round, trees, the fold boosters)."""
-    callbacks = []
+    callbacks: list[Callable[..., Any]] = []
     if settings.early_stopping_rounds > 0:
         callbacks.append(lgb.early_stopping(settings.early_stopping_rounds, verbose=False))
     cv = lgb.cv(
@@ -365,30 +307,31 @@ def _cross_validate(
         callbacks=callbacks,
         return_cvbooster=True,
     )
-    losses = cv["valid binary_logloss-mean"]  # cut at the best round when early stopping
-    return params, float(losses[-1]), len(losses), list(cv["cvbooster"].boosters)
+    # the result maps each metric to its per-round values, and "cvbooster" to the fold boosters
+    losses = cast(list[float], cv["valid binary_logloss-mean"])  # cut at the best round when early stopping
+    boosters = cast(lgb.CVBooster, cv["cvbooster"]).boosters
+    return params, float(losses[-1]), len(losses), list(boosters)
 
 
 def _folds(
-    y: np.ndarray, groups: Sequence[Any] | np.ndarray | None, settings: PropensitySettings
+    y: np.ndarray, groups: Sequence[Any] | np.ndarray | None, folds: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train rows, validation rows) per fold: stratified, and by group when groups are given."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # training only
 
     rows = np.arange(len(y))
     if groups is None:
-        splitter = StratifiedKFold(settings.folds, shuffle=True, random_state=settings.seed)
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
         return [(a, b) for a, b in splitter.split(rows, y)]
     groups = np.asarray(groups)
     if len(groups) != len(y):
         raise InputError(f"train_propensity: {len(y)} rows but {len(groups)} groups")
     distinct = len(np.unique(groups))
-    if distinct < settings.folds:
+    if distinct < folds:
         raise InputError(
-            f"train_propensity: {distinct} groups (customers) cannot fill ml.propensity.folds "
-            f"({settings.folds}) folds"
+            f"train_propensity: {distinct} groups (customers) cannot fill ml.propensity.folds ({folds}) folds"
         )
-    splitter = StratifiedGroupKFold(settings.folds, shuffle=True, random_state=settings.seed)
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
     return [(a, b) for a, b in splitter.split(rows, y, groups)]
 
 

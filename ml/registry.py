@@ -24,12 +24,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel  # by name: to a type checker, mlflow.pyfunc is a lazy loader
 from mlflow.tracking import MlflowClient
+
+from pipelines.config import Config
 
 CHAMPION = "champion"
 
 
-def tracking_uri(cfg: Any) -> str:
+def tracking_uri(cfg: Config) -> str:
     if cfg.ml.tracking_uri:
         return cfg.ml.tracking_uri
     folder = Path(cfg.paths.mlflow)
@@ -37,11 +40,11 @@ def tracking_uri(cfg: Any) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def artifact_location(cfg: Any) -> str | None:
+def artifact_location(cfg: Config) -> str | None:
     return None if cfg.ml.tracking_uri else (Path(cfg.paths.mlflow) / "artifacts").as_uri()
 
 
-def configure(cfg: Any) -> MlflowClient:
+def configure(cfg: Config) -> MlflowClient:
     """Point MLflow at the configured store, quietly (its migrations log a page at INFO)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -55,7 +58,7 @@ def configure(cfg: Any) -> MlflowClient:
     return MlflowClient(uri, uri)
 
 
-def experiment(cfg: Any, family: str) -> str:
+def experiment(cfg: Config, family: str) -> str:
     """Create (once) and select the experiment of a model family, e.g. ``journeylake_propensity``."""
     name = f"{cfg.ml.model_prefix}_{family}"
     found = mlflow.get_experiment_by_name(name)
@@ -65,7 +68,7 @@ def experiment(cfg: Any, family: str) -> str:
     return name
 
 
-def model_name(cfg: Any, family: str, target: str | None = None) -> str:
+def model_name(cfg: Config, family: str, target: str | None = None) -> str:
     return f"{cfg.ml.model_prefix}_{family}" + (f"_{target}" if target else "")
 
 
@@ -73,7 +76,7 @@ def champion_uri(name: str) -> str:
     return f"models:/{name}@{CHAMPION}"
 
 
-class SavedModel(mlflow.pyfunc.PythonModel):
+class SavedModel(PythonModel):
     """A pyfunc wrapper around one of our models saved with its own ``save(path)``.
 
     ``kind`` picks the loader (``propensity`` or ``segmentation``); ``predict`` returns the

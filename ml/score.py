@@ -24,6 +24,8 @@ from pyspark.sql import functions as F
 
 from ml import registry
 from ml.features import DESCRIPTIONS, FEATURE_NAMES, PROTECTED, point_in_time_features
+from ml.settings import PropensityTarget
+from pipelines.config import Config
 from pipelines.errors import InputError
 from pipelines.tables import Tables
 
@@ -32,7 +34,7 @@ REASON_SCHEMA = "array<struct<rank:int,feature:string,reason:string,shap_value:d
 
 @dataclass(frozen=True)
 class Champions:
-    propensity: dict[str, tuple[Any, str]]  # target -> (model, version)
+    propensity: dict[PropensityTarget, tuple[Any, str]]  # target -> (model, version)
     segmentation: tuple[Any, str] | None
 
     def versions(self) -> dict[str, str]:
@@ -42,7 +44,7 @@ class Champions:
         return out
 
 
-def load_champions(cfg: Any) -> Champions:
+def load_champions(cfg: Config) -> Champions:
     """Every configured model's champion; a model with none yet is named in the error."""
     registry.configure(cfg)
     propensity, missing = {}, []
@@ -112,7 +114,7 @@ def score_frame(pdf: pd.DataFrame, champions: Champions, top_k: int) -> pd.DataF
 
 
 def score_customers(
-    spark: SparkSession, cfg: Any, tables: Tables, as_of: datetime | None = None
+    spark: SparkSession, cfg: Config, tables: Tables, as_of: datetime | None = None
 ) -> tuple[DataFrame, Champions, datetime]:
     """Scores and reasons for every active customer as of ``as_of`` (default: the newest event)."""
     from ml.features import data_window
@@ -132,7 +134,7 @@ def score_customers(
 
 
 def write_scores(
-    spark: SparkSession, cfg: Any, tables: Tables, as_of: datetime | None = None
+    spark: SparkSession, cfg: Config, tables: Tables, as_of: datetime | None = None
 ) -> dict[str, Any]:
     """Write ``gold.customer_scores`` and ``gold.propensity_explanations``; returns counts and versions."""
     scored, champions, as_of = score_customers(spark, cfg, tables, as_of)

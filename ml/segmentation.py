@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
+from ml.settings import SegmentationModelConfig
+
 SETTING = "ml.segmentation"  # where these settings live in conf/base.yml, for error messages
 UNSEGMENTED = -1
 UNSEGMENTED_NAME = "unsegmented"
-NOISE_MODES = ("nearest", "unsegmented")
 MODEL_JSON = "segmentation.json"
 SURROGATE_TXT = "surrogate.txt"
 FORMAT_VERSION = 1
@@ -61,59 +63,25 @@ class SegmentationError(ValueError):
 
 
 @dataclass(frozen=True)
-class SegmentationSettings:
-    """How segments are found; mirrors ``ml.segmentation`` in the config.
+class _Run:
+    """One fit's settings: the ``ml.segmentation`` section, the smallest segment for the customers
+    given (``min_cluster_size_for``) and the money-like columns whose heavy tails would otherwise
+    dominate distances (logged before scaling)."""
 
-    ``min_cluster_size`` is the smallest group of customers HDBSCAN calls a segment, counted in
-    the rows HDBSCAN sees (at most ``max_fit_rows``). ``min_samples`` (default: equal to
-    ``min_cluster_size``) makes HDBSCAN more conservative: more customers end up as noise.
-    ``pca_components`` keeps a share of the variance (float in (0, 1)) or a number of components
-    (int) after scaling, which removes redundant features before distances are measured.
-    ``log_features`` are money-like columns whose heavy tails would otherwise dominate distances.
-    """
-
-    min_cluster_size: int = 50
-    min_samples: int | None = None
-    pca_components: float | int | None = 0.9
-    noise: str = "nearest"
-    log_features: tuple[str, ...] = ()
-    seeds: tuple[int, ...] = (0, 1, 2)
-    max_fit_rows: int = 20000
-
-    def __post_init__(self) -> None:
-        if self.min_cluster_size < 2:
-            raise SegmentationError(
-                f"{SETTING}.min_cluster_size must be at least 2, got {self.min_cluster_size}"
-            )
-        if self.min_samples is not None and self.min_samples < 1:
-            raise SegmentationError(f"{SETTING}.min_samples must be at least 1, got {self.min_samples}")
-        if self.noise not in NOISE_MODES:
-            raise SegmentationError(f"{SETTING}.noise must be one of {NOISE_MODES}, got {self.noise!r}")
-        pca = self.pca_components
-        if pca is not None and not (
-            (isinstance(pca, float) and 0.0 < pca < 1.0) or (isinstance(pca, int) and pca >= 1)
-        ):
-            raise SegmentationError(
-                f"{SETTING}.pca_components must be a share of variance in (0, 1), a number of "
-                f"components >= 1, or null; got {pca!r}"
-            )
-        if self.max_fit_rows < 2 * self.min_cluster_size:
-            raise SegmentationError(
-                f"{SETTING}.max_fit_rows ({self.max_fit_rows}) must be at least twice "
-                f"{SETTING}.min_cluster_size ({self.min_cluster_size})"
-            )
-        # tuples, so that the frozen settings stay hashable when read from YAML lists
-        object.__setattr__(self, "log_features", tuple(self.log_features))
-        object.__setattr__(self, "seeds", tuple(self.seeds))
+    settings: SegmentationModelConfig
+    min_cluster_size: int
+    log_features: tuple[str, ...]
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> SegmentationSettings:
-        """Settings from a config mapping (``ml.segmentation``); unknown keys are an error."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SegmentationError(f"unknown setting(s) under {SETTING}: {', '.join(unknown)}")
-        return cls(**values)
+    def of(cls, settings: SegmentationModelConfig, customers: int, log_features: Sequence[str]) -> _Run:
+        return cls(settings, settings.min_cluster_size_for(customers), tuple(log_features))
+
+    def smallest_setting(self) -> str:
+        """The setting that set the smallest segment, with its value, for an error message."""
+        share, size = self.settings.min_cluster_share, self.settings.min_cluster_size
+        if self.min_cluster_size > size:
+            return f"{SETTING}.min_cluster_share (now {share:g}: {self.min_cluster_size} customers)"
+        return f"{SETTING}.min_cluster_size (now {size})"
 
 
 @dataclass
@@ -122,7 +90,9 @@ class SegmentationModel:
 
     ``profiles`` has one row per segment: ``segment_id``, ``name``, ``size``, ``share``,
     ``defining_features`` (text) and ``median_<feature>`` for every feature (NaN skipped).
-    ``class_segment_ids[i]`` is the segment id of the surrogate's class ``i``.
+    ``class_segment_ids[i]`` is the segment id of the surrogate's class ``i``. ``settings`` is the
+    ``ml.segmentation`` section it was fitted with; ``min_cluster_size`` the smallest segment
+    that meant for its customers and ``log_features`` the columns logged before scaling.
     """
 
     feature_names: list[str]
@@ -133,7 +103,9 @@ class SegmentationModel:
     medians: dict[str, float]
     surrogate_accuracy: float
     descriptions: dict[str, str] = field(default_factory=dict)
-    settings: SegmentationSettings = field(default_factory=SegmentationSettings)
+    settings: SegmentationModelConfig = field(default_factory=SegmentationModelConfig)
+    min_cluster_size: int = 0
+    log_features: tuple[str, ...] = ()
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Segment ids for customers (rows of ``X``): the surrogate's most likely class.
@@ -162,7 +134,9 @@ class SegmentationModel:
             "medians": {k: _json_float(v) for k, v in self.medians.items()},
             "surrogate_accuracy": _json_float(self.surrogate_accuracy),
             "descriptions": self.descriptions,
-            "settings": asdict(self.settings),
+            "settings": self.settings.model_dump(),
+            "min_cluster_size": self.min_cluster_size,
+            "log_features": list(self.log_features),
             "profiles": {
                 "columns": [str(c) for c in profiles.columns],
                 "data": [[_json_value(v) for v in row] for row in profiles.itertuples(index=False)],
@@ -191,6 +165,9 @@ class SegmentationModel:
         for column in ("segment_id", "size"):
             profiles[column] = profiles[column].astype(np.int64)
         settings = dict(document["settings"])
+        # models saved before the settings were the config section kept these among the settings
+        log_features = document.get("log_features", settings.pop("log_features", []))
+        min_cluster_size = document.get("min_cluster_size", settings["min_cluster_size"])
         return cls(
             feature_names=list(document["feature_names"]),
             segment_names={int(k): v for k, v in document["segment_names"]},
@@ -202,12 +179,18 @@ class SegmentationModel:
                 math.nan if document["surrogate_accuracy"] is None else document["surrogate_accuracy"]
             ),
             descriptions=dict(document["descriptions"]),
-            settings=SegmentationSettings(**settings),
+            settings=SegmentationModelConfig.model_validate(settings),
+            min_cluster_size=int(min_cluster_size),
+            log_features=tuple(log_features),
         )
 
 
 def fit_segmentation(
-    X: pd.DataFrame, descriptions: dict[str, str], settings: SegmentationSettings, seed: int = 0
+    X: pd.DataFrame,
+    descriptions: dict[str, str],
+    settings: SegmentationModelConfig,
+    seed: int = 0,
+    log_features: Sequence[str] = (),
 ) -> tuple[SegmentationModel, np.ndarray]:
     """Find segments in ``X`` (one row per customer) and train the surrogate that scores them.
 
@@ -217,19 +200,23 @@ def fit_segmentation(
     "unsegmented" and appears only with ``noise="unsegmented"``. ``seed`` picks the subsample and
     seeds the surrogate; with no subsample HDBSCAN itself is deterministic.
     ``descriptions`` maps feature names to plain words; a feature without one is named as is.
+    ``settings`` is the ``ml.segmentation`` section (``cfg.ml.segmentation``); the smallest segment
+    is ``settings.min_cluster_size_for(len(X))``. ``log_features`` are money-like columns of ``X``
+    whose heavy tails would otherwise dominate distances: they are sign-logged before scaling.
     """
-    values = _validated(X, settings)
+    run = _Run.of(settings, len(X), log_features)
+    values = _validated(X, run)
     feature_names = list(values.columns)
     medians = {name: float(values[name].median()) for name in feature_names}
     imputed = _imputed(values, medians)
 
     fit_rows = _fit_rows(len(imputed), settings.max_fit_rows, np.random.default_rng(seed))
     fit_values = imputed[fit_rows]
-    fit_labels = _cluster(fit_values, feature_names, settings)
+    fit_labels = _cluster(fit_values, feature_names, run)
 
     class_segment_ids = sorted(int(s) for s in np.unique(fit_labels))
     classes = np.searchsorted(class_segment_ids, fit_labels)
-    surrogate, accuracy = _train_surrogate(fit_values, classes, len(class_segment_ids), settings, seed)
+    surrogate, accuracy = _train_surrogate(fit_values, classes, len(class_segment_ids), run, seed)
 
     labels = fit_labels
     if len(fit_rows) < len(imputed):
@@ -246,7 +233,7 @@ def fit_segmentation(
         classes,
         class_segment_ids,
         feature_names,
-        settings.log_features,
+        run.log_features,
         np.random.default_rng(seed),
     )
     names = _segment_names(defining, descriptions)
@@ -263,11 +250,13 @@ def fit_segmentation(
         surrogate_accuracy=accuracy,
         descriptions={name: descriptions.get(name, name) for name in feature_names},
         settings=settings,
+        min_cluster_size=run.min_cluster_size,
+        log_features=run.log_features,
     )
     return model, labels
 
 
-def stability(X: pd.DataFrame, settings: SegmentationSettings) -> float:
+def stability(X: pd.DataFrame, settings: SegmentationModelConfig, log_features: Sequence[str] = ()) -> float:
     """Mean pairwise adjusted Rand index of the segmentations of ``settings.seeds``' subsamples.
 
     HDBSCAN is deterministic on a given set of rows, so refitting the same data with another seed
@@ -275,21 +264,23 @@ def stability(X: pd.DataFrame, settings: SegmentationSettings) -> float:
     customers (at most ``max_fit_rows``) and clusters them; two fits are compared on the customers
     they share. Near 1: the segments are a property of the customers; low: an accident of which
     customers were sampled, and marketing should not build campaigns on them. With
-    ``noise="unsegmented"`` the unsegmented customers count as one group of their own.
+    ``noise="unsegmented"`` the unsegmented customers count as one group of their own. The
+    smallest segment and ``log_features`` are as in :func:`fit_segmentation` for the same ``X``.
     """
     if len(settings.seeds) < 2:
         raise SegmentationError(f"{SETTING}.seeds needs at least two seeds to compare, got {settings.seeds}")
-    values = _validated(X, settings)
+    run = _Run.of(settings, len(X), log_features)
+    values = _validated(X, run)
     feature_names = list(values.columns)
     imputed = _imputed(values, {name: float(values[name].median()) for name in feature_names})
     size = min(int(0.8 * len(imputed)), settings.max_fit_rows)
-    if size < 2 * settings.min_cluster_size:
-        raise _too_few_rows(size, settings, "an 80% subsample of X")
+    if size < 2 * run.min_cluster_size:
+        raise _too_few_rows(size, run, "an 80% subsample of X")
     fits = []
     for seed in settings.seeds:
         rows = np.sort(np.random.default_rng(seed).choice(len(imputed), size=size, replace=False))
         labels = np.full(len(imputed), UNSEGMENTED - 1, dtype=np.int64)  # -2: not in this subsample
-        labels[rows] = _cluster(imputed[rows], feature_names, settings)
+        labels[rows] = _cluster(imputed[rows], feature_names, run)
         fits.append((rows, labels))
     scores = []
     for (rows_a, labels_a), (rows_b, labels_b) in combinations(fits, 2):
@@ -316,7 +307,7 @@ def agreement(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 # --- preparing the data -------------------------------------------------------------------------
 
 
-def _validated(X: pd.DataFrame, settings: SegmentationSettings) -> pd.DataFrame:
+def _validated(X: pd.DataFrame, run: _Run) -> pd.DataFrame:
     """``X`` as floats, or a SegmentationError naming the columns or setting at fault."""
     if X.shape[1] == 0:
         raise SegmentationError("X has no feature columns to segment on")
@@ -324,24 +315,23 @@ def _validated(X: pd.DataFrame, settings: SegmentationSettings) -> pd.DataFrame:
         duplicated = sorted({str(c) for c in X.columns[X.columns.duplicated()]})
         raise SegmentationError(f"X has duplicated column(s): {', '.join(duplicated)}")
     values = _numeric(X, [str(c) for c in X.columns])
-    if len(values) < 2 * settings.min_cluster_size:
-        raise _too_few_rows(len(values), settings, "X")
+    if len(values) < 2 * run.min_cluster_size:
+        raise _too_few_rows(len(values), run, "X")
     empty = [name for name in values.columns if values[name].isna().all()]
     if empty:
         raise SegmentationError(
             f"column(s) with no values (all NaN): {', '.join(empty)}; drop them or fix the feature job"
         )
-    unknown = [name for name in settings.log_features if name not in values.columns]
+    unknown = [name for name in run.log_features if name not in values.columns]
     if unknown:
-        raise SegmentationError(f"{SETTING}.log_features names column(s) not in X: {', '.join(unknown)}")
+        raise SegmentationError(f"log_features names column(s) not in X: {', '.join(unknown)}")
     return values
 
 
-def _too_few_rows(rows: int, settings: SegmentationSettings, what: str) -> SegmentationError:
+def _too_few_rows(rows: int, run: _Run, what: str) -> SegmentationError:
     return SegmentationError(
-        f"{what} has {rows} rows; at least two segments of {SETTING}.min_cluster_size "
-        f"({settings.min_cluster_size}) customers need {2 * settings.min_cluster_size}: "
-        f"give more customers or lower {SETTING}.min_cluster_size"
+        f"{what} has {rows} rows; at least two segments of {run.min_cluster_size} customers need "
+        f"{2 * run.min_cluster_size}: give more customers or lower {run.smallest_setting()}"
     )
 
 
@@ -380,14 +370,14 @@ def _fit_rows(rows: int, max_rows: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(rows, size=max_rows, replace=False))
 
 
-def _space(values: np.ndarray, feature_names: list[str], settings: SegmentationSettings) -> np.ndarray:
+def _space(values: np.ndarray, feature_names: list[str], run: _Run) -> np.ndarray:
     """The space distances are measured in: log money, standardised, optionally PCA-reduced."""
     values = values.copy()
-    for name in settings.log_features:
+    for name in run.log_features:
         column = feature_names.index(name)
         values[:, column] = _signed_log(values[:, column])
     scaled = StandardScaler().fit_transform(values)
-    components = settings.pca_components
+    components = run.settings.pca_components
     if components is None:
         return scaled
     if isinstance(components, int):
@@ -396,11 +386,12 @@ def _space(values: np.ndarray, feature_names: list[str], settings: SegmentationS
     return PCA(n_components=components, svd_solver="full").fit_transform(scaled)
 
 
-def _cluster(values: np.ndarray, feature_names: list[str], settings: SegmentationSettings) -> np.ndarray:
+def _cluster(values: np.ndarray, feature_names: list[str], run: _Run) -> np.ndarray:
     """HDBSCAN segment ids (0 = largest) after noise handling, for imputed ``values``."""
-    space = _space(values, feature_names, settings)
+    settings = run.settings
+    space = _space(values, feature_names, run)
     raw = HDBSCAN(
-        min_cluster_size=settings.min_cluster_size,
+        min_cluster_size=run.min_cluster_size,
         min_samples=settings.min_samples,
         n_jobs=_THREADS,
         copy=True,
@@ -409,8 +400,7 @@ def _cluster(values: np.ndarray, feature_names: list[str], settings: Segmentatio
     if len(found) < 2:
         what = "no segment (every customer is noise)" if not found else "only one segment"
         raise SegmentationError(
-            f"HDBSCAN found {what} in {len(values)} customers; lower {SETTING}.min_cluster_size "
-            f"(now {settings.min_cluster_size})"
+            f"HDBSCAN found {what} in {len(values)} customers; lower {run.smallest_setting()}"
             + (f" or {SETTING}.min_samples (now {settings.min_samples})" if settings.min_samples else "")
         )
     # number segments by size, largest first, so ids read the same way on every run
@@ -432,12 +422,12 @@ def _cluster(values: np.ndarray, feature_names: list[str], settings: Segmentatio
 # --- the surrogate --------------------------------------------------------------------------------
 
 
-def _surrogate_params(classes: int, settings: SegmentationSettings, seed: int) -> dict[str, Any]:
+def _surrogate_params(classes: int, run: _Run, seed: int) -> dict[str, Any]:
     params: dict[str, Any] = {
         "num_leaves": _SURROGATE_LEAVES,
         "learning_rate": 0.1,
         # small segments still get leaves of their own
-        "min_data_in_leaf": max(2, min(20, settings.min_cluster_size // 2)),
+        "min_data_in_leaf": max(2, min(20, run.min_cluster_size // 2)),
         "num_threads": _LGBM_THREADS,
         "seed": seed,
         "deterministic": True,
@@ -452,10 +442,10 @@ def _surrogate_params(classes: int, settings: SegmentationSettings, seed: int) -
 
 
 def _train_surrogate(
-    values: np.ndarray, classes: np.ndarray, n_classes: int, settings: SegmentationSettings, seed: int
+    values: np.ndarray, classes: np.ndarray, n_classes: int, run: _Run, seed: int
 ) -> tuple[lgb.Booster, float]:
     """The scoring model, trained on all rows, and its accuracy when trained on 80% and checked on 20%."""
-    params = _surrogate_params(n_classes, settings, seed)
+    params = _surrogate_params(n_classes, run, seed)
     counts = np.bincount(classes, minlength=n_classes)
     stratify = classes if counts.min() >= 2 else None  # a lone unsegmented customer cannot be split
     train_x, test_x, train_y, test_y = train_test_split(

@@ -22,18 +22,23 @@ import json
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
 from sklearn.metrics import roc_auc_score
 
 from ml import registry
 from ml.features import DESCRIPTIONS, FEATURE_NAMES, MONEY_FEATURES, PROTECTED
 from ml.training_set import TrainingSet, build_training_set, eligible, label_column
+from pipelines.config import Config
+from pipelines.tables import Tables
 
 DEFAULT_FAIRNESS_NOTE = "fairness measured on the holdout; selected = top share by score"
 
@@ -55,47 +60,14 @@ class ModelReport:
     seconds: float = 0.0
 
 
-def _propensity_settings(cfg: Any) -> Any:
-    from ml.propensity import PropensitySettings
-
-    p = cfg.ml.propensity
-    return PropensitySettings(
-        num_leaves=p.num_leaves,
-        learning_rate=p.learning_rate,
-        n_estimators=p.n_estimators,
-        min_child_samples=p.min_child_samples,
-        feature_fraction=p.feature_fraction,
-        bagging_fraction=p.bagging_fraction,
-        lambda_l2=p.lambda_l2,
-        alternatives=tuple(shape.overrides() for shape in p.alternatives),
-        early_stopping_rounds=p.early_stopping_rounds,
-        calibration=p.calibration,
-        folds=p.folds,
-        min_positives=p.min_positives,
-        seed=cfg.ml.training.seed,
-        num_threads=p.num_threads,
-    )
-
-
-def _segmentation_settings(cfg: Any, rows: int) -> Any:
-    from ml.segmentation import SegmentationSettings
-
-    s = cfg.ml.segmentation
-    fitted = min(rows, s.max_fit_rows)
-    return SegmentationSettings(
-        min_cluster_size=max(s.min_cluster_size, round(s.min_cluster_share * fitted)),
-        min_samples=s.min_samples,
-        pca_components=s.pca_components,
-        noise=s.noise,
-        log_features=tuple(f for f in MONEY_FEATURES if f in segmentation_features(cfg)),
-        seeds=tuple(s.seeds),
-        max_fit_rows=s.max_fit_rows,
-    )
-
-
-def segmentation_features(cfg: Any) -> list[str]:
+def segmentation_features(cfg: Config) -> list[str]:
     chosen = cfg.ml.segmentation.features
     return list(chosen) if chosen else [f for f in FEATURE_NAMES if f not in PROTECTED]
+
+
+def log_scaled_features(columns: list[str]) -> tuple[str, ...]:
+    """The money amounts among the segmentation's ``columns``: their heavy tails are logged."""
+    return tuple(f for f in MONEY_FEATURES if f in columns)
 
 
 def ceiling_column(target: str) -> str:
@@ -119,7 +91,7 @@ def _log_figure(figure: Any, name: str) -> None:
 
 
 def train_propensity_target(
-    cfg: Any, client: Any, frame: pd.DataFrame, target: str, truth_known: bool
+    cfg: Config, client: MlflowClient, frame: pd.DataFrame, target: str, truth_known: bool
 ) -> ModelReport:
     from ml.explain import global_importance, importance_plot
     from ml.fairness import fairness_gate, fairness_report
@@ -136,7 +108,12 @@ def train_propensity_target(
     report.positive_customers = int(train.loc[train[label] == 1, "customer_number"].nunique())
     try:
         model = train_propensity(
-            train[FEATURE_NAMES], y_train, target, _propensity_settings(cfg), groups=train["customer_number"]
+            train[FEATURE_NAMES],
+            y_train,
+            target,
+            cfg.ml.propensity,
+            groups=train["customer_number"],
+            seed=cfg.ml.training.seed,
         )
     except NotEnoughPositives as exc:
         report.outcome = f"skipped: {exc}"
@@ -184,7 +161,8 @@ def train_propensity_target(
         mlflow.set_tags({"target": target, "label": label, "holdout": "customers by hash"})
         mlflow.log_params(
             {
-                **{f"lgbm_{k}": v for k, v in asdict(_propensity_settings(cfg)).items()},
+                **{f"lgbm_{k}": v for k, v in cfg.ml.propensity.model_dump(exclude={"targets"}).items()},
+                "lgbm_seed": cfg.ml.training.seed,
                 "horizon_days": cfg.ml.training.horizon_days,
                 "cutoffs": ",".join(str(d) for d in sorted(frame["as_of_date"].unique())),
                 "features": len(FEATURE_NAMES),
@@ -232,7 +210,9 @@ def train_propensity_target(
     return report
 
 
-def train_segmentation(cfg: Any, client: Any, frame: pd.DataFrame, truth_dir: Path | None) -> ModelReport:
+def train_segmentation(
+    cfg: Config, client: MlflowClient, frame: pd.DataFrame, truth_dir: Path | None
+) -> ModelReport:
     from ml import truth
     from ml.segmentation import SegmentationError, agreement, fit_segmentation, stability
 
@@ -240,13 +220,13 @@ def train_segmentation(cfg: Any, client: Any, frame: pd.DataFrame, truth_dir: Pa
     report = ModelReport("segmentation", "segments")
     latest = frame[frame["as_of_date"] == frame["as_of_date"].max()].reset_index(drop=True)
     columns = segmentation_features(cfg)
-    settings = _segmentation_settings(cfg, len(latest))
+    settings, logged = cfg.ml.segmentation, log_scaled_features(columns)
     report.rows = len(latest)
     with warnings.catch_warnings():  # per-segment medians of a feature a segment never has are NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
             model, fitted = fit_segmentation(
-                latest[columns], DESCRIPTIONS, settings, seed=cfg.ml.training.seed
+                latest[columns], DESCRIPTIONS, settings, seed=cfg.ml.training.seed, log_features=logged
             )
         except SegmentationError as exc:
             report.outcome = f"skipped: {exc}"
@@ -254,7 +234,7 @@ def train_segmentation(cfg: Any, client: Any, frame: pd.DataFrame, truth_dir: Pa
         report.metrics = {
             "segments": float(len(set(fitted.tolist()) - {-1})),
             "unsegmented_share": float(np.mean(fitted == -1)),
-            "stability_ari": float(stability(latest[columns], settings)),
+            "stability_ari": float(stability(latest[columns], settings, log_features=logged)),
             "surrogate_accuracy": float(model.surrogate_accuracy),
         }
     if truth.has_truth(truth_dir):
@@ -265,7 +245,9 @@ def train_segmentation(cfg: Any, client: Any, frame: pd.DataFrame, truth_dir: Pa
 
     registry.experiment(cfg, "segmentation")
     with mlflow.start_run(run_name="segmentation"):
-        mlflow.log_params({**{k: str(v) for k, v in asdict(settings).items()}, "features": len(columns)})
+        used = {"min_cluster_size_used": model.min_cluster_size, "log_features": ",".join(logged)}
+        params = {**settings.model_dump(exclude={"features"}), **used}
+        mlflow.log_params({**{k: str(v) for k, v in params.items()}, "features": len(columns)})
         mlflow.log_metrics(report.metrics)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "segment_profiles.csv"
@@ -293,18 +275,20 @@ def _segmentation_champion_score(uri: str) -> float:
     """The champion segmentation's stability, taken from its run (a clustering has no holdout labels)."""
     name = uri.split("/")[1].split("@")[0]
     version = registry.MlflowClient().get_model_version_by_alias(name, registry.CHAMPION)
+    if version.run_id is None:  # registered outside a run: no stability to beat, as without the metric
+        return float("-inf")
     run = registry.MlflowClient().get_run(version.run_id)
     return float(run.data.metrics.get("stability_ari", float("-inf")))
 
 
 def train_all(
-    spark: Any,
-    cfg: Any,
-    tables: Any,
+    spark: SparkSession,
+    cfg: Config,
+    tables: Tables,
     truth_dir: Path | None = None,
     targets: list[str] | None = None,
     segmentation: bool = True,
-    progress: Any = print,
+    progress: Callable[[str], None] = print,
     training: TrainingSet | None = None,
 ) -> list[ModelReport]:
     """Build the training set once (unless given), then train every model; one report per model."""

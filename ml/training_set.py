@@ -11,7 +11,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from ml.features import HISTORY, KEYS, data_window, labels_at, point_in_time_features_at
+from ml.settings import TrainingConfig
+from pipelines.config import Config
 from pipelines.errors import InputError
 from pipelines.tables import Tables
 
@@ -32,7 +33,7 @@ class TrainingSet:
     horizon_days: int
 
 
-def choose_cutoffs(first: datetime, last: datetime, training: Any) -> list[date]:
+def choose_cutoffs(first: datetime, last: datetime, training: TrainingConfig) -> list[date]:
     """Cut-off days D (T = D 00:00): the latest leaves a full horizon before the data ends."""
     last_full_day = last.date() if last.time() >= time(23, 0) else last.date() - timedelta(days=1)
     latest = last_full_day - timedelta(days=training.horizon_days)
@@ -96,7 +97,7 @@ def cached_history(
     return views, cached
 
 
-def build_training_set(spark: SparkSession, tables: Tables, cfg: Any) -> TrainingSet:
+def build_training_set(spark: SparkSession, tables: Tables, cfg: Config) -> TrainingSet:
     """Features as of each cut-off next to the labels after it, one row per active customer x cut-off.
 
     Every cut-off is computed in one Spark query and collected once
@@ -112,7 +113,7 @@ def build_training_set(spark: SparkSession, tables: Tables, cfg: Any) -> Trainin
     try:
         features = point_in_time_features_at(spark, history, as_ofs)
         outcome = labels_at(spark, tables, as_ofs, training.horizon_days)
-        frame = features.join(outcome, KEYS, "left").toPandas()
+        frame: pd.DataFrame = features.join(outcome, KEYS, "left").toPandas()
     finally:
         for rows in cached:
             rows.unpersist()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from ml.features import PROPENSITY_PRODUCTS
 CAMPAIGN_COLUMN = "p_open_campaign"
 
 
-def has_truth(truth_dir: Path | None) -> bool:
+def has_truth(truth_dir: Path | None) -> TypeGuard[Path]:  # True: a Path (holding the truth)
     return truth_dir is not None and (truth_dir / "propensity.parquet").exists()
 
 

@@ -24,12 +24,17 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
+from ml.settings import MlConfig
+from pipelines.config_section import ConfigSection
+from pipelines.contracts import MarketingChannel, OfferChannel
 from pipelines.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +48,12 @@ ENV_STORE_PORT = "JOURNEYLAKE_STORE_PORT"
 ENV_CONF_DIR = "JOURNEYLAKE_CONF_DIR"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# Every section below is a ConfigSection (strict, frozen); a component's own sections live beside it
+# (ml/settings.py). They subclass it by name: pydantic's mypy plugin only recognises a model whose
+# base is named as a class, not through a variable alias.
 
 
-class PathsConfig(_Section):
+class PathsConfig(ConfigSection):
     """Where state lives. After loading, every path is absolute."""
 
     home: Path = Path(".journeylake")
@@ -60,7 +66,7 @@ class PathsConfig(_Section):
     logs: Path = Path("logs")
 
 
-class SparkConfig(_Section):
+class SparkConfig(ConfigSection):
     master: str | None = "local[*]"
     app_name: str = "journeylake"
     shuffle_partitions: int = Field(4, ge=1)
@@ -71,20 +77,20 @@ class SparkConfig(_Section):
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
-class MetastoreConfig(_Section):
+class MetastoreConfig(ConfigSection):
     kind: Literal["derby-server", "embedded", "unity"] = "derby-server"
     host: str = "127.0.0.1"
     port: int = Field(15270, ge=1, le=65535)
     heap: str = "256m"
 
 
-class SchemasConfig(_Section):
+class SchemasConfig(ConfigSection):
     bronze: str = "bronze"
     silver: str = "silver"
     gold: str = "gold"
 
 
-class CatalogConfig(_Section):
+class CatalogConfig(ConfigSection):
     name: str | None = None
     schemas: SchemasConfig = Field(default_factory=SchemasConfig)
     metastore: MetastoreConfig = Field(default_factory=MetastoreConfig)
@@ -95,7 +101,7 @@ class CatalogConfig(_Section):
 Interval = Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)? (second|minute|hour|day)s?$")]
 
 
-class IngestConfig(_Section):
+class IngestConfig(ConfigSection):
     source: Literal["files", "kafka"] = "files"  # landing folder of JSON files, or Kafka topics
     trigger_interval: Interval = "10 seconds"
     # gold.customer_features recomputes the customers a trigger touched, over 30 days of silver:
@@ -109,7 +115,7 @@ class IngestConfig(_Section):
     pii_key_default: str | None = None
 
 
-class KafkaBrokerConfig(_Section):
+class KafkaBrokerConfig(ConfigSection):
     """The local single-node broker `journeylake kafka up` starts (development, tests, demo)."""
 
     port: int = Field(19092, ge=1, le=65535)
@@ -118,7 +124,7 @@ class KafkaBrokerConfig(_Section):
     partitions: int = Field(4, ge=1)  # per topic, for topics the simulator creates
 
 
-class KafkaConfig(_Section):
+class KafkaConfig(ConfigSection):
     """Kafka as the event source (``ingest.source: kafka``): one topic per source."""
 
     bootstrap_servers: str = "127.0.0.1:19092"
@@ -131,7 +137,7 @@ class KafkaConfig(_Section):
     broker: KafkaBrokerConfig = Field(default_factory=KafkaBrokerConfig)
 
 
-class OnlineStoreConfig(_Section):
+class OnlineStoreConfig(ConfigSection):
     """The online store (Redis) the decision API reads: `journeylake online-store up|sync|status|down`."""
 
     host: str = "127.0.0.1"  # the local server listens on loopback only
@@ -143,11 +149,10 @@ class OnlineStoreConfig(_Section):
     write_through: bool = True  # the streams write what they commit to the store when it runs
 
 
-MarketingChannel = Literal["email", "sms", "push", "phone"]
 SegmentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 
 
-class SegmentConfig(_Section):
+class SegmentConfig(ConfigSection):
     """One audience marketing pulls: who is in it and which channel will contact them.
 
     ``where`` is a Spark SQL condition over ``gold.customer_360`` columns. Exports keep only
@@ -157,127 +162,6 @@ class SegmentConfig(_Section):
     description: str = Field(min_length=1)
     where: str = Field(min_length=1)
     channel: MarketingChannel
-
-
-class TrainingConfig(_Section):
-    """How point-in-time training sets are cut: features as of T, labels from (T, T + horizon]."""
-
-    horizon_days: int = Field(14, ge=1)
-    # Cut-offs per training set, the latest one horizon_days before the data ends. Openings are
-    # rare: cut-offs a few days apart see each customer in several states (before, during and
-    # after a signal), which gave the models more to learn from than one cut-off a week.
-    cutoffs: int = Field(8, ge=1)
-    cutoff_step_days: int = Field(3, ge=1)
-    min_history_days: int = Field(14, ge=0)  # no cut-off earlier than this after the data starts
-    holdout_fraction: float = Field(
-        0.25, gt=0, lt=1
-    )  # customers (all their cut-offs) kept out for evaluation
-    seed: int = 0
-
-
-PropensityTarget = Literal["credit_card", "mortgage", "personal_loan", "savings", "investments", "churn"]
-
-
-class TreeShape(_Section):
-    """One alternative tree shape for the propensity models: overrides of ml.propensity's own."""
-
-    num_leaves: int | None = Field(None, ge=2)
-    learning_rate: float | None = Field(None, gt=0)
-    min_child_samples: int | None = Field(None, ge=1)
-    feature_fraction: float | None = Field(None, gt=0, le=1)
-    bagging_fraction: float | None = Field(None, gt=0, le=1)
-    lambda_l2: float | None = Field(None, ge=0)
-
-    def overrides(self) -> dict[str, float | int]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
-
-
-class PropensityModelConfig(_Section):
-    """LightGBM settings shared by every propensity and churn model (ml.propensity)."""
-
-    targets: list[PropensityTarget] = Field(
-        default_factory=lambda: [
-            "credit_card",
-            "mortgage",
-            "personal_loan",
-            "savings",
-            "investments",
-            "churn",
-        ]
-    )
-    # Small, strongly regularised trees: openings are rare, and a bank's training set may hold a
-    # few dozen positives. The number of trees is chosen by cross-validation (at most n_estimators).
-    num_leaves: int = Field(4, ge=2)
-    learning_rate: float = Field(0.02, gt=0)
-    n_estimators: int = Field(1000, ge=1)
-    min_child_samples: int = Field(30, ge=1)
-    feature_fraction: float = Field(0.3, gt=0, le=1)
-    bagging_fraction: float = Field(0.7, gt=0, le=1)
-    lambda_l2: float = Field(20.0, ge=0)
-    # other tree shapes (overrides of the six settings above) that cross-validation may choose
-    alternatives: list[TreeShape] = Field(
-        default_factory=lambda: [
-            TreeShape(
-                num_leaves=15, learning_rate=0.05, min_child_samples=20, feature_fraction=0.8, lambda_l2=1.0
-            )
-        ]
-    )
-    early_stopping_rounds: int = Field(50, ge=1)
-    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
-    folds: int = Field(5, ge=2)  # cross-validation folds (by customer): trees and calibration
-    min_positives: int = Field(30, ge=1)  # fewer in the training set: the model is not trained
-    # The ceiling target (AUC within 0.03 of the truth) applies from this many customers with a
-    # positive in the training set: generated banks close the gap about there
-    # (bench/bench_ml_ceiling.py). Fewer, and a clear miss is reported as "missed: few positives".
-    enough_positive_customers: int = Field(250, ge=1)
-    num_threads: int = Field(2, ge=1)
-
-
-class SegmentationModelConfig(_Section):
-    """HDBSCAN segmentation (ml.segmentation)."""
-
-    # the smallest segment: the larger of min_cluster_size and min_cluster_share of the customers fitted
-    min_cluster_size: int = Field(20, ge=2)
-    min_cluster_share: float = Field(0.013, ge=0, lt=1)
-    min_samples: int | None = Field(5, ge=1)
-    # Variance kept (float) or components (int). A share of the variance kept 24 components of
-    # the ~60 features, mostly noise, and HDBSCAN split or merged personas (ARI 0.77 on a 6,000-
-    # customer bank, 0.73 +- 0.03 on 1,200-customer samples, 0.0 at some cut-offs); 5 to 9
-    # components gave 0.91-0.93 with six segments and stabler segments across seeds. Chosen on
-    # generated banks against their personas: re-check on a bank's own data (stability ARI).
-    pca_components: float | int | None = 7
-    noise: Literal["nearest", "unsegmented"] = "nearest"
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    max_fit_rows: int = Field(20000, ge=100)
-    features: list[str] | None = None  # None: every non-protected feature
-
-
-class FairnessConfig(_Section):
-    """The promotion gate: a model over either limit is not registered as champion."""
-
-    attributes: list[str] = Field(default_factory=lambda: ["age_band", "region"])
-    selection_rate: float = Field(0.1, gt=0, le=1)  # "selected" = top share by score
-    max_dp_difference: float = Field(0.25, ge=0, le=1)  # demographic parity difference
-    max_eo_difference: float = Field(0.35, ge=0, le=1)  # equal opportunity difference
-    min_group_positives: int = Field(10, ge=1)
-    # bootstrap draws for each difference's 95% interval: a model is refused when the interval's
-    # low end is above the limit (0: the point estimates decide, however few the positives)
-    bootstrap_draws: int = Field(300, ge=0)
-
-
-class MlConfig(_Section):
-    """Models: tracking, training sets, propensity, segmentation, explanations and fairness."""
-
-    tracking_uri: str | None = None  # None: a sqlite store under paths.mlflow; a server URI for teams
-    model_prefix: str = (
-        "journeylake"  # registered models: <prefix>_propensity_<target>, <prefix>_segmentation
-    )
-    champion_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
-    reason_codes: int = Field(4, ge=1, le=10)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    propensity: PropensityModelConfig = Field(default_factory=PropensityModelConfig)
-    segmentation: SegmentationModelConfig = Field(default_factory=SegmentationModelConfig)
-    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
 
 
 TriggerType = Literal[
@@ -291,17 +175,16 @@ TriggerType = Literal[
     "consent_change",
     "offer_response",
 ]
-OfferChannel = Literal["email", "sms", "push", "phone", "web", "app", "branch"]
 
 
-class ChannelCap(_Section):
+class ChannelCap(ConfigSection):
     """At most ``max_contacts`` contacts on one channel per customer in any ``period_days`` days."""
 
     max_contacts: int = Field(ge=0)
     period_days: int = Field(ge=1)
 
 
-def _default_caps() -> dict[str, ChannelCap]:
+def _default_caps() -> dict[OfferChannel, ChannelCap]:
     return {
         "email": ChannelCap(max_contacts=3, period_days=7),
         "sms": ChannelCap(max_contacts=2, period_days=7),
@@ -313,7 +196,7 @@ def _default_caps() -> dict[str, ChannelCap]:
     }
 
 
-class ContactPolicyConfig(_Section):
+class ContactPolicyConfig(ConfigSection):
     """How often a customer may be contacted: caps, cool-downs, no repeats, how long a decision lasts."""
 
     channel_caps: dict[OfferChannel, ChannelCap] = Field(default_factory=_default_caps)  # absent: no cap
@@ -324,7 +207,7 @@ class ContactPolicyConfig(_Section):
     decision_ttl_hours: float = Field(72.0, gt=0)  # a decision's serving rows expire after this
 
 
-class ArbitrationConfig(_Section):
+class ArbitrationConfig(ConfigSection):
     """Priority = propensity x value x business_lever x context weight; the best action per channel."""
 
     # per trigger type; types not listed weigh 1.0; a decision of several triggers takes the largest
@@ -336,7 +219,7 @@ class ArbitrationConfig(_Section):
     max_actions_per_decision: int = Field(1, ge=1)  # contacting actions per customer per decision
 
 
-class ExplorationConfig(_Section):
+class ExplorationConfig(ConfigSection):
     """A stable control group on the default policy; Thompson-sampling settings (pipelines/nba/bandit.py)."""
 
     control_share: float = Field(0.1, ge=0, lt=1)  # customers kept on the default policy (by a hash)
@@ -350,14 +233,14 @@ class ExplorationConfig(_Section):
     lift: Literal["action_channel", "arm"] = "action_channel"
 
 
-class TriggersConfig(_Section):
+class TriggersConfig(ConfigSection):
     """When an event is a decision trigger."""
 
     low_balance_threshold: float = 100.0  # current account balance below this
     stalled_application_hours: float = Field(24.0, gt=0)  # an application with no step for this long
 
 
-class LiveLaneConfig(_Section):
+class LiveLaneConfig(ConfigSection):
     """``journeylake decide --live``: raw events straight to decisions (pipelines/nba/live.py)."""
 
     # how often the customers' context (features, scores, consent, contacts) is re-read from the
@@ -370,7 +253,7 @@ class LiveLaneConfig(_Section):
     max_seen_event_ids: int = Field(2_000_000, ge=1000)  # trigger ids remembered against duplicates
 
 
-class ServingConfig(_Section):
+class ServingConfig(ConfigSection):
     """``gold.served_actions`` (appended per micro-batch) behind the ``gold.next_best_actions`` view."""
 
     # how often the decision job drops the served rows a newer decision replaced and merges the
@@ -382,7 +265,7 @@ class ServingConfig(_Section):
     appends: Literal["delta-rs", "spark"] = "delta-rs"
 
 
-class ApiConfig(_Section):
+class ApiConfig(ConfigSection):
     """The decision API (`journeylake serve`): where it listens, who may call it, its time budget."""
 
     host: str = "127.0.0.1"  # loopback locally; a deployment puts it behind the bank's gateway
@@ -402,7 +285,7 @@ class ApiConfig(_Section):
     bandit_refresh_seconds: float = Field(60.0, gt=0)  # the sampler's state re-read from the store
 
 
-class DecisioningConfig(_Section):
+class DecisioningConfig(ConfigSection):
     """Next-best-action decisioning: the action catalog file and the policies applied to it."""
 
     catalog: Path = Path("actions.yml")  # relative to the conf folder
@@ -416,10 +299,12 @@ class DecisioningConfig(_Section):
 
     def context_weight(self, trigger_type: str) -> float:
         """The arbitration weight of one trigger type (1.0 when not configured)."""
-        return float(self.arbitration.context_weights.get(trigger_type, 1.0))
+        # keyed by the known trigger types; any other type read from the events weighs the default
+        weights = cast(Mapping[str, float], self.arbitration.context_weights)
+        return float(weights.get(trigger_type, 1.0))
 
 
-class Config(_Section):
+class Config(ConfigSection):
     """The whole configuration of one target, with absolute paths."""
 
     paths: PathsConfig = Field(default_factory=PathsConfig)
@@ -558,7 +443,7 @@ _EXPECTED = {
 }
 
 
-def describe_validation_error(error: dict) -> str:
+def describe_validation_error(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown key"
@@ -661,7 +546,7 @@ def load_config(target: str | None = None, overrides: dict[str, Any] | None = No
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as exc:
-        by_key: dict[str, list[dict]] = {}
+        by_key: dict[str, list[ErrorDetails]] = {}
         for error in exc.errors():
             by_key.setdefault(dotted_location(error["loc"]), []).append(error)
         messages = []

@@ -21,25 +21,31 @@ Two kinds of source:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql.types import StructType
 
 FieldType = Literal["string", "int", "long", "double", "boolean", "timestamp", "date"]
 
-PRODUCTS: tuple[str, ...] = (
-    "current_account",
-    "savings",
-    "credit_card",
-    "mortgage",
-    "personal_loan",
-    "investments",
-)
-MARKETING_CHANNELS: tuple[str, ...] = ("email", "sms", "push", "phone")
+# Products and channels are declared once, as Literal types (what configuration and the action
+# catalog validate against) with their values as tuples (what code iterates), in this order.
+# Every product but the current account, which every customer holds, has a propensity model
+# (its score column is propensity_<product>).
+ScoredProduct = Literal["savings", "credit_card", "mortgage", "personal_loan", "investments"]
+Product = Literal["current_account", ScoredProduct]
+MarketingChannel = Literal["email", "sms", "push", "phone"]  # need marketing consent for the channel
+DigitalChannel = Literal["web", "app"]  # online banking: where clickstream sessions happen
+OfferChannel = Literal[MarketingChannel, DigitalChannel, "branch"]  # and the bank's own channels
+ANY_CHANNEL = "any"  # consent for every marketing channel at once
+
+PRODUCTS: tuple[str, ...] = get_args(Product)
+SCORED_PRODUCTS: tuple[str, ...] = get_args(ScoredProduct)
+MARKETING_CHANNELS: tuple[str, ...] = get_args(MarketingChannel)
+DIGITAL_CHANNELS: tuple[str, ...] = get_args(DigitalChannel)
 CONSENT_PURPOSES: tuple[str, ...] = ("marketing", "profiling")
-CONSENT_CHANNELS: tuple[str, ...] = (*MARKETING_CHANNELS, "any")
-OFFER_CHANNELS: tuple[str, ...] = (*MARKETING_CHANNELS, "web", "app", "branch")
+CONSENT_CHANNELS: tuple[str, ...] = (*MARKETING_CHANNELS, ANY_CHANNEL)
+OFFER_CHANNELS: tuple[str, ...] = get_args(OfferChannel)
 OFFER_RESPONSES: tuple[str, ...] = ("impression", "click", "accept", "dismiss", "complaint")
 APPLICATION_STEPS: tuple[str, ...] = (
     "start",
@@ -227,7 +233,7 @@ CONTRACTS: dict[str, Contract] = {
             ),
             fields=(
                 *_common(*_EVENT),
-                Field("channel", "string", required=True, allowed=("web", "app")),
+                Field("channel", "string", required=True, allowed=DIGITAL_CHANNELS),
                 Field("session_id", "string", required=True),
                 Field("device_id", "string", required=True),
                 Field("cookie_id", "string", doc="web only"),

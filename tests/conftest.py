@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,18 @@ _HOME_ENV = "JOURNEYLAKE_HOME"
 _PORT_ENV = "JOURNEYLAKE_METASTORE_PORT"
 _KAFKA_PORT_ENV = "JOURNEYLAKE_KAFKA_PORT"  # the test broker's port; its controller takes the next one
 _STORE_PORT_ENV = "JOURNEYLAKE_STORE_PORT"  # the test online store's port
+
+
+# Fixtures that start the shared Spark session or a JVM service: a test using any of them,
+# directly or through another fixture, is "slow" (`make test-fast` leaves it out).
+SLOW_FIXTURES = frozenset({"spark", "kafka_broker"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs Spark or the Kafka broker ``slow``, whether or not its file says so."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def _free_port() -> int:
@@ -114,6 +126,27 @@ def online_store(jl_config):
 
     state, _started = redis_server.up(jl_config)
     return state
+
+
+API_TOKEN = "test-token-0123456789abcdef"  # the bearer token of the test API servers
+
+
+@pytest.fixture(scope="module")
+def serve_api(jl_config) -> Iterator[Callable[..., str]]:
+    """Starts `journeylake serve` (its own processes, a free port) and gives its base URL; every
+    server a module started is stopped after it."""
+    from pipelines.services.api_server import ApiProcess, start_api
+
+    started: list[ApiProcess] = []
+
+    def start(workers: int = 1) -> str:
+        api = start_api(_free_port(), workers=workers, env={"JOURNEYLAKE_API_TOKEN": API_TOKEN})
+        started.append(api)
+        return api.url
+
+    yield start
+    for api in started:
+        api.stop()
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         what = f"live lane, from {cfg.ingest.source}" if args.live else "from silver"
         progress(f"deciding continuously ({what}, trigger every {interval}); Ctrl-C to stop")
     start = start_live_decisions if args.live else start_decision_stream
-    query = start(spark, cfg, tables, checkpoint, trigger, progress, since=since)
+    from pipelines.serving.write_through import StoreFeed
+
+    feed = StoreFeed.open(cfg)  # served actions written through to a running online store
+    if feed is not None:
+        progress("online store: served actions written through")
+    query = start(spark, cfg, tables, checkpoint, trigger, progress, since=since, listener=feed)
     await_queries([query])
     served = spark.table(tables.gold("next_best_actions")).count()
     logged = spark.table(tables.gold("decision_log")).count()

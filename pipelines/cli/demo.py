@@ -6,7 +6,8 @@ resolution against the truth -> train the segmentation, propensity and churn mod
 its truth ceiling) and score every customer with reason codes -> export marketing's segments ->
 the closed loop: the live days stream in while the decision job runs, the simulator answers every
 contact, and the policies are compared and audited -> the reconciliation of every landing line
-against the simulator's truth (nothing lost) -> how to query it.
+against the simulator's truth (nothing lost) -> the online store and the decision API, asked as
+channels ask (pipelines/cli/demo_api.py) -> how to query it.
 """
 
 from __future__ import annotations
@@ -200,6 +201,11 @@ def run(args: argparse.Namespace) -> int:
         step(f"no live days left in {held}: the closed loop has been played (run without --keep to replay)")
     if truth.is_dir():
         _print_reconciliation(spark, tables, truth, console)
+    # after the reconciliation: the API's own events (a revocation, a dismissal) are not the simulator's
+    step("the decision API: online store, sync from the lakehouse, channels asking at the moment")
+    from pipelines.cli.demo_api import run_tour
+
+    run_tour(spark, cfg, tables, step, table)
     step("done")
     console.print(
         "\nQuery it (any number of processes can share the catalog):\n"
@@ -210,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
         '  .venv/bin/journeylake sql -e "SELECT * FROM silver.consent_current LIMIT 5" --format csv\n'
         '  .venv/bin/journeylake sql -e "SELECT * FROM gold.propensity_explanations LIMIT 8"\n'
         "Re-export marketing's segments: .venv/bin/journeylake export-segments --date YYYY-MM-DD\n"
+        "Decisions at the moment of interaction (README: Calling the decision API):\n"
+        "  .venv/bin/journeylake online-store up && .venv/bin/journeylake online-store sync\n"
+        "  JOURNEYLAKE_API_TOKEN=<a long secret> .venv/bin/journeylake serve\n"
         "MLflow UI (experiments, registry, SHAP plots):\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri(cfg)}\n"
         "Notebooks: notebooks/01_segments.ipynb, 02_propensity_review.ipynb, 03_journeys.ipynb\n"

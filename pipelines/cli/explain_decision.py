@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from pipelines.config import add_config_arguments, config_from_args
+
+if TYPE_CHECKING:  # pragma: no cover - the command imports Spark only when it runs
+    import pandas as pd
+    from pyspark.sql import SparkSession
+
+    from pipelines.tables import Tables
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -12,13 +19,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def explain(spark, tables, decision_id: str) -> str:  # type: ignore[no-untyped-def]
+def explain(spark: SparkSession, tables: Tables, decision_id: str) -> str:
     """The decision's served actions with their trace, then every candidate's fate."""
     from pyspark.sql import functions as F
 
     from pipelines.errors import InputError
 
-    log = (
+    log: pd.DataFrame = (
         spark.table(tables.gold("decision_log"))
         .where(F.col("decision_id") == decision_id)
         .orderBy("channel", F.col("priority").desc_nulls_last(), "action_id")
@@ -31,7 +38,7 @@ def explain(spark, tables, decision_id: str) -> str:  # type: ignore[no-untyped-
         f"decision {decision_id}: customer {first.customer_number}, decided at {first.decided_at}, "
         f"policy {first.policy}"
     ]
-    served = (
+    served: pd.DataFrame = (
         spark.table(tables.gold("next_best_actions")).where(F.col("decision_id") == decision_id).toPandas()
     )
     for row in served.itertuples():

@@ -144,7 +144,7 @@ def _summary(args: argparse.Namespace, stats: RunStats, writer: KafkaWriter | No
 
     console = Console(file=sys.stdout)
     kafka = writer is not None
-    target = f"Kafka {writer.bootstrap} (truth: {args.out})" if kafka else args.out
+    target = f"Kafka {writer.bootstrap} (truth: {args.out})" if writer is not None else args.out
     table = Table(title=f"journeylake generate -> {target}", show_edge=False)
     table.add_column("source")
     if kafka:
@@ -152,7 +152,7 @@ def _summary(args: argparse.Namespace, stats: RunStats, writer: KafkaWriter | No
     table.add_column("lines", justify="right")
     table.add_column("batches" if kafka else "files", justify="right")
     for source, lines in stats.lines.items():
-        topic = [f"{writer.topic_prefix}{source}"] if kafka else []
+        topic = [f"{writer.topic_prefix}{source}"] if writer is not None else []
         table.add_row(source, *topic, f"{lines:,}", f"{stats.files[source]:,}")
     table.add_row(
         "total", *([""] if kafka else []), f"{stats.total_lines:,}", f"{sum(stats.files.values()):,}"

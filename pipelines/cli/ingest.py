@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from pipelines.config import add_config_arguments, config_from_args
+
+if TYPE_CHECKING:  # pragma: no cover - the command imports Spark only when it runs
+    from pyspark.sql import SparkSession
+
+    from pipelines.config import Config
+    from pipelines.tables import Tables
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def print_layer_counts(spark, cfg, tables) -> None:  # type: ignore[no-untyped-def]
+def print_layer_counts(spark: SparkSession, cfg: Config, tables: Tables) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -69,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
-    ingest.run(spark, cfg, until_idle=args.until_idle, tables=tables, progress=progress)
+    from pipelines.serving.write_through import StoreFeed
+
+    feed = StoreFeed.open(cfg)  # consent, responses and features written through to a running store
+    if feed is not None:
+        progress("online store: consent, offer responses and features written through")
+    ingest.run(spark, cfg, until_idle=args.until_idle, tables=tables, progress=progress, listener=feed)
     if args.until_idle:
         print_layer_counts(spark, cfg, tables)
     return 0

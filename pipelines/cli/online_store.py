@@ -33,8 +33,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"online store: {'started, ' if started else 'already '}{state.describe()}")
         return 0
     if args.action == "down":
-        stopped = redis_server.down(cfg)
-        print("online store: stopped" if stopped else "online store: no server of this home is running")
+        how = redis_server.down(cfg)
+        print(
+            f"online store: {how}"
+            if how
+            else "online store: not running (no server started from this home); nothing to stop"
+        )
         return 0
     if args.action == "status":
         state = redis_server.status(cfg)

@@ -62,7 +62,8 @@ def actual_fates(spark: SparkSession, tables: Tables, sources: list[str] | None 
     for part in parts[1:]:
         union = union.unionByName(part)
     counts = union.where(F.col("source").isin(sources)).groupBy("source", "file", "fate").count()
-    return counts.toPandas().rename(columns={"count": "actual"})
+    actual: pd.DataFrame = counts.toPandas()
+    return actual.rename(columns={"count": "actual"})
 
 
 def reconcile(spark: SparkSession, tables: Tables, truth_dir: str | Path) -> pd.DataFrame:
@@ -104,7 +105,7 @@ def fault_findings(spark: SparkSession, tables: Tables, truth_dir: str | Path) -
     """
     truth = truth_records(truth_dir)
     faults = truth[truth["fault"].notna()]
-    quarantine = (
+    quarantine: pd.DataFrame = (
         spark.table(tables.quarantine)
         .select(
             "source",
@@ -138,7 +139,8 @@ def fault_findings(spark: SparkSession, tables: Tables, truth_dir: str | Path) -
             dup = spark.table(tables.duplicates).groupBy(
                 "source", F.split("record_id", "@")[0].alias("record_key")
             )
-            dup_counts = dup.count().toPandas().set_index(["source", "record_key"])["count"]
+            dup_rows: pd.DataFrame = dup.count().toPandas()
+            dup_counts = dup_rows.set_index(["source", "record_key"])["count"]
             wanted = group.groupby(["source", "record_key"]).size()
             found = int(sum(min(n, int(dup_counts.get(key, 0))) for key, n in wanted.items()))
         else:  # late, out_of_order, schema_drift: valid records that must reach silver

@@ -15,7 +15,9 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -59,3 +61,21 @@ def run_together(writes: list[Callable[[], None]], name: str = "batch-write") ->
         done = [pool.submit(write) for write in writes]
     for future in done:
         future.result()
+
+
+class CommitListener(Protocol):
+    """Told what a micro-batch committed, right after its commit (e.g. the online store's
+    write-through, pipelines/serving/write_through.py). Called again when a batch is replayed,
+    so what it does must be idempotent; it must not raise for its own failures."""
+
+    def wants(self, source: str) -> bool:
+        """Whether it wants ``source``'s silver rows (the stream skips the work otherwise)."""
+        ...
+
+    def silver_batch(self, source: str, rows: DataFrame, committed_at: float) -> None: ...
+
+    def features(self, rows: DataFrame, committed_at: float) -> None: ...
+
+    def served(self, rows: pd.DataFrame, committed_at: float) -> None:
+        """gold.served_actions rows a decision job just appended."""
+        ...

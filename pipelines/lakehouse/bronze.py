@@ -19,11 +19,11 @@ Raw PII lives here and only here: bronze is the restricted layer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipelines.config import Config
 from pipelines.contracts import get_contract
 from pipelines.errors import InputError
 from pipelines.lakehouse.batch_writes import append_once
@@ -52,7 +52,7 @@ STATS_COLUMNS = f"_source_file,_ingested_at,{BATCH_COLUMN}"
 BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": STATS_COLUMNS, **STREAMED_TABLE_PROPERTIES}
 
 
-def landing_dir(cfg: Any, source: str) -> Path:
+def landing_dir(cfg: Config, source: str) -> Path:
     return Path(cfg.paths.landing) / source
 
 
@@ -69,14 +69,17 @@ def ensure_bronze_table(spark: SparkSession, table: str) -> None:
     ensure_properties(spark, table, BRONZE_PROPERTIES)
 
 
-def topic_name(cfg: Any, source: str) -> str:
+def topic_name(cfg: Config, source: str) -> str:
     return f"{cfg.kafka.topic_prefix}{source}"
 
 
-def kafka_options(cfg: Any) -> dict[str, str]:
+def kafka_options(cfg: Config) -> dict[str, str]:
     """``kafka.options`` with ``${ENV_VAR}`` references filled in (secrets stay out of conf/)."""
     import os
     import re
+
+    def variable(reference: re.Match[str]) -> str:  # a named function: a lambda's type is not inferred here
+        return os.environ[reference.group(1)]
 
     resolved = {}
     for key, value in cfg.kafka.options.items():
@@ -85,11 +88,11 @@ def kafka_options(cfg: Any) -> dict[str, str]:
             raise InputError(
                 f"kafka.options.{key} refers to the environment variable {missing[0]}, which is not set"
             )
-        resolved[key] = re.sub(r"\$\{(\w+)\}", lambda m: os.environ[m.group(1)], value)
+        resolved[key] = re.sub(r"\$\{(\w+)\}", variable, value)
     return resolved
 
 
-def read_kafka(spark: SparkSession, cfg: Any, source: str) -> DataFrame:
+def read_kafka(spark: SparkSession, cfg: Config, source: str) -> DataFrame:
     """The source's Kafka topic as a stream of raw messages with their metadata.
 
     The message value is decoded as UTF-8 text and kept as is; whether it is valid JSON is
@@ -126,7 +129,7 @@ def read_kafka(spark: SparkSession, cfg: Any, source: str) -> DataFrame:
     )
 
 
-def read_landing(spark: SparkSession, cfg: Any, source: str, max_files: int | None = None) -> DataFrame:
+def read_landing(spark: SparkSession, cfg: Config, source: str, max_files: int | None = None) -> DataFrame:
     """The source's landing files as a stream of raw lines with their metadata."""
     get_contract(source)  # an unknown source fails here, naming it
     folder = landing_dir(cfg, source)
@@ -149,7 +152,7 @@ def read_landing(spark: SparkSession, cfg: Any, source: str, max_files: int | No
     )
 
 
-def read_source(spark: SparkSession, cfg: Any, source: str, max_files: int | None = None) -> DataFrame:
+def read_source(spark: SparkSession, cfg: Config, source: str, max_files: int | None = None) -> DataFrame:
     """The source's raw records as a stream: its Kafka topic or its landing folder, as configured."""
     if cfg.ingest.source == "kafka":
         return read_kafka(spark, cfg, source)

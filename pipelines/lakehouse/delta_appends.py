@@ -43,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.errors import InputError, first_line
+from pipelines.services.spark import one_row
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -108,7 +109,7 @@ class DeltaAppender:
                 self._use_spark(f"delta-rs could not open it: {first_line(exc)}")
 
     def _open_delta_rs(self) -> None:
-        location = str(self.spark.sql(f"DESCRIBE DETAIL {self.table}").first()["location"])
+        location = str(one_row(self.spark.sql(f"DESCRIBE DETAIL {self.table}"))["location"])
         path = local_path(location)
         if path is None:
             self._use_spark(f"its location {location} is not a local path")

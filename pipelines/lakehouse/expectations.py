@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -41,6 +42,20 @@ def json_parseable() -> Expectation:
     )
 
 
+# The contract rules' checks, bound to one field each with functools.partial (a lambda with
+# default arguments would do the same, but its type cannot be checked).
+def _present(raw: Column) -> Column:
+    return raw.isNotNull()
+
+
+def _typed(raw: Column, name: str) -> Column:  # absent, or parsed to the contract's type
+    return raw.isNull() | F.col(name).isNotNull()
+
+
+def _in_set(name: str, allowed: list[str]) -> Column:
+    return F.col(name).isNull() | F.col(name).isin(allowed)
+
+
 def contract_expectations(contract: Contract) -> list[Expectation]:
     """Rules every record of ``contract`` must meet: required present, types, allowed values."""
     rules: list[Expectation] = [json_parseable()]
@@ -51,7 +66,7 @@ def contract_expectations(contract: Contract) -> list[Expectation]:
                 Expectation(
                     f"missing_required:{f.name}",
                     f"expect_column_values_to_not_be_null({f.name})",
-                    lambda raw=raw: raw.isNotNull(),
+                    partial(_present, raw),
                 )
             )
         if f.type != "string":
@@ -59,7 +74,7 @@ def contract_expectations(contract: Contract) -> list[Expectation]:
                 Expectation(
                     f"wrong_type:{f.name}",
                     f"expect_column_values_to_be_of_type({f.name}, {f.type})",
-                    lambda raw=raw, name=f.name: raw.isNull() | F.col(name).isNotNull(),
+                    partial(_typed, raw, f.name),
                 )
             )
         if f.allowed:
@@ -68,7 +83,7 @@ def contract_expectations(contract: Contract) -> list[Expectation]:
                 Expectation(
                     f"not_allowed:{f.name}",
                     f"expect_column_values_to_be_in_set({f.name}, {allowed})",
-                    lambda name=f.name, allowed=allowed: F.col(name).isNull() | F.col(name).isin(allowed),
+                    partial(_in_set, f.name, allowed),
                 )
             )
     return rules

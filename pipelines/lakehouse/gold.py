@@ -14,217 +14,50 @@ events keeps the row of their last update, and counts over "the last hour" are r
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import time
+from datetime import datetime
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.window import Window
 
-from pipelines.services.spark import BACKGROUND_POOL, scheduler_pool
+from pipelines.config import Config
+from pipelines.lakehouse.batch_writes import CommitListener
+from pipelines.lakehouse.features import (
+    AS_OF,
+    EVENT_SOURCES,
+    KEYS,
+    REALTIME_FEATURE_NAMES,
+    Cutoffs,
+    realtime_features,
+    session_owners,
+)
+from pipelines.services.spark import BACKGROUND_POOL, one_row, scheduler_pool
 from pipelines.tables import STREAMED_TABLE_PROPERTIES, Tables, ensure_properties, properties_sql
 
-LOOKBACK = timedelta(days=30)  # the longest window any feature uses
-EVENT_SOURCES = ("transactions", "digital", "visits", "contact_centre", "offer_responses")
 TRIGGER_SOURCES = (*EVENT_SOURCES, "accounts")
-BROWSE_EVENTS = ("product_view", "compare", "calculator")
-
-
-def _window(df: DataFrame, time_col: str, since: datetime, until: datetime) -> DataFrame:
-    return df.where(
-        (F.col("event_date") >= F.lit(since.date()))
-        & (F.col(time_col) > F.lit(since))
-        & (F.col(time_col) <= F.lit(until))
-    )
-
-
-def current_customers(spark: SparkSession, tables: Tables, until: datetime | None = None) -> DataFrame:
-    """Latest core-banking profile row per customer (as of ``until`` when given)."""
-    customers = spark.table(tables.silver("customers"))
-    if until is not None:
-        customers = customers.where(F.col("snapshot_time") <= F.lit(until))
-    latest = Window.partitionBy("customer_number").orderBy(F.col("snapshot_time").desc())
-    return customers.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1").drop("_rank")
-
-
-def _digital_with_customer(
-    spark: SparkSession, tables: Tables, since: datetime, until: datetime
-) -> DataFrame:
-    """Digital events attributed to customers: a session belongs to whoever logged in during it."""
-    digital = _window(spark.table(tables.silver("digital")), "event_time", since, until)
-    session_login = (
-        digital.where(F.col("login_id").isNotNull())
-        .groupBy("session_id")
-        .agg(F.max("login_id").alias("_session_login"))
-    )
-    logins = (
-        current_customers(spark, tables, until)
-        .where(F.col("login_id").isNotNull())
-        .select(F.col("login_id").alias("_session_login"), "customer_number")
-    )
-    return digital.join(session_login, "session_id").join(logins, "_session_login")
 
 
 def compute_features(
     spark: SparkSession, tables: Tables, as_of: datetime, customers: DataFrame | None = None
 ) -> DataFrame:
-    """Features of ``customers`` (a frame with ``customer_number``; all customers when None) at ``as_of``."""
-    since = as_of - LOOKBACK
+    """Features of ``customers`` (a frame with ``customer_number``; all customers when None) at ``as_of``.
 
-    def scoped(df: DataFrame) -> DataFrame:
-        return df if customers is None else df.join(F.broadcast(customers), "customer_number", "left_semi")
-
-    txns = scoped(_window(spark.table(tables.silver("transactions")), "event_time", since, as_of))
-    digital = scoped(_digital_with_customer(spark, tables, since, as_of))
-    visits = scoped(_window(spark.table(tables.silver("visits")), "event_time", since, as_of))
-    contacts = scoped(_window(spark.table(tables.silver("contact_centre")), "event_time", since, as_of))
-    offers = scoped(_window(spark.table(tables.silver("offer_responses")), "event_time", since, as_of))
-    accounts = scoped(spark.table(tables.silver("accounts")).where(F.col("snapshot_time") <= F.lit(as_of)))
-
-    def ago(hours: float) -> Column:
-        return F.lit(as_of - timedelta(hours=hours))
-
-    activity = (
-        txns.select("customer_number", "event_time")
-        .unionByName(digital.select("customer_number", "event_time"))
-        .unionByName(visits.select("customer_number", "event_time"))
-        .unionByName(contacts.select("customer_number", "event_time"))
-        .unionByName(offers.select("customer_number", "event_time"))
-        .groupBy("customer_number")
-        .agg(
-            F.max("event_time").alias("last_event_at"),
-            F.count(F.when(F.col("event_time") > ago(1), 1)).alias("events_1h"),
-            F.count(F.when(F.col("event_time") > ago(24), 1)).alias("events_24h"),
-            F.count(F.when(F.col("event_time") > ago(24 * 7), 1)).alias("events_7d"),
-        )
-    )
-
-    browse = digital.where(F.col("event_type").isin(*BROWSE_EVENTS) & F.col("product").isNotNull())
-    digital_agg = digital.groupBy("customer_number").agg(
-        F.countDistinct(F.when(F.col("event_time") > ago(24 * 7), F.col("session_id"))).alias(
-            "digital_sessions_7d"
-        ),
-        F.count(
-            F.when((F.col("event_time") > ago(24 * 7)) & F.col("event_type").isin(*BROWSE_EVENTS), 1)
-        ).alias("product_views_7d"),
-    )
-    last_viewed = browse.groupBy("customer_number").agg(
-        F.max_by("product", F.struct("event_time", "event_id")).alias("last_product_viewed"),
-        F.max("event_time").alias("last_product_viewed_at"),
-    )
-
-    steps = digital.where((F.col("event_type") == "application_step") & F.col("application_id").isNotNull())
-    applications = steps.groupBy("customer_number", "application_id").agg(
-        F.max_by("product", "event_time").alias("product"),
-        F.max_by("step", F.struct("event_time", "step_index")).alias("last_step"),
-        F.max("event_time").alias("updated_at"),
-        F.max(F.when(F.col("step") == "submit", 1).otherwise(0)).alias("submitted"),
-    )
-    open_application = (
-        applications.where("submitted = 0")
-        .groupBy("customer_number")
-        .agg(
-            F.max_by(F.struct("application_id", "product", "last_step", "updated_at"), "updated_at").alias(
-                "app"
-            )
-        )
-        .select(
-            "customer_number",
-            F.col("app.application_id").alias("open_application_id"),
-            F.col("app.product").alias("open_application_product"),
-            F.col("app.last_step").alias("open_application_last_step"),
-            F.col("app.updated_at").alias("open_application_updated_at"),
-        )
-    )
-
-    latest_account = Window.partitionBy("account_id").orderBy(F.col("snapshot_time").desc())
-    account_state = accounts.withColumn("_rank", F.row_number().over(latest_account)).where("_rank = 1")
-    current_account_ids = account_state.where(F.col("product") == "current_account").select("account_id")
-    txn_balance = (
-        txns.where(F.col("balance_after").isNotNull())
-        .join(current_account_ids, "account_id", "left_semi")
-        .groupBy("customer_number")
-        .agg(F.max_by("balance_after", F.struct("event_time", "event_id")).alias("_txn_balance"))
-    )
-    account_agg = (
-        account_state.where(F.col("status") == "open")
-        .groupBy("customer_number")
-        .agg(
-            F.sum(F.when(F.col("product") == "current_account", F.col("balance"))).alias("_snapshot_balance"),
-            (
-                F.sum(F.when(F.col("product") == "credit_card", F.abs(F.col("balance"))))
-                / F.sum(F.when(F.col("product") == "credit_card", F.col("credit_limit")))
-            ).alias("card_utilisation"),
-        )
-    )
-
-    money = txns.groupBy("customer_number").agg(
-        F.max(F.when(F.col("txn_type") == "salary", F.col("event_time"))).alias("last_salary_at"),
-        F.count(
-            F.when((F.col("txn_type") == "failed_payment") & (F.col("event_time") > ago(24 * 7)), 1)
-        ).alias("failed_payments_7d"),
-        F.count(F.when((F.col("txn_type") == "fee") & (F.col("event_time") > ago(24 * 7)), 1)).alias(
-            "fees_7d"
-        ),
-    )
-    service = contacts.groupBy("customer_number").agg(
-        F.count(
-            F.when((F.col("interaction_type") == "complaint") & (F.col("event_time") > ago(24 * 7)), 1)
-        ).alias("complaints_7d"),
-        F.count(F.when(F.col("interaction_type") == "complaint", 1)).alias("complaints_30d"),
-        F.max("event_time").alias("last_contact_centre_at"),
-    )
-    marketing = (
-        offers.where(F.col("response") == "impression")
-        .groupBy("customer_number")
-        .agg(F.max("event_time").alias("last_marketing_contact_at"))
-    )
-
-    base = (
-        customers
-        if customers is not None
-        else current_customers(spark, tables, as_of).select("customer_number")
-    )
-    features = base.select("customer_number").distinct()
-    for part in (
-        activity,
-        digital_agg,
-        last_viewed,
-        open_application,
-        txn_balance,
-        account_agg,
-        money,
-        service,
-        marketing,
-    ):
-        features = features.join(part, "customer_number", "left")
-
-    last_contact = F.greatest("last_contact_centre_at", "last_marketing_contact_at")
+    The definitions are ``pipelines.lakehouse.features``' (the ones training and scoring use);
+    this gives them the table's shape: ``features_as_of`` for the cut-off.
+    """
+    cutoffs = Cutoffs.at(spark, [as_of])
+    if customers is None:
+        profiles = cutoffs.latest_snapshot(spark.table(tables.silver("customers")), "customer_number")
+        population = profiles.select(*KEYS)
+    else:
+        population = cutoffs.each(customers.select("customer_number").distinct()).select(*KEYS)
+    features = realtime_features(spark, tables, cutoffs, population, scope=customers)
     return features.select(
         "customer_number",
-        F.lit(as_of).cast("timestamp").alias("features_as_of"),
-        "last_event_at",
-        *(F.coalesce(c, F.lit(0)).alias(c) for c in ("events_1h", "events_24h", "events_7d")),
-        F.coalesce("digital_sessions_7d", F.lit(0)).alias("digital_sessions_7d"),
-        F.coalesce("product_views_7d", F.lit(0)).alias("product_views_7d"),
-        "last_product_viewed",
-        "last_product_viewed_at",
-        "open_application_id",
-        "open_application_product",
-        "open_application_last_step",
-        "open_application_updated_at",
-        F.coalesce("_txn_balance", "_snapshot_balance").alias("current_account_balance"),
-        "card_utilisation",
-        F.coalesce(F.col("last_salary_at") > ago(24 * 7), F.lit(False)).alias("salary_received_7d"),
-        "last_salary_at",
-        *(
-            F.coalesce(c, F.lit(0)).alias(c)
-            for c in ("failed_payments_7d", "fees_7d", "complaints_7d", "complaints_30d")
-        ),
-        "last_contact_centre_at",
-        "last_marketing_contact_at",
-        ((F.lit(as_of).cast("long") - last_contact.cast("long")) / 3600.0).alias("hours_since_last_contact"),
+        F.col(AS_OF).alias("features_as_of"),
+        *REALTIME_FEATURE_NAMES,
     )
 
 
@@ -244,25 +77,25 @@ def touched_customers(spark: SparkSession, tables: Tables, batch: DataFrame, unt
     """Customers whose features a batch of trigger rows can change."""
     direct = batch.where(F.col("customer_number").isNotNull()).select("customer_number")
     sessions = batch.where(F.col("session_id").isNotNull()).select("session_id").distinct()
-    via_digital = (
-        _digital_with_customer(spark, tables, until - LOOKBACK, until)
-        .join(F.broadcast(sessions), "session_id", "left_semi")
-        .select("customer_number")
-    )
+    owners = session_owners(spark, tables, Cutoffs.at(spark, [until]), sessions)
+    via_digital = owners.select("customer_number")
     return direct.unionByName(via_digital).distinct()
 
 
-def process_batch(batch: DataFrame, batch_id: int, *, tables: Tables) -> None:
-    """Recompute the touched customers' features at the high-water mark and merge them."""
+def process_batch(
+    batch: DataFrame, batch_id: int, *, tables: Tables, listener: CommitListener | None = None
+) -> None:
+    """Recompute the touched customers' features at the high-water mark and merge them
+    (``listener`` is told the merged rows: the online store's write-through)."""
     from delta.tables import DeltaTable
 
     spark = batch.sparkSession
     batch = batch.persist()
     try:
-        batch_max = batch.agg(F.max("event_time")).first()[0]
+        batch_max = one_row(batch.agg(F.max("event_time")))[0]
         if batch_max is None:
             return
-        previous = spark.table(tables.customer_features).agg(F.max("features_as_of")).first()[0]
+        previous = one_row(spark.table(tables.customer_features).agg(F.max("features_as_of")))[0]
         as_of = max(batch_max, previous) if previous else batch_max
         customers = touched_customers(spark, tables, batch, as_of).persist()
         features = compute_features(spark, tables, as_of, customers)
@@ -274,6 +107,11 @@ def process_batch(batch: DataFrame, batch_id: int, *, tables: Tables) -> None:
             .whenNotMatchedInsertAll()
             .execute()
         )
+        if listener is not None:
+            listener.features(
+                spark.table(tables.customer_features).join(customers, "customer_number", "left_semi"),
+                time.time(),
+            )
         customers.unpersist()
     finally:
         batch.unpersist()
@@ -307,16 +145,17 @@ def trigger_stream(spark: SparkSession, tables: Tables, max_files: int | None) -
 
 def start_gold_stream(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     tables: Tables,
     checkpoint: str,
     configure_trigger: Any,
     max_files: int | None = None,
+    listener: CommitListener | None = None,
 ) -> StreamingQuery:
     ensure_gold_tables(spark, tables)
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:
-        process_batch(batch, batch_id, tables=tables)
+        process_batch(batch, batch_id, tables=tables, listener=listener)
 
     writer = (
         trigger_stream(spark, tables, max_files)

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.errors import InputError
+from pipelines.services.spark import one_row
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class IdentityScores:
 
 def _pairs(df: DataFrame, *keys: str) -> int:
     counts = df.groupBy(*keys).count()
-    value = counts.select(F.sum(F.col("count") * (F.col("count") - 1) / 2)).first()[0]
+    value = one_row(counts.select(F.sum(F.col("count") * (F.col("count") - 1) / 2)))[0]
     return int(value or 0)
 
 
@@ -110,11 +111,13 @@ def score_identity_map(
         resolvable = joined
         if digital:
             resolvable = joined.join(anonymous_only_ids(spark, digital), ["id_type", "id_value"], "left_anti")
-        stats = joined.agg(
-            F.count("*").alias("ids"),
-            F.countDistinct("person_id").alias("people"),
-            F.countDistinct("unified_customer_id").alias("unified"),
-        ).first()
+        stats = one_row(
+            joined.agg(
+                F.count("*").alias("ids"),
+                F.countDistinct("person_id").alias("people"),
+                F.countDistinct("unified_customer_id").alias("unified"),
+            )
+        )
         split = joined.groupBy("person_id").agg(F.countDistinct("unified_customer_id").alias("n"))
         merged = joined.groupBy("unified_customer_id").agg(F.countDistinct("person_id").alias("n"))
         by_rule = {r["link_rule"]: r["count"] for r in joined.groupBy("link_rule").count().collect()}

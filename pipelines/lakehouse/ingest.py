@@ -23,16 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from pipelines.config import Config
 from pipelines.contracts import SNAPSHOT_SOURCES, STREAM_SOURCES
 from pipelines.errors import InputError, JourneylakeError
 from pipelines.lakehouse import bronze, gold, silver
-from pipelines.lakehouse.batch_writes import batch_tag, checkpoint_id, run_together
+from pipelines.lakehouse.batch_writes import CommitListener, batch_tag, checkpoint_id, run_together
 from pipelines.lakehouse.compaction import PeriodicCompaction
 from pipelines.tables import Tables
 
@@ -56,7 +56,7 @@ class LayerCounts:
     duplicates: int
 
 
-def present_sources(cfg: Any) -> list[str]:
+def present_sources(cfg: Config) -> list[str]:
     """Sources to ingest, snapshots first: those with a landing folder, or with a Kafka topic.
 
     A missing landing root or one without source folders, Kafka bootstrap servers that accept no
@@ -88,7 +88,7 @@ def present_sources(cfg: Any) -> list[str]:
     return found
 
 
-def check_kafka_reachable(cfg: Any, timeout: float = 5.0) -> None:
+def check_kafka_reachable(cfg: Config, timeout: float = 5.0) -> None:
     """Fail fast, naming the servers, when no bootstrap server accepts a TCP connection."""
     import socket
 
@@ -106,7 +106,7 @@ def check_kafka_reachable(cfg: Any, timeout: float = 5.0) -> None:
     )
 
 
-def kafka_topics(cfg: Any, timeout: float = 10.0) -> set[str] | None:
+def kafka_topics(cfg: Config, timeout: float = 10.0) -> set[str] | None:
     """The topics the Kafka cluster lists for this client, or None when it cannot list them.
 
     ``kafka.options`` apply, as for Spark. They are written for Spark's Java client; a setting
@@ -132,7 +132,7 @@ def kafka_topics(cfg: Any, timeout: float = 10.0) -> set[str] | None:
     return set(metadata.topics)
 
 
-def _checkpoint(cfg: Any, layer: str, name: str) -> Path:
+def _checkpoint(cfg: Config, layer: str, name: str) -> Path:
     return Path(cfg.paths.checkpoints) / layer / name
 
 
@@ -170,12 +170,13 @@ def prepare(spark: SparkSession, tables: Tables, sources: list[str]) -> None:
 
 def start_source_stream(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     source: str,
     tables: Tables,
     checkpoint: Path,
     configure_trigger: Trigger,
     max_files: int | None = None,
+    listener: CommitListener | None = None,
 ) -> StreamingQuery:
     """Start the landing (or Kafka) -> bronze + silver query for ``source``.
 
@@ -210,6 +211,7 @@ def start_source_stream(
                     cfg=cfg,
                     run_id=checkpoint_id(checkpoint),
                     maybe_replay=maybe_replay,
+                    listener=listener,
                 ),
             ],
             f"ingest-{source}",
@@ -227,11 +229,12 @@ def start_source_stream(
 
 def start_all(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     tables: Tables,
     sources: list[str],
     trigger: Trigger,
     gold_trigger: Trigger | None = None,
+    listener: CommitListener | None = None,
 ) -> list[StreamingQuery]:
     """Every query on ``trigger`` (gold on ``gold_trigger`` if given).
 
@@ -239,7 +242,7 @@ def start_all(
     """
     limit = cfg.ingest.max_files_per_trigger
     queries = [
-        start_source_stream(spark, cfg, s, tables, _checkpoint(cfg, "ingest", s), trigger, limit)
+        start_source_stream(spark, cfg, s, tables, _checkpoint(cfg, "ingest", s), trigger, limit, listener)
         for s in sources
     ]
     queries.append(
@@ -250,6 +253,7 @@ def start_all(
             str(_checkpoint(cfg, "gold", "customer_features")),
             gold_trigger or trigger,
             limit,
+            listener,
         )
     )
     return queries
@@ -265,7 +269,7 @@ def source_stages(sources: list[str]) -> list[list[str]]:
 
 
 def upgrade_checkpoints(
-    spark: SparkSession, cfg: Any, tables: Tables, sources: list[str], progress: Callable[[str], None]
+    spark: SparkSession, cfg: Config, tables: Tables, sources: list[str], progress: Callable[[str], None]
 ) -> None:
     """Move a home from two queries per source (before this release) to one ingest query.
 
@@ -302,7 +306,12 @@ def upgrade_checkpoints(
 
 
 def catch_up(
-    spark: SparkSession, cfg: Any, tables: Tables, sources: list[str], progress: Callable[[str], None] = print
+    spark: SparkSession,
+    cfg: Config,
+    tables: Tables,
+    sources: list[str],
+    progress: Callable[[str], None] = print,
+    listener: CommitListener | None = None,
 ) -> None:
     """Process everything landed so far, stage by stage, then stop.
 
@@ -314,7 +323,9 @@ def catch_up(
         progress(f"bronze + silver: {', '.join(stage)}")
         await_queries(
             [
-                start_source_stream(spark, cfg, s, tables, _checkpoint(cfg, "ingest", s), available_now)
+                start_source_stream(
+                    spark, cfg, s, tables, _checkpoint(cfg, "ingest", s), available_now, listener=listener
+                )
                 for s in stage
             ]
         )
@@ -322,7 +333,12 @@ def catch_up(
     await_queries(
         [
             gold.start_gold_stream(
-                spark, cfg, tables, str(_checkpoint(cfg, "gold", "customer_features")), available_now
+                spark,
+                cfg,
+                tables,
+                str(_checkpoint(cfg, "gold", "customer_features")),
+                available_now,
+                listener=listener,
             )
         ]
     )
@@ -330,16 +346,19 @@ def catch_up(
 
 def run(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     *,
     until_idle: bool,
     tables: Tables | None = None,
     progress: Callable[[str], None] = print,
+    listener: CommitListener | None = None,
 ) -> None:
+    """Ingest what has landed (``until_idle``) or stream continuously; ``listener`` is told what
+    each micro-batch committed (the online store's write-through)."""
     tables = tables or Tables.from_config(cfg)
     sources = present_sources(cfg)
     prepare(spark, tables, sources)
-    catch_up(spark, cfg, tables, sources, progress)
+    catch_up(spark, cfg, tables, sources, progress, listener)
     if until_idle:
         return
     progress(
@@ -353,6 +372,7 @@ def run(
         sources,
         every(cfg.ingest.trigger_interval),
         every(cfg.ingest.gold_trigger_interval),
+        listener,
     )
     compaction = PeriodicCompaction(
         spark, partial(compaction_targets, tables, sources), cfg.ingest.compact_every_minutes, progress

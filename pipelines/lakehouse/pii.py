@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.errors import ConfigError
@@ -83,7 +83,7 @@ def redact(column: Column | str) -> Column:
     return col
 
 
-def pseudonymize(df, pii_fields: tuple[str, ...], key: bytes):  # type: ignore[no-untyped-def]
+def pseudonymize(df: DataFrame, pii_fields: tuple[str, ...], key: bytes) -> DataFrame:
     """Replace each PII column ``x`` by ``x_token`` (identifiers) or a redacted ``x`` (free text).
 
     Names also get a token of their Soundex code, so identity resolution can match spelling

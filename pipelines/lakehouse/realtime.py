@@ -14,12 +14,12 @@ not a trigger).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from pipelines.config import Config
 from pipelines.contracts import get_contract
 from pipelines.lakehouse.bronze import kafka_options, topic_name
 
@@ -29,7 +29,7 @@ TRIGGERS_TOPIC = "triggers"
 
 
 def start_transaction_triggers(
-    spark: SparkSession, cfg: Any, checkpoint: Path, batch_duration: str = "5 minutes"
+    spark: SparkSession, cfg: Config, checkpoint: Path, batch_duration: str = "5 minutes"
 ) -> StreamingQuery:
     """Start the real-time query; ``batch_duration`` is how often it checkpoints its offsets."""
     contract = get_contract("transactions")
@@ -75,4 +75,5 @@ def start_transaction_triggers(
     )
     for key, value in options.items():
         writer = writer.option(f"kafka.{key}", value)
-    return writer.trigger(realTime=batch_duration).start()
+    # pyspark 4.2's trigger() takes realTime, but its overloads omit it
+    return writer.trigger(realTime=batch_duration).start()  # type: ignore[call-overload]

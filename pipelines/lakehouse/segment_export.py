@@ -17,11 +17,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
+from pipelines.config import Config, SegmentConfig
+from pipelines.contracts import ANY_CHANNEL, CONSENT_CHANNELS, MARKETING_CHANNELS
 from pipelines.errors import InputError, JourneylakeError
 from pipelines.tables import Tables
+
+if TYPE_CHECKING:  # pragma: no cover - Spark is imported when a command runs
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
 
 # What leaves the lakehouse: ids to contact through the channel system, and coarse attributes
 # for personalisation. No balances, no scores, no PII (channel systems hold the contact details).
@@ -52,7 +58,7 @@ def _consent_filter_text(consent_table: str) -> str:
     )
 
 
-def check_segments(spark: Any, cfg: Any, names: list[str] | None) -> dict[str, Any]:
+def check_segments(spark: SparkSession, cfg: Config, names: list[str] | None) -> dict[str, SegmentConfig]:
     """The segments to export, each with a ``where`` that Spark can resolve on customer_360."""
     from pyspark.errors import AnalysisException
 
@@ -83,8 +89,8 @@ def check_segments(spark: Any, cfg: Any, names: list[str] | None) -> dict[str, A
 
 
 def export_segments(
-    spark: Any,
-    cfg: Any,
+    spark: SparkSession,
+    cfg: Config,
     export_date: date,
     out: Path,
     names: list[str] | None = None,
@@ -110,11 +116,11 @@ def export_segments(
         spark.table(tables.consent_current)
         .where("purpose = 'marketing'")
         .groupBy("customer_number")
-        .pivot("channel", ["email", "sms", "push", "phone", "any"])
+        .pivot("channel", list(CONSENT_CHANNELS))
         .agg(F.max("granted"))
     )
     channel_now = F.coalesce(
-        *[F.when(F.col("channel") == c, F.col(f"consent_{c}")) for c in ("email", "sms", "push", "phone")],
+        *[F.when(F.col("channel") == c, F.col(f"consent_{c}")) for c in MARKETING_CHANNELS],
     )
     judged = (
         rows.join(
@@ -123,7 +129,8 @@ def export_segments(
             "left",
         )
         .withColumn(
-            "consent_now", F.coalesce(channel_now, F.lit(False)) & F.coalesce("consent_any", F.lit(False))
+            "consent_now",
+            F.coalesce(channel_now, F.lit(False)) & F.coalesce(f"consent_{ANY_CHANNEL}", F.lit(False)),
         )
         .withColumn(
             "excluded_now",
@@ -172,13 +179,13 @@ def export_segments(
     return manifest
 
 
-def _matches_any(spark: Any, cfg: Any, segment: Any) -> bool:
+def _matches_any(spark: SparkSession, cfg: Config, segment: SegmentConfig) -> bool:
     """Whether a segment's condition selects anybody in customer_360 (an empty segment is fine)."""
     customer_360 = Tables.from_config(cfg).gold("customer_360")
     return bool(spark.table(customer_360).where(segment.where).limit(1).count())
 
 
-def _delta_version(spark: Any, table: str) -> int | None:
+def _delta_version(spark: SparkSession, table: str) -> int | None:
     from delta.tables import DeltaTable
 
     history = DeltaTable.forName(spark, table).history(1).select("version").collect()
@@ -188,9 +195,9 @@ def _delta_version(spark: Any, table: str) -> int | None:
 def _write_date_folder(
     out: Path,
     export_date: date,
-    segments: dict[str, Any],
+    segments: dict[str, SegmentConfig],
     results: list[SegmentResult],
-    exported: Any,
+    exported: pa.Table,
     manifest: dict[str, Any],
 ) -> None:
     """Write every file into a scratch folder, then swap it in for ``out/<date>``."""

@@ -24,6 +24,7 @@ exactly-once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,14 +37,19 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.window import Window
 
+from pipelines.config import Config
 from pipelines.contracts import CONTRACTS, Contract, get_contract
 from pipelines.lakehouse import expectations as ex
-from pipelines.lakehouse.batch_writes import append_once, checkpoint_id, run_together
+from pipelines.lakehouse.batch_writes import CommitListener, append_once, checkpoint_id, run_together
 from pipelines.lakehouse.expectations import RAW_MAP, Expectation
 from pipelines.lakehouse.pii import pii_key, pseudonymize, token
+from pipelines.services.spark import one_row
 from pipelines.tables import STREAMED_TABLE_PROPERTIES, Tables, ensure_properties, properties_sql
 
 RECORD_ID = "_record_id"
+# A JSON object's fields as text. from_json takes a MapType schema, though pyspark 4.2's annotation
+# lists only ArrayType, StructType, Column and str: hence the narrow ignores where it is passed.
+_TEXT_MAP = T.MapType(T.StringType(), T.StringType())
 
 
 @dataclass(frozen=True)
@@ -181,7 +187,8 @@ def parse_records(bronze: DataFrame, contract: Contract) -> DataFrame:
     keys = F.json_object_keys("raw")
     text_fields = F.from_json("raw", contract.spark_schema(as_strings=True))
     unknown = F.map_filter(
-        F.from_json("raw", T.MapType(T.StringType(), T.StringType())), lambda k, _v: ~k.isin(known)
+        F.from_json("raw", _TEXT_MAP),  # type: ignore[arg-type]
+        lambda k, _v: ~k.isin(known),
     )
     with_keys = bronze.select("*", keys.alias("_keys"))
     parsed = with_keys.select(
@@ -217,7 +224,7 @@ def _masked_record(contract: Contract, key: bytes) -> Column:
     pii = list(contract.pii_fields)
     if not pii:
         return F.col("_bad_raw")
-    fields = F.from_json("_bad_raw", T.MapType(T.StringType(), T.StringType()))
+    fields = F.from_json("_bad_raw", _TEXT_MAP)  # type: ignore[arg-type]
     masked = F.transform_values(
         fields,
         lambda k, v: F.when(k.isin(pii), F.concat(F.lit("token:"), token(v, key))).otherwise(v),
@@ -327,11 +334,14 @@ def process_batch(
     *,
     table: SilverTable,
     tables: Tables,
-    cfg: Any,
+    cfg: Config,
     run_id: str,
     maybe_replay: bool = True,
+    listener: CommitListener | None = None,
 ) -> None:
     """One bronze micro-batch -> silver, quarantine and duplicates (idempotent per batch id).
+
+    ``listener`` is told the silver rows once they are committed (the online store's write-through).
 
     ``run_id`` identifies the checkpoint (the streaming query's persistent id), so the batch tag
     written with every row is unique even when a checkpoint is replaced and batch ids restart.
@@ -353,10 +363,12 @@ def process_batch(
     checked = checked_rows(spark, batch, table, tables).localCheckpoint(eager=True)
     try:
         is_valid = F.size("_failed_rules") == 0
-        stats = checked.agg(
-            F.count(F.when(~is_valid, 1)).alias("bad"),
-            F.min(F.when(is_valid, F.col(contract.event_time))).alias("min_time"),
-        ).first()
+        stats = one_row(
+            checked.agg(
+                F.count(F.when(~is_valid, 1)).alias("bad"),
+                F.min(F.when(is_valid, F.col(contract.event_time))).alias("min_time"),
+            )
+        )
         writes: list[Callable[[], None]] = []  # run together once every frame is planned
 
         def append(rows: DataFrame, table_name: str, tag_column: str) -> Callable[[], None]:
@@ -402,6 +414,8 @@ def process_batch(
             # silver, duplicates, quarantine (and consent's current state) are separate tables,
             # each idempotent on its own: their commits overlap
             run_together(writes, f"silver-{table.source}")
+            if listener is not None and stats["min_time"] is not None and listener.wants(table.source):
+                listener.silver_batch(table.source, fresh, time.time())
         finally:
             if contested is not None:
                 contested.unpersist()
@@ -520,14 +534,14 @@ def ensure_silver_tables(spark: SparkSession, tables: Tables, sources: list[str]
         (tables.duplicates, DUPLICATES_DDL),
         (tables.consent_current, CONSENT_CURRENT_DDL),
     ):
-        properties = properties_sql(STREAMED_TABLE_PROPERTIES)
-        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl}) USING delta {properties}")
+        clause = properties_sql(STREAMED_TABLE_PROPERTIES)
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl}) USING delta {clause}")
         ensure_properties(spark, name, STREAMED_TABLE_PROPERTIES)
 
 
 def start_silver_stream(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     source: str,
     tables: Tables,
     checkpoint: str,

@@ -40,7 +40,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 from pipelines.config import conf_dir, describe_validation_error, display_path, dotted_location, read_yaml
-from pipelines.contracts import OFFER_CHANNELS, PRODUCTS
+from pipelines.contracts import OFFER_CHANNELS, SCORED_PRODUCTS, OfferChannel, Product
 from pipelines.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,26 +48,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NO_ACTION = "no_action"
 
-Product = Literal["current_account", "savings", "credit_card", "mortgage", "personal_loan", "investments"]
-Channel = Literal["email", "sms", "push", "phone", "web", "app", "branch"]
 ActionKind = Literal["offer", "service", "retention", "none"]
 Purpose = Literal["marketing", "service", "none"]
-# Products with a propensity model (ml/score.py writes propensity_<product> for each).
-SCORED_PRODUCTS: tuple[str, ...] = ("savings", "credit_card", "mortgage", "personal_loan", "investments")
-ScoreColumn = Literal[
-    "churn_risk",
-    "propensity_savings",
-    "propensity_credit_card",
-    "propensity_mortgage",
-    "propensity_personal_loan",
-    "propensity_investments",
-]
+# The model scores a rule may compare: churn_risk and propensity_<product> for every scored product
+# (ml/score.py writes them). Built from the products, so a product added to the contracts is scored.
+SCORE_COLUMNS: tuple[str, ...] = ("churn_risk", *(f"propensity_{p}" for p in SCORED_PRODUCTS))
+# a Literal of computed values: pydantic validates rules against them (a type checker sees only str)
+ScoreColumn = Literal[SCORE_COLUMNS]  # type: ignore[valid-type]
 # Numeric gold features a rule may compare; protected attributes are deliberately absent.
 FeatureColumn = Literal["current_account_balance", "card_utilisation", "failed_payments_7d", "complaints_7d"]
-SCORE_COLUMNS: tuple[str, ...] = get_args(ScoreColumn)
 FEATURE_COLUMNS: tuple[str, ...] = get_args(FeatureColumn)
-
-assert set(get_args(Product)) == set(PRODUCTS) and set(get_args(Channel)) == set(OFFER_CHANNELS)
 
 ActionId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 RuleName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_:.]{0,80}$")]
@@ -199,11 +189,11 @@ class _ThresholdRule(_Rule):
 
     def evaluate(self, context: Mapping[str, Any], action: Action) -> Verdict:
         column = self.column
-        x = context.get(column)
-        if missing(x):
+        value: Any = context.get(column)  # a number, or None/NaN/pd.NA: missing() tells
+        if missing(value):
             ok = self.if_missing == "pass"
             return Verdict(ok, f"{column} is missing ({'passes' if ok else 'fails'} when missing)")
-        x = float(x)
+        x = float(value)
         ok = self._compare(x)
         relation = self._words(ok)
         return Verdict(ok, f"{column} {plain_number(x)} {relation} {plain_number(self.value)}")
@@ -296,7 +286,7 @@ class Action(_Strict):
     description: str = ""
     product: Product | None = None
     value: float = Field(ge=0)  # expected margin if accepted, in the account currency
-    channels: tuple[Channel, ...] = ()
+    channels: tuple[OfferChannel, ...] = ()
     purpose: Purpose | None = None  # default: marketing for offers and retention, service, none
     business_lever: float = Field(1.0, ge=0)
     eligibility: tuple[Rule, ...] = ()

@@ -35,6 +35,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from pipelines.config import Config, ContactPolicyConfig
 from pipelines.errors import InputError
 from pipelines.tables import Tables
 
@@ -178,7 +179,7 @@ class LoopReport:
 
 def run_closed_loop(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     tables: Tables,
     *,
     held: Path,
@@ -457,7 +458,9 @@ def _respond(world: Any, contacts: pd.DataFrame, writer: Any) -> pd.DataFrame:
 # ------------------------------------------------------------------------------- policy audit
 
 
-def audit_contact_policy(spark: SparkSession, tables: Tables, policy: Any, since: datetime) -> pd.DataFrame:
+def audit_contact_policy(
+    spark: SparkSession, tables: Tables, policy: ContactPolicyConfig, since: datetime
+) -> pd.DataFrame:
     """Contacts decided since ``since`` that break a contact policy, given what was known then.
 
     Re-checked here without the funnel's code: channel caps, repeats of an action, the cool-downs
@@ -468,7 +471,7 @@ def audit_contact_policy(spark: SparkSession, tables: Tables, policy: Any, since
     within one decision (no repeated or mutually exclusive actions) are the funnel tests' job.
     """
     columns = ["rule", "customer_number", "decision_id", "detail"]
-    chosen = (
+    chosen: pd.DataFrame = (
         spark.table(tables.gold("decision_log"))
         .where(
             (F.col("stage") == "chosen")
@@ -481,7 +484,7 @@ def audit_contact_policy(spark: SparkSession, tables: Tables, policy: Any, since
     if chosen.empty:
         return pd.DataFrame(columns=columns)
     customers = spark.createDataFrame(chosen[["customer_number"]].drop_duplicates())
-    responses = (
+    responses: pd.DataFrame = (
         spark.table(tables.silver("offer_responses"))
         .join(F.broadcast(customers), "customer_number", "left_semi")
         .where(F.col("response").isin("dismiss", "complaint"))

@@ -41,19 +41,21 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from pipelines.contracts import PRODUCTS
+from pipelines.config import Config
+from pipelines.contracts import PRODUCTS, SCORED_PRODUCTS
+from pipelines.lakehouse.batch_writes import CommitListener
 from pipelines.lakehouse.compaction import compact_table
 from pipelines.lakehouse.delta_appends import DeltaAppender, ddl_columns
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.funnel import FEATURE_COLUMNS, FunnelResult, request_decision_ids, run_funnel
+from pipelines.services.spark import one_row
 from pipelines.tables import STREAMED_TABLE_PROPERTIES, Tables, ensure_properties, properties_sql
 
 log = logging.getLogger(__name__)
 
 TRIGGER_SOURCES = ("transactions", "digital", "contact_centre", "consent", "offer_responses")
 BROWSE_EVENTS = ("product_view", "compare", "calculator")
-SCORE_PRODUCTS = ("savings", "credit_card", "mortgage", "personal_loan", "investments")
 
 NEXT_BEST_ACTIONS_DDL = """
     customer_number STRING, channel STRING, action_id STRING, priority DOUBLE, propensity DOUBLE,
@@ -165,7 +167,7 @@ class DecisionTableCompaction:
 
 def _kind_of(spark: SparkSession, name: str) -> str:
     """``VIEW``, ``MANAGED`` or ``EXTERNAL``: what the catalog holds under ``name``."""
-    return str(spark.sql(f"DESCRIBE TABLE EXTENDED {name}").where("col_name = 'Type'").first()[1]).upper()
+    return str(one_row(spark.sql(f"DESCRIBE TABLE EXTENDED {name}").where("col_name = 'Type'"))[1]).upper()
 
 
 def compact_served_actions(spark: SparkSession, tables: Tables) -> int:
@@ -195,7 +197,7 @@ def compact_decision_log(spark: SparkSession, tables: Tables) -> int:
 # ------------------------------------------------------------------------------------ triggers
 
 
-def trigger_rows(source: str, events: DataFrame, cfg: Any, *keep: str) -> DataFrame:
+def trigger_rows(source: str, events: DataFrame, cfg: Config, *keep: str) -> DataFrame:
     """One trigger source's events (silver's columns, or a raw record parsed by its contract) in
     the trigger shape: customer_number (null for digital rows: attributed later), session_id,
     event_id, trigger_type (null when the event calls for nothing), trigger_product, event_time,
@@ -237,7 +239,7 @@ def trigger_rows(source: str, events: DataFrame, cfg: Any, *keep: str) -> DataFr
 def trigger_stream(
     spark: SparkSession,
     tables: Tables,
-    cfg: Any,
+    cfg: Config,
     max_files: int | None = None,
     since: datetime | None = None,
 ) -> DataFrame:
@@ -334,7 +336,7 @@ def context(spark: SparkSession, tables: Tables, customers: DataFrame | None) ->
     for p in PRODUCTS:
         out = out.withColumn(f"holds_{p}", F.coalesce(f"holds_{p}", F.lit(False)))
     scores = _table_or_none(spark, tables.gold("customer_scores"))
-    score_columns = [*(f"propensity_{p}" for p in SCORE_PRODUCTS), "churn_risk", "segment_name"]
+    score_columns = [*(f"propensity_{p}" for p in SCORED_PRODUCTS), "churn_risk", "segment_name"]
     if scores is not None:
         present = [c for c in score_columns if c in scores.columns]
         versions = ["model_versions"] if "model_versions" in scores.columns else []
@@ -413,7 +415,7 @@ def bandit_outcomes(spark: SparkSession, tables: Tables, exclude: set[str] | Non
 
 def decide_batch(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     tables: Tables,
     catalog: ActionCatalog,
     triggers: DataFrame,
@@ -429,7 +431,7 @@ def decide_batch(
         customers = attributed.select("customer_number").distinct()
         if customers.limit(1).count() == 0:
             return None
-        requests = (
+        requests: pd.DataFrame = (
             attributed.withColumn("decided_at", F.col("event_time"))
             .join(context(spark, tables, customers), "customer_number", "left")
             .toPandas()
@@ -474,12 +476,10 @@ def reason_codes(
     explanations = _table_or_none(spark, tables.gold("propensity_explanations"))
     if explanations is None:
         return {}
-    rows = (
-        _only(explanations, customers)
-        .select("customer_number", "model", "reason_rank", "reason")
-        .toPandas()
-        .sort_values("reason_rank")
+    rows: pd.DataFrame = (
+        _only(explanations, customers).select("customer_number", "model", "reason_rank", "reason").toPandas()
     )
+    rows = rows.sort_values("reason_rank")
     return {key: list(group["reason"]) for key, group in rows.groupby(["customer_number", "model"])}
 
 
@@ -498,9 +498,12 @@ class DecisionAppends:
     of a Spark job's ~0.25 s; see :mod:`pipelines.lakehouse.delta_appends` for when Spark appends anyway).
     """
 
-    def __init__(self, spark: SparkSession, tables: Tables, engine: str) -> None:
+    def __init__(
+        self, spark: SparkSession, tables: Tables, engine: str, listener: CommitListener | None = None
+    ) -> None:
         self.served = DeltaAppender(spark, tables.gold("served_actions"), NEXT_BEST_ACTIONS_DDL, engine)
         self.log = DeltaAppender(spark, tables.gold("decision_log"), DECISION_LOG_DDL, engine)
+        self.listener = listener  # told the served rows once appended (the online store's write-through)
 
     def describe(self) -> str:
         """One line for the job's start message: which engine appends to which table."""
@@ -561,6 +564,8 @@ def write_decisions(
             rows = _not_yet_written(spark, appender.table, rows)
         if len(rows):
             appender.append(rows)
+            if appender is appends.served and appends.listener is not None:
+                appends.listener.served(rows, time.time())
         took[appender.table] = time.monotonic() - started
     return took
 
@@ -574,30 +579,32 @@ def _not_yet_written(spark: SparkSession, table: str, rows: pd.DataFrame) -> pd.
     append instead, which costs more than the append here.
     """
     ids = sorted(set(rows["decision_id"]))
-    held = (
+    held: pd.DataFrame = (
         spark.table(table)
         .where(F.col("decided_at").between(rows["decided_at"].min(), rows["decided_at"].max()))
         .where(F.col("decision_id").isin(ids))
         .select("decision_id")
         .distinct()
-        .toPandas()["decision_id"]
+        .toPandas()
     )
-    return rows[~rows["decision_id"].isin(set(held))]
+    return rows[~rows["decision_id"].isin(set(held["decision_id"]))]
 
 
 def start_decision_stream(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     tables: Tables,
     checkpoint: str,
     configure_trigger: Callable[[Any], Any],
     progress: Callable[[str], None] = print,
     since: datetime | None = None,
+    listener: CommitListener | None = None,
 ) -> StreamingQuery:
-    """The decision query: silver triggers -> funnel -> serving table and decision log."""
+    """The decision query: silver triggers -> funnel -> serving table and decision log
+    (``listener``: told the served rows, e.g. the online store's write-through)."""
     ensure_decision_tables(spark, tables)
     catalog = load_catalog(cfg)
-    appends = DecisionAppends(spark, tables, cfg.decisioning.serving.appends)
+    appends = DecisionAppends(spark, tables, cfg.decisioning.serving.appends, listener)
     progress(appends.describe())
     compaction = DecisionTableCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
     batches_run = 0  # only the first batch after a start can replay a written one

@@ -18,13 +18,13 @@ The A/B comparison is per decision: the model group's reward against the control
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from pipelines.config import Config
 from pipelines.errors import InputError
 from pipelines.nba.catalog import ActionCatalog
 from pipelines.nba.off_policy import Estimate, Uplift, ab_uplift, doubly_robust, ips, snips
@@ -87,13 +87,15 @@ def estimate(candidates: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
     return out
 
 
-def evaluate_policies(spark: SparkSession, cfg: Any, tables: Tables, catalog: ActionCatalog) -> PolicyReport:
+def evaluate_policies(
+    spark: SparkSession, cfg: Config, tables: Tables, catalog: ActionCatalog
+) -> PolicyReport:
     """Read the decision log and responses and score the policies; a clear error if there is no log."""
     name = tables.gold("decision_log")
     if not spark.catalog.tableExists(name):
         raise InputError(f"{name} does not exist yet: run `journeylake decide` first")
-    log = spark.table(name).where(F.col("stage").isin("ranked", "chosen")).toPandas()
-    accepted = (
+    log: pd.DataFrame = spark.table(name).where(F.col("stage").isin("ranked", "chosen")).toPandas()
+    accepted: pd.DataFrame = (
         spark.table(tables.silver("offer_responses"))
         .where(F.col("response") == "accept")
         .select("decision_id", "action_id", "channel")

@@ -47,8 +47,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from pipelines.config import Config
 from pipelines.contracts import get_contract
 from pipelines.errors import InputError, first_line
+from pipelines.lakehouse.batch_writes import CommitListener
 from pipelines.lakehouse.bronze import read_kafka, read_landing
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
@@ -99,7 +101,7 @@ REFRESH_THREAD = "live-context-refresh"
 # -------------------------------------------------------------------------------------- events
 
 
-def live_events(spark: SparkSession, cfg: Any) -> DataFrame:
+def live_events(spark: SparkSession, cfg: Config) -> DataFrame:
     """The trigger sources' raw records as one stream, parsed by their contracts.
 
     Columns: source, the trigger shape of :func:`trigger_rows`, STATE_COLUMNS, and ingested_at
@@ -169,25 +171,28 @@ def load_snapshot(spark: SparkSession, tables: Tables) -> Snapshot:
             f"the live decision lane reads the lakehouse for context, and {', '.join(absent)} "
             "does not exist yet: run `journeylake ingest` first"
         )
-    customers = context(spark, tables, None).toPandas().set_index("customer_number")
+    customer_rows: pd.DataFrame = context(spark, tables, None).toPandas()
+    customers = customer_rows.set_index("customer_number")
     consent: dict[str, dict[tuple[str, str], tuple[bool, pd.Timestamp, str]]] = {}
     rows = spark.table(tables.consent_current).select(
         "customer_number", "purpose", "channel", "granted", "event_time", "event_id"
     )
-    for r in rows.toPandas().itertuples(index=False):
+    consent_rows: pd.DataFrame = rows.toPandas()
+    for r in consent_rows.itertuples(index=False):
         consent.setdefault(r.customer_number, {})[(r.purpose, r.channel)] = (
             bool(r.granted),
             _utc(r.event_time),
             str(r.event_id),
         )
     contacts: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
-    for row in contact_history(spark, tables, None).toPandas().to_dict("records"):
+    contact_rows: pd.DataFrame = contact_history(spark, tables, None).toPandas()
+    for row in contact_rows.to_dict("records"):
         _add_contact(contacts, row)
     active: dict[str, dict[str, dict[str, Any]]] = {}
-    serving = spark.table(tables.gold("next_best_actions")).select(*ACTIVE_KEEP).toPandas()
+    serving: pd.DataFrame = spark.table(tables.gold("next_best_actions")).select(*ACTIVE_KEEP).toPandas()
     for row in serving.to_dict("records"):
         active.setdefault(row["customer_number"], {})[row["channel"]] = row
-    logins = (
+    logins: pd.DataFrame = (
         spark.table(tables.silver("customers"))
         .where(F.col("login_id").isNotNull())
         .select("login_id", "customer_number")
@@ -198,7 +203,7 @@ def load_snapshot(spark: SparkSession, tables: Tables) -> Snapshot:
     newest = digital.agg(F.max("event_time")).collect()[0][0]
     sessions: dict[str, str] = {}
     if newest is not None:
-        recent = (
+        recent: pd.DataFrame = (
             digital.where(F.col("event_time") >= F.lit(newest) - F.expr(SESSION_LOOKBACK))
             .where(F.col("login_id").isNotNull())
             .groupBy("session_id")
@@ -325,32 +330,34 @@ class LiveContext:
 
 def _apply(snapshot: Snapshot, kind: str, row: dict[str, Any]) -> None:
     """Apply one journal entry to a snapshot (idempotent)."""
-    customer = row.get("customer_number")
     if kind == "consent":
-        key = (row["purpose"], row["channel"])
+        purpose_channel = (row["purpose"], row["channel"])
         new = (bool(row["granted"]), _utc(row["event_time"]), str(row["event_id"]))
-        held = snapshot.consent.setdefault(customer, {}).get(key)
+        consent = snapshot.consent.setdefault(row["customer_number"], {})
+        held = consent.get(purpose_channel)
         if held is None or (new[1], new[2]) >= (held[1], held[2]):  # the lakehouse's own order
-            snapshot.consent[customer][key] = new
+            consent[purpose_channel] = new
     elif kind == "contact":
         _add_contact(snapshot.contacts, row)
         if row["response"] == "accept":
-            key = (row["decision_id"], row["action_id"], row["channel"])
-            if key in snapshot.outcomes:
-                snapshot.outcomes[key]["accepted"] = True
+            outcome = (row["decision_id"], row["action_id"], row["channel"])
+            if outcome in snapshot.outcomes:
+                snapshot.outcomes[outcome]["accepted"] = True
     elif kind == "served":
-        held = snapshot.active.setdefault(customer, {}).get(row["channel"])
-        if held is None or _utc(row["decided_at"]) >= _utc(held["decided_at"]):
-            snapshot.active[customer][row["channel"]] = {c: row[c] for c in ACTIVE_KEEP}
+        active = snapshot.active.setdefault(row["customer_number"], {})
+        served = active.get(row["channel"])
+        if served is None or _utc(row["decided_at"]) >= _utc(served["decided_at"]):
+            active[row["channel"]] = {c: row[c] for c in ACTIVE_KEEP}
         _add_contact(
             snapshot.contacts,
             {**row, "contacted_at": row["decided_at"], "response": "decided"},
         )
         if row["policy"] == "model":
-            key = (row["decision_id"], row["action_id"], row["channel"])
+            outcome = (row["decision_id"], row["action_id"], row["channel"])
             propensity = float(row["propensity"] or 0.0)  # as the lakehouse reads it back
             snapshot.outcomes.setdefault(
-                key, {**{c: row[c] for c in OUTCOME_COLUMNS[:3]}, "propensity": propensity, "accepted": False}
+                outcome,
+                {**{c: row[c] for c in OUTCOME_COLUMNS[:3]}, "propensity": propensity, "accepted": False},
             )
     elif kind == "login":
         snapshot.sessions[row["session_id"]] = row["login_id"]
@@ -367,7 +374,7 @@ class LiveDecider:
     def __init__(
         self,
         spark: SparkSession,
-        cfg: Any,
+        cfg: Config,
         tables: Tables,
         catalog: ActionCatalog,
         *,
@@ -392,7 +399,7 @@ class LiveDecider:
         self.batches_run += 1
         clock = time.monotonic()
         self.timings = {}
-        events = batch.toPandas()
+        events: pd.DataFrame = batch.toPandas()
         self.timings["read"] = time.monotonic() - clock
         self.context.refresh_if_due()
         if events.empty:
@@ -484,16 +491,19 @@ class LiveDecider:
 
 def start_live_decisions(
     spark: SparkSession,
-    cfg: Any,
+    cfg: Config,
     tables: Tables,
     checkpoint: str,
     configure_trigger: Callable[[Any], Any],
     progress: Callable[[str], None] = print,
     since: datetime | None = None,
+    listener: CommitListener | None = None,
 ) -> StreamingQuery:
-    """The live decision query: raw trigger events -> funnel -> serving table and decision log."""
+    """The live decision query: raw trigger events -> funnel -> serving table and decision log
+    (``listener``: told the served rows, e.g. the online store's write-through)."""
     ensure_decision_tables(spark, tables)
     decider = LiveDecider(spark, cfg, tables, load_catalog(cfg), since=since)
+    decider.appends.listener = listener
     progress(decider.appends.describe())
     compaction = DecisionTableCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
 

@@ -12,8 +12,8 @@ Kafka from its own jars (``make jars`` resolves ``conf/jvm/kafka-broker.pom.xml`
   ``<home>/kafka/cluster.id``), kept across restarts, never expired by time;
 - ``<home>/kafka/server.properties`` written from the configuration at each start (so a changed
   port or ``JOURNEYLAKE_KAFKA_PORT`` applies on the next ``up``); log in ``<home>/logs/kafka.log``;
-- the pid in ``<home>/kafka/broker.pid``; ``down`` sends SIGTERM (a clean shutdown flushes and
-  closes the logs) and SIGKILL after a timeout.
+- the pid in ``<home>/kafka/server.json``; ``down`` sends SIGTERM (a clean shutdown flushes and
+  closes the logs) and SIGKILL after a timeout (the lifecycle is pipelines/services/process.py's).
 
 ``up`` and ``down`` are idempotent: a broker this home already runs is reused, and stopping one
 that does not run is a no-op; both say which happened. ``up`` returns only once the broker answers
@@ -24,21 +24,24 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import os
-import re
-import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import PROJECT_ROOT, Config
 from pipelines.errors import ConfigError, SetupError
 from pipelines.services import jars
-from pipelines.services.process import java_executable, pid_alive, port_answers
+from pipelines.services.process import (
+    ManagedService,
+    ServiceState,
+    java_executable,
+    log_problems,
+    log_size,
+    port_answers,
+    stop_under,
+)
 
 HOST = "127.0.0.1"
 BROKER_MAIN = "kafka.Kafka"
@@ -48,30 +51,17 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 FORMAT_TIMEOUT_S = 120.0
 NODE_ID = 1
-_OWNER_FLAG = "-Djourneylake.kafka.home="  # marks a broker JVM with the folder it belongs to
-_PORT_ADVICE = "choose another with kafka.broker.port in conf/targets/<target>.yml or JOURNEYLAKE_KAFKA_PORT"
+SERVICE_NAME = "the Kafka broker"
 
 
-@dataclass(frozen=True)
-class BrokerStatus:
-    running: bool
-    host: str
-    port: int
+@dataclass(frozen=True, kw_only=True)
+class BrokerStatus(ServiceState):
     controller_port: int
-    pid: int | None  # of a broker started from this home, else None
-    data: Path
-    log: Path
-    detail: str = ""
+    address_words = ", bootstrap "
 
     @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def describe(self) -> str:
-        if not self.running:
-            return f"stopped (would listen on {self.bootstrap}; data {self.data}){self.detail}"
-        owner = f"pid {self.pid}" if self.pid else "started elsewhere, not from this home"
-        return f"running, bootstrap {self.bootstrap} ({owner}); data {self.data}; log {self.log}"
+        return self.address
 
 
 def broker_dir(cfg: Config) -> Path:
@@ -91,39 +81,22 @@ def bootstrap(cfg: Config) -> str:
     return f"{HOST}:{cfg.kafka.broker.port}"
 
 
-def _pid_file(cfg: Config) -> Path:
-    return broker_dir(cfg) / "broker.pid"
+def service(cfg: Config) -> ManagedService:
+    """The broker's lifecycle: state and lock in ``<home>/kafka``, log in ``<home>/logs/kafka.log``."""
+    return ManagedService(
+        name=SERVICE_NAME,
+        host=HOST,
+        port=cfg.kafka.broker.port,
+        folder=broker_dir(cfg),
+        log=log_file(cfg),
+        stop_command="journeylake kafka down",
+        port_advice="choose another with kafka.broker.port in conf/targets/<target>.yml "
+        "or JOURNEYLAKE_KAFKA_PORT",
+    )
 
 
 def _properties_file(cfg: Config) -> Path:
     return broker_dir(cfg) / "server.properties"
-
-
-def _owner_pid(folder: Path) -> int | None:
-    """The pid in ``folder/broker.pid`` if that process is alive and is the broker of ``folder``."""
-    try:
-        pid = int((folder / "broker.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except (OSError, ValueError):
-        return None
-    # guard against a recycled pid: the process must be the broker of this very folder
-    if f"{_OWNER_FLAG}{folder}" in cmdline and pid_alive(pid):
-        return pid
-    return None
-
-
-def _owned_pid(cfg: Config) -> int | None:
-    return _owner_pid(broker_dir(cfg))
-
-
-def _started_port(cfg: Config) -> int | None:
-    """The client port this home's broker was last started with (from its server.properties)."""
-    try:
-        text = _properties_file(cfg).read_text()
-    except OSError:
-        return None
-    match = re.search(r"^advertised\.listeners=PLAINTEXT://[^:]+:(\d+)$", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
 
 
 def _serves(host: str, port: int, timeout: float = 5.0) -> bool:
@@ -144,38 +117,17 @@ def _serves(host: str, port: int, timeout: float = 5.0) -> bool:
 
 def status(cfg: Config) -> BrokerStatus:
     """Whether a broker answers on the configured port, and whether this home started it."""
-    broker = cfg.kafka.broker
-    pid = _owned_pid(cfg)
-    running = port_answers(HOST, broker.port)
-    detail = ""
-    if pid is not None and not running:
-        started = _started_port(cfg)
-        if started is not None and started != broker.port:
-            detail = f"; this home's broker (pid {pid}) runs on port {started} instead"
-        else:
-            detail = f"; pid {pid} from this home is starting or hung, see {log_file(cfg)}"
+    probe = service(cfg).probe()
     return BrokerStatus(
-        running=running,
+        running=probe.running,
         host=HOST,
-        port=broker.port,
-        controller_port=broker.controller_port,
-        pid=pid if running else None,
+        port=cfg.kafka.broker.port,
+        controller_port=cfg.kafka.broker.controller_port,
+        pid=probe.pid,
         data=data_dir(cfg),
         log=log_file(cfg),
-        detail=detail,
+        detail=probe.detail,
     )
-
-
-@contextlib.contextmanager
-def _lock(cfg: Config) -> Iterator[None]:
-    """Serialize up/down from processes sharing a home (e.g. two commands launched together)."""
-    broker_dir(cfg).mkdir(parents=True, exist_ok=True)
-    with open(broker_dir(cfg) / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _properties(cfg: Config) -> str:
@@ -224,30 +176,9 @@ def _jvm(cfg: Config, heap: str) -> list[str]:
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-        f"{_OWNER_FLAG}{broker_dir(cfg)}",
         "-cp",
         os.pathsep.join(str(p) for p in jars.kafka_broker_classpath()),
     ]
-
-
-def _problem_lines(log: Path, offset: int, limit: int = 3) -> str:
-    """The first ERROR/FATAL lines the broker logged since ``offset`` (else the last lines)."""
-    try:
-        with open(log, "rb") as fh:
-            fh.seek(offset)
-            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    problems = [ln for ln in lines if re.search(r"\b(ERROR|FATAL)\b|Exception:", ln)]
-    chosen = problems[:limit] or lines[-limit:]
-    return " | ".join(ln[:300] for ln in chosen)
-
-
-def _log_size(log: Path) -> int:
-    try:
-        return log.stat().st_size
-    except OSError:
-        return 0
 
 
 def _cluster_id(cfg: Config) -> str:
@@ -270,7 +201,7 @@ def _format_storage(cfg: Config) -> None:
     if (data_dir(cfg) / "meta.properties").is_file():
         return
     log = log_file(cfg)
-    offset = _log_size(log)
+    offset = log_size(log)
     command = [
         *_jvm(cfg, "256m"),
         STORAGE_TOOL,
@@ -298,121 +229,47 @@ def _format_storage(cfg: Config) -> None:
     if proc.returncode != 0:
         raise SetupError(
             f"formatting the Kafka storage in {data_dir(cfg)} failed (code {proc.returncode}): "
-            f"{_problem_lines(log, offset) or 'no output'} (log: {log})"
+            f"{log_problems(log, offset) or 'no output'} (log: {log})"
         )
 
 
-def _await_ready(cfg: Config, pid: int, timeout: float, proc: subprocess.Popen | None, offset: int) -> None:
-    broker, log = cfg.kafka.broker, log_file(cfg)
-    deadline = time.monotonic() + timeout
-    while True:
-        exited = proc.poll() is not None if proc is not None else not pid_alive(pid)
-        if exited:
-            code = f" (code {proc.returncode})" if proc is not None else ""
-            raise SetupError(
-                f"the Kafka broker on {HOST}:{broker.port} exited at start{code}: "
-                f"{_problem_lines(log, offset) or 'no output'} (log: {log})"
-            )
-        remaining = deadline - time.monotonic()
-        if port_answers(HOST, broker.port) and _serves(
-            HOST, broker.port, timeout=max(1.0, min(5.0, remaining))
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise SetupError(
-                f"the Kafka broker (pid {pid}) did not accept clients on {HOST}:{broker.port} within "
-                f"{timeout:.0f}s: {_problem_lines(log, offset) or 'nothing logged'} (log: {log})"
-            )
-        time.sleep(0.5)
-
-
-def _check_ports(cfg: Config) -> None:
+def _prepare(cfg: Config) -> list[str]:
+    """Check the ports, write the properties, format the storage once; the broker's command."""
     broker = cfg.kafka.broker
     if broker.port == broker.controller_port:
         raise ConfigError(
             f"kafka.broker.port and kafka.broker.controller_port are both {broker.port}: they must differ"
         )
+    if port_answers(HOST, broker.controller_port):
+        raise SetupError(
+            f"the Kafka controller port {broker.controller_port} on {HOST} is in use by another program: "
+            "choose another with kafka.broker.controller_port (or JOURNEYLAKE_KAFKA_PORT, which also "
+            "moves the controller to the next port)"
+        )
+    jars.kafka_broker_classpath()  # raises "... run `make jars`" before anything is written
+    data_dir(cfg).mkdir(parents=True, exist_ok=True)
+    log_file(cfg).parent.mkdir(parents=True, exist_ok=True)
+    _properties_file(cfg).write_text(_properties(cfg))
+    _format_storage(cfg)
+    return [*_jvm(cfg, broker.heap), BROKER_MAIN, str(_properties_file(cfg))]
 
 
 def up(cfg: Config, timeout: float = START_TIMEOUT_S) -> tuple[BrokerStatus, bool]:
     """Make sure a broker serves ``bootstrap(cfg)``; start this home's (detached) if none does.
 
-    Returns the status and whether this call started the broker. Raises SetupError with the reason
-    (jars missing, a port taken by another program, the broker exiting: its first error lines and
-    the log file).
+    Returns the status and whether this call started the broker. A broker answering on the port
+    that this home did not start (e.g. another checkout's) is reused. Raises SetupError with the
+    reason (jars missing, a port taken by another program, the broker exiting: its first error
+    lines and the log file).
     """
-    _check_ports(cfg)
-    broker, log = cfg.kafka.broker, log_file(cfg)
-    with _lock(cfg):
-        pid = _owned_pid(cfg)
-        started = _started_port(cfg)
-        if pid is not None and started is not None and started != broker.port:
-            raise SetupError(
-                f"this home's Kafka broker (pid {pid}) runs on port {started}, not on the configured "
-                f"{broker.port}: stop it with `journeylake kafka down` first"
-            )
-        if pid is not None:  # this home's broker: running, or still starting in another process
-            try:
-                _await_ready(cfg, pid, timeout, None, _log_size(log))
-            except SetupError as exc:
-                raise SetupError(f"{exc}; stop it with `journeylake kafka down` and retry") from None
-            return status(cfg), False
-        if port_answers(HOST, broker.port):
-            if _serves(HOST, broker.port):  # e.g. another checkout's broker: usable, say whose
-                return status(cfg), False
-            raise SetupError(f"port {broker.port} on {HOST} is in use by another program: {_PORT_ADVICE}")
-        if port_answers(HOST, broker.controller_port):
-            raise SetupError(
-                f"the Kafka controller port {broker.controller_port} on {HOST} is in use by another program: "
-                "choose another with kafka.broker.controller_port (or JOURNEYLAKE_KAFKA_PORT, which also "
-                "moves the controller to the next port)"
-            )
-
-        jars.kafka_broker_classpath()  # raises "... run `make jars`" before anything is written
-        data_dir(cfg).mkdir(parents=True, exist_ok=True)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        _properties_file(cfg).write_text(_properties(cfg))
-        _format_storage(cfg)
-
-        offset = _log_size(log)
-        command = [*_jvm(cfg, broker.heap), BROKER_MAIN, str(_properties_file(cfg))]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the command that started it
-                close_fds=True,
-            )
-        _pid_file(cfg).write_text(f"{proc.pid}\n")
-        try:
-            _await_ready(cfg, proc.pid, timeout, proc, offset)
-        except SetupError:
-            _terminate(proc.pid, STOP_TIMEOUT_S)
-            _pid_file(cfg).unlink(missing_ok=True)
-            raise
-    return status(cfg), True
-
-
-def _terminate(pid: int, timeout: float) -> str:
-    """SIGTERM (Kafka shuts down cleanly), SIGKILL if still alive after ``timeout`` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    how = "stopped"
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        how = f"killed (no clean shutdown within {timeout:.0f}s)"
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
-    return how
+    port = cfg.kafka.broker.port
+    started = service(cfg).up(
+        lambda: _prepare(cfg),
+        ready=lambda seconds: _serves(HOST, port, timeout=seconds),
+        recognizes=lambda: _serves(HOST, port),
+        timeout=timeout,
+    )
+    return status(cfg), started
 
 
 def down(cfg: Config, timeout: float = STOP_TIMEOUT_S) -> str | None:
@@ -420,23 +277,9 @@ def down(cfg: Config, timeout: float = STOP_TIMEOUT_S) -> str | None:
 
     A broker started from another home (same port) is left alone.
     """
-    with _lock(cfg):
-        pid = _owned_pid(cfg)
-        if pid is None:
-            _pid_file(cfg).unlink(missing_ok=True)  # stale: the process is gone
-            return None
-        how = _terminate(pid, timeout)
-        _pid_file(cfg).unlink(missing_ok=True)
-        return f"{how} (pid {pid})"
+    return service(cfg).down(timeout)
 
 
 def stop_brokers_under(root: Path, timeout: float = STOP_TIMEOUT_S) -> list[int]:
     """Stop every broker whose home lives under ``root`` (e.g. a test run's temp folder)."""
-    stopped = []
-    for pid_file in root.rglob("kafka/broker.pid"):
-        pid = _owner_pid(pid_file.parent.resolve())
-        if pid is not None:
-            _terminate(pid, timeout)
-            stopped.append(pid)
-        pid_file.unlink(missing_ok=True)
-    return stopped
+    return stop_under(root, SERVICE_NAME, timeout)

@@ -15,45 +15,36 @@ development and tests, not for shared deployments (Databricks uses Unity Catalog
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import Config
 from pipelines.errors import SetupError
 from pipelines.services import jars
-from pipelines.services.process import java_executable, pid_alive, port_answers
+from pipelines.services.process import ManagedService, ServiceState, java_executable, stop_under
 
 DERBY_MAIN = "org.apache.derby.drda.NetworkServerControl"
 CLIENT_DRIVER = "org.apache.derby.jdbc.ClientDriver"
 START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+SERVICE_NAME = "the metastore server"
 
 
-@dataclass(frozen=True)
-class MetastoreStatus:
+@dataclass(frozen=True, kw_only=True)
+class MetastoreStatus(ServiceState):
     kind: str
-    running: bool
-    host: str
-    port: int
-    pid: int | None  # of a server started from this home, else None
-    database: Path
-    log: Path
-    detail: str = ""
+    data_words = "database"
+
+    @property
+    def database(self) -> Path:
+        return self.data
 
     def describe(self) -> str:
         if self.kind != "derby-server":
             return f"metastore kind {self.kind!r}: no local service to run"
-        where = f"{self.host}:{self.port}"
-        if not self.running:
-            return f"stopped (would listen on {where}; database {self.database})"
-        owner = f"pid {self.pid}" if self.pid else "started elsewhere"
-        return f"running on {where} ({owner}); database {self.database}; log {self.log}"
+        return super().describe()
 
 
 def database_path(cfg: Config) -> Path:
@@ -85,15 +76,22 @@ def hive_settings(cfg: Config) -> dict[str, str]:
     }
 
 
-def _state_file(cfg: Config) -> Path:
-    return cfg.paths.metastore / "server.json"
+def service(cfg: Config) -> ManagedService:
+    """The metastore's lifecycle: state and start lock in ``<home>/metastore``, log in the logs."""
+    ms = cfg.catalog.metastore
+    return ManagedService(
+        name=SERVICE_NAME,
+        host=ms.host,
+        port=ms.port,
+        folder=cfg.paths.metastore,
+        log=cfg.paths.logs / "metastore.log",
+        stop_command="journeylake metastore stop",
+        port_advice="choose another with catalog.metastore.port in conf/targets/<target>.yml "
+        "or JOURNEYLAKE_METASTORE_PORT",
+    )
 
 
-def _log_file(cfg: Config) -> Path:
-    return cfg.paths.logs / "metastore.log"
-
-
-def _control(cfg: Config, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+def _control(cfg: Config, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     ms = cfg.catalog.metastore
     classpath = os.pathsep.join(str(p) for p in jars.derby_server_classpath())
     return subprocess.run(
@@ -104,193 +102,87 @@ def _control(cfg: Config, *args: str, timeout: float = 30.0) -> subprocess.Compl
     )
 
 
-def _owned_pid(cfg: Config) -> int | None:
-    """The pid of a live server this home started on the configured port, if any."""
+def _is_derby(cfg: Config) -> bool:
+    """Whether what answers on the port is a Derby network server (it answers Derby's ping)."""
     try:
-        state = json.loads(_state_file(cfg).read_text())
-    except (OSError, ValueError):
-        return None
-    ms = cfg.catalog.metastore
-    pid = state.get("pid")
-    if (
-        state.get("port") == ms.port
-        and state.get("host") == ms.host
-        and isinstance(pid, int)
-        and pid_alive(pid)
-    ):
-        return pid
-    return None
+        return _control(cfg, "ping", timeout=30).returncode == 0
+    except (subprocess.TimeoutExpired, SetupError):
+        return False
 
 
 def status(cfg: Config) -> MetastoreStatus:
     ms = cfg.catalog.metastore
-    running = ms.kind == "derby-server" and port_answers(ms.host, ms.port)
+    svc = service(cfg)
+    probe = svc.probe() if ms.kind == "derby-server" else None
     return MetastoreStatus(
         kind=ms.kind,
-        running=running,
+        running=probe.running if probe else False,
         host=ms.host,
         port=ms.port,
-        pid=_owned_pid(cfg) if running else None,
-        database=database_path(cfg),
-        log=_log_file(cfg),
+        pid=probe.pid if probe else None,
+        data=database_path(cfg),
+        log=svc.log,
+        detail=probe.detail if probe else "",
     )
 
 
-@contextlib.contextmanager
-def _start_lock(cfg: Config):
-    """Serialize starts from processes sharing a home (e.g. two commands launched together)."""
-    cfg.paths.metastore.mkdir(parents=True, exist_ok=True)
-    with open(cfg.paths.metastore / ".start.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _log_tail(path: Path, lines: int = 5) -> str:
-    try:
-        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
-    except OSError:
-        return ""
-    return " | ".join(line.strip() for line in tail if line.strip())
+def _command(cfg: Config) -> list[str]:
+    ms = cfg.catalog.metastore
+    classpath = os.pathsep.join(str(p) for p in jars.derby_server_classpath())
+    return [
+        java_executable(),
+        f"-Xmx{ms.heap}",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        f"-Dderby.system.home={cfg.paths.metastore}",
+        "-Dderby.drda.logConnections=false",
+        "-cp",
+        classpath,
+        DERBY_MAIN,
+        "start",
+        "-h",
+        ms.host,
+        "-p",
+        str(ms.port),
+        "-noSecurityManager",
+    ]
 
 
 def ensure_running(cfg: Config, timeout: float = START_TIMEOUT_S) -> MetastoreStatus:
     """Make sure the shared catalog's server answers; start it (detached) if it does not.
 
-    No-op for metastore kinds other than ``derby-server``. Raises SetupError with the reason
-    (port taken by another program, Java missing, server exited: last lines of its log).
+    No-op for metastore kinds other than ``derby-server``. A Derby server already answering on
+    the port (this home's or another's) is reused. Raises SetupError with the reason (port taken
+    by another program, Java missing, server exited: its log lines).
     """
-    ms = cfg.catalog.metastore
-    if ms.kind != "derby-server":
+    if cfg.catalog.metastore.kind != "derby-server":
         return status(cfg)
-    if port_answers(ms.host, ms.port):
-        return _reuse(cfg)
-
-    with _start_lock(cfg):
-        if port_answers(ms.host, ms.port):  # another process started it while we waited
-            return _reuse(cfg)
-        classpath = os.pathsep.join(str(p) for p in jars.derby_server_classpath())
-        log = _log_file(cfg)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        command = [
-            java_executable(),
-            f"-Xmx{ms.heap}",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            f"-Dderby.system.home={cfg.paths.metastore}",
-            "-Dderby.drda.logConnections=false",
-            "-cp",
-            classpath,
-            DERBY_MAIN,
-            "start",
-            "-h",
-            ms.host,
-            "-p",
-            str(ms.port),
-            "-noSecurityManager",
-        ]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the command that started it
-                close_fds=True,
-            )
-        deadline = time.monotonic() + timeout
-        while not port_answers(ms.host, ms.port):
-            if proc.poll() is not None:
-                raise SetupError(
-                    f"the metastore server on {ms.host}:{ms.port} exited at start (code {proc.returncode}): "
-                    f"{_log_tail(log) or 'no output'} (log: {log})"
-                )
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise SetupError(
-                    f"the metastore server did not accept connections on {ms.host}:{ms.port} "
-                    f"within {timeout:.0f}s (log: {log})"
-                )
-            time.sleep(0.2)
-        _state_file(cfg).write_text(
-            json.dumps({"pid": proc.pid, "host": ms.host, "port": ms.port, "started": time.time()}) + "\n"
-        )
+    service(cfg).up(
+        lambda: _command(cfg),
+        ready=lambda _seconds: True,  # Derby serves as soon as it listens
+        recognizes=lambda: _is_derby(cfg),
+        timeout=timeout,
+    )
     return status(cfg)
 
 
-def _reuse(cfg: Config) -> MetastoreStatus:
-    """Reuse whatever answers on the port, after checking that it is a Derby server."""
-    if _owned_pid(cfg) is None:
-        ms = cfg.catalog.metastore
-        try:
-            ping = _control(cfg, "ping", timeout=30)
-        except subprocess.TimeoutExpired:
-            ping = None
-        if ping is None or ping.returncode != 0:
-            raise SetupError(
-                f"port {ms.port} on {ms.host} is in use by another program (not a Derby server): "
-                "choose another with catalog.metastore.port in conf/targets/<target>.yml "
-                "or JOURNEYLAKE_METASTORE_PORT"
-            )
-    return status(cfg)
+def stop_servers_under(root: Path, timeout: float = STOP_TIMEOUT_S) -> list[int]:
+    """Stop every server whose home lives under ``root`` (e.g. a test run's temp folder).
 
-
-def _server_pid(metastore_dir: Path) -> int | None:
-    """The pid recorded in ``metastore_dir/server.json``, if that process is still its server."""
-    try:
-        pid = json.loads((metastore_dir / "server.json").read_text()).get("pid")
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, ValueError, AttributeError):
-        return None
-    # guard against a recycled pid: the process must be the server of this very folder
-    if isinstance(pid, int) and f"-Dderby.system.home={metastore_dir}" in cmdline and pid_alive(pid):
-        return pid
-    return None
-
-
-def stop_servers_under(root: Path, timeout: float = 20.0) -> list[int]:
-    """Stop every server whose database lives under ``root`` (e.g. a test run's temp folder).
-
-    Used by the test suite to clean up servers that tests started in homes of their own.
+    Used by the test suite to clean up servers that tests started in homes of their own; a
+    throw-away database needs no clean shutdown (Derby recovers from its log anyway).
     """
-    stopped = []
-    for state in root.rglob("server.json"):
-        pid = _server_pid(state.parent)
-        if pid is None:
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)  # a throw-away database: Derby recovers from its log anyway
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        state.unlink(missing_ok=True)
-        stopped.append(pid)
-    return stopped
+    return stop_under(root, SERVICE_NAME, timeout)
 
 
-def stop(cfg: Config, timeout: float = 20.0) -> bool:
-    """Stop the server this home started. Returns False if there was none to stop.
-
-    A server started from another home (same port) is left alone.
+def stop(cfg: Config, timeout: float = STOP_TIMEOUT_S) -> bool:
+    """Stop the server this home started (Derby's shutdown command, then signals). Returns False
+    if there was none to stop; a server started from another home (same port) is left alone.
     """
     if cfg.catalog.metastore.kind != "derby-server":
         return False
-    pid = _owned_pid(cfg)
-    if pid is None:
-        _state_file(cfg).unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(subprocess.TimeoutExpired, SetupError):
+
+    def shutdown() -> None:
         _control(cfg, "shutdown", timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        time.sleep(1)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
-    _state_file(cfg).unlink(missing_ok=True)
-    return True
+
+    return service(cfg).down(timeout, shutdown=shutdown) is not None

@@ -1,12 +1,20 @@
 """The online store's local server: Redis from the OS packages, run from the home.
 
-``up`` is idempotent: a server of this home already answering is reused; a port answering
-without this home's password is someone else's, and refused by name. The server listens on
-``online_store.host`` (loopback) with protected mode on and a password: the one in
-``$<online_store.password_env>`` or, when that is unset, one made once and kept in
-``<home>/online_store/password`` (mode 0600). Data lives in ``<home>/online_store/``, with the
-append-only file on (fsync every second) and snapshots, so ``down`` and ``up`` keep every key;
-``maxmemory`` with ``noeviction`` makes a full store refuse writes rather than drop customers.
+``journeylake online-store up`` runs ``redis-server <home>/online_store/redis.conf`` detached, on
+the lifecycle the local services share (pipelines/services/process.py): started idempotently
+under a lock, awaited until it answers a PING with this home's password, pid in
+``<home>/online_store/server.json``, log in ``<home>/logs/online_store.log``. The configuration
+file is written from ``online_store.*`` at each start (mode 0600: it holds the password):
+
+- it listens on ``online_store.host`` (loopback) only, with protected mode on and a password:
+  the one in ``$<online_store.password_env>`` or, when that is unset, one made once and kept in
+  ``<home>/online_store/password`` (mode 0600); clients get it from :func:`store_password`;
+- data lives in ``<home>/online_store/``, with the append-only file on (fsync every second) and
+  snapshots, so ``down`` and ``up`` keep every key;
+- ``maxmemory`` with ``noeviction`` makes a full store refuse writes rather than drop customers.
+
+``down`` sends SHUTDOWN SAVE (then SIGTERM, which also saves, and SIGKILL after a timeout). A port
+answering that does not take this home's password is someone else's, and refused by name.
 """
 
 from __future__ import annotations
@@ -14,28 +22,36 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from pipelines.config import Config
 from pipelines.errors import SetupError
-from pipelines.services.process import log_tail, pid_alive, port_answers, read_pid, terminate
+from pipelines.services.process import ManagedService, ServiceState, stop_under
 
 START_TIMEOUT_S = 20.0
-INSTALL_HINT = "install it with `apt-get install redis-server` (Debian/Ubuntu) or your OS's redis package"
+STOP_TIMEOUT_S = 20.0
+SERVICE_NAME = "the online store"
+INSTALL_HINT = (
+    "install it with `apt-get install redis-server` (Debian/Ubuntu), `brew install redis` (macOS) "
+    "or your OS's redis package"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreStatus(ServiceState):
+    """The online store's state; ``detail`` says how much memory it uses and how many keys it holds."""
 
 
 def store_dir(cfg: Config) -> Path:
     return cfg.paths.home / "online_store"
 
 
-def _pid_file(cfg: Config) -> Path:
-    return store_dir(cfg) / "redis.pid"
-
-
-def _log_file(cfg: Config) -> Path:
+def log_file(cfg: Config) -> Path:
     return cfg.paths.logs / "online_store.log"
 
 
@@ -43,19 +59,29 @@ def _conf_file(cfg: Config) -> Path:
     return store_dir(cfg) / "redis.conf"
 
 
+def password_file(cfg: Config) -> Path:
+    return store_dir(cfg) / "password"
+
+
 def store_password(cfg: Config) -> str:
-    """The store's password: from the environment, else this home's own (made once, 0600)."""
+    """The store's password, for the server and every client: ``$<online_store.password_env>``,
+    else this home's own (made once, kept in ``<home>/online_store/password``, mode 0600)."""
     from_env = os.environ.get(cfg.online_store.password_env)
     if from_env:
         return from_env
-    path = store_dir(cfg) / "password"
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
+    path = password_file(cfg)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another command made it just now
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32) + "\n")
+    secret = path.read_text().strip()
+    if not secret:
+        raise SetupError(f"{path}: the online store's password file is empty; delete it to make a new one")
     return secret
 
 
@@ -66,20 +92,40 @@ def redis_binary() -> str:
     return found
 
 
+def service(cfg: Config) -> ManagedService:
+    """The store's lifecycle: state and lock in ``<home>/online_store``, log under the logs."""
+    st = cfg.online_store
+    return ManagedService(
+        name=SERVICE_NAME,
+        host=st.host,
+        port=st.port,
+        folder=store_dir(cfg),
+        log=log_file(cfg),
+        stop_command="journeylake online-store down",
+        port_advice="choose another with online_store.port in conf/targets/<target>.yml "
+        "or JOURNEYLAKE_STORE_PORT",
+    )
+
+
+def _quoted(value: str) -> str:
+    """A value as a Redis configuration string (a password may hold quotes or spaces)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _write_conf(cfg: Config) -> Path:
     st = cfg.online_store
     folder = store_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    conf = _conf_file(cfg)
     lines = [
+        "# Written by `journeylake online-store up` from the configuration (online_store.*) at each",
+        "# start: change the configuration, not this file.",
         f"bind {st.host}",
         "protected-mode yes",
         f"port {st.port}",
-        f'requirepass "{store_password(cfg)}"',
-        "daemonize no",
-        f'dir "{folder}"',
-        f'pidfile "{_pid_file(cfg)}"',
-        'logfile ""',  # stdout, which up() sends to the log file
+        f"requirepass {_quoted(store_password(cfg))}",
+        "daemonize no",  # the lifecycle helper detaches it and records its pid
+        f"dir {_quoted(str(folder))}",
+        'logfile ""',  # stdout, which the lifecycle helper sends to the log file
         "appendonly yes",
         "appendfsync everysec",
         "save 3600 1 300 100 60 10000",
@@ -87,33 +133,17 @@ def _write_conf(cfg: Config) -> Path:
         "maxmemory-policy noeviction",
         "tcp-keepalive 60",
     ]
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the password
+    conf = _conf_file(cfg)
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # it holds the password, also when an older file was wider open
     with os.fdopen(fd, "w") as fh:
-        fh.write("# written by journeylake online-store up; edit conf/ instead\n" + "\n".join(lines) + "\n")
+        fh.write("\n".join(lines) + "\n")
     return conf
 
 
-@dataclass(frozen=True)
-class StoreStatus:
-    running: bool
-    host: str
-    port: int
-    pid: int | None
-    data: Path
-    detail: str = ""
-
-    def describe(self) -> str:
-        where = f"{self.host}:{self.port}"
-        if not self.running:
-            return f"stopped (would listen on {where}; data {self.data})"
-        owner = f"pid {self.pid}" if self.pid else "started elsewhere"
-        extra = f"; {self.detail}" if self.detail else ""
-        return f"running on {where} ({owner}); data {self.data}{extra}"
-
-
-def _client(cfg: Config, timeout: float = 1.0):  # -> redis.Redis
-    import redis
-
+def _client(cfg: Config, timeout: float = 1.0) -> redis.Redis:
+    """A client for the lifecycle's probes: one try each (redis-py retries 3 times by default,
+    which made a port held by a silent program take seconds to refuse)."""
     st = cfg.online_store
     return redis.Redis(
         host=st.host,
@@ -121,108 +151,74 @@ def _client(cfg: Config, timeout: float = 1.0):  # -> redis.Redis
         password=store_password(cfg),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
-def _answers_as_ours(cfg: Config) -> bool | None:
-    """True: a server with this home's password answers; False: something else holds the port;
-    None: nothing listens."""
-    import redis
-
-    st = cfg.online_store
-    if not port_answers(st.host, st.port):
-        return None
+def _answers_as_ours(cfg: Config, timeout: float = 1.0) -> bool:
+    """Whether a Redis server taking this home's password answers a PING on the port."""
     try:
-        return bool(_client(cfg).ping())
-    except redis.AuthenticationError:
+        return bool(_client(cfg, timeout).ping())
+    except redis.RedisError:  # refused, wrong password, not Redis, or still loading its data
         return False
-    except redis.ResponseError as exc:  # e.g. "NOAUTH" / "WRONGPASS"
-        return False if "auth" in str(exc).lower() or "pass" in str(exc).lower() else None
-    except redis.RedisError:
-        return False
+
+
+def _command(cfg: Config) -> list[str]:
+    binary = redis_binary()  # raises with the install hint before anything is written
+    return [binary, str(_write_conf(cfg))]
 
 
 def status(cfg: Config) -> StoreStatus:
+    """Whether the store answers on its port, whether this home started it, and what it holds."""
     st = cfg.online_store
-    ours = _answers_as_ours(cfg)
-    pid = read_pid(_pid_file(cfg))
-    if ours is None:
-        return StoreStatus(False, st.host, st.port, None, store_dir(cfg))
-    if ours is False:
-        return StoreStatus(True, st.host, st.port, None, store_dir(cfg), "another server holds the port")
-    info = _client(cfg).info()
-    detail = (
-        f"{info.get('used_memory_human', '?')} used of {st.maxmemory}; "
-        f"{sum(v.get('keys', 0) for k, v in info.items() if k.startswith('db') and isinstance(v, dict))} keys"
-    )
-    return StoreStatus(True, st.host, st.port, pid, store_dir(cfg), detail)
-
-
-def up(cfg: Config) -> tuple[StoreStatus, bool]:
-    """Start the server unless this home's answers already; (status, whether it was started)."""
-    st = cfg.online_store
-    ours = _answers_as_ours(cfg)
-    if ours:
-        return status(cfg), False
-    if ours is False:
-        raise SetupError(
-            f"online store port {st.host}:{st.port} is taken by another server (it does not take this "
-            f"home's password); stop it or set online_store.port (or $JOURNEYLAKE_STORE_PORT)"
-        )
-    binary = redis_binary()
-    conf = _write_conf(cfg)
-    log = _log_file(cfg)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    offset = log.stat().st_size if log.exists() else 0
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [binary, str(conf)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives this command, like the other local services
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        if _answers_as_ours(cfg):
-            return status(cfg), True
-        time.sleep(0.05)
-    if proc.poll() is None:
-        terminate(proc.pid, 5)
-    tail = log_tail(log)[-2000:] if log.exists() else ""
-    new = tail if offset == 0 else log.read_text(errors="replace")[offset:][-2000:]
-    raise SetupError(f"online store did not start on {st.host}:{st.port} (log {log}):\n{new.strip() or tail}")
-
-
-def down(cfg: Config, timeout: float = 20.0) -> bool:
-    """Stop this home's server, saving its data; False when none of this home's was running."""
-    import redis
-
-    pid = read_pid(_pid_file(cfg))
-    if _answers_as_ours(cfg):
+    probe = service(cfg).probe()
+    detail = probe.detail
+    if probe.running:
         try:
-            _client(cfg, timeout).shutdown(save=True)
-        except redis.ConnectionError:
-            pass  # the connection closes as the server exits
+            client = _client(cfg)
+            memory = client.info("memory").get("used_memory_human", "?")
+            keys = sum(v.get("keys", 0) for v in client.info("keyspace").values() if isinstance(v, dict))
+            detail += f"; {memory} used of {st.maxmemory}; {keys:,} keys"
         except redis.RedisError:
-            if pid:
-                terminate(pid, timeout)
-        deadline = time.monotonic() + timeout
-        while pid and pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return True
-    if pid:
-        return terminate(pid, timeout)
-    return False
+            detail += "; it does not take this home's password: another program's server"
+    return StoreStatus(
+        running=probe.running,
+        host=st.host,
+        port=st.port,
+        pid=probe.pid,
+        data=store_dir(cfg),
+        log=log_file(cfg),
+        detail=detail,
+    )
 
 
-def stop_servers_under(root: Path, timeout: float = 10.0) -> list[int]:
-    """Stop every store server whose data lives under ``root`` (a test run's temp folder)."""
-    stopped = []
-    for pid_file in root.rglob("online_store/redis.pid"):
-        pid = read_pid(pid_file)
-        if pid is not None and terminate(pid, timeout):
-            stopped.append(pid)
-    return stopped
+def up(cfg: Config, timeout: float = START_TIMEOUT_S) -> tuple[StoreStatus, bool]:
+    """Start the server unless one taking this home's password answers; (status, whether started).
+
+    Raises SetupError when redis-server is not installed, the port is taken by another program, or
+    the server exits at start (quoting its log).
+    """
+    started = service(cfg).up(
+        lambda: _command(cfg),
+        ready=lambda seconds: _answers_as_ours(cfg, seconds),
+        recognizes=lambda: _answers_as_ours(cfg),
+        timeout=timeout,
+    )
+    return status(cfg), started
+
+
+def down(cfg: Config, timeout: float = STOP_TIMEOUT_S) -> str | None:
+    """Stop this home's server, saving its data: "stopped (pid N)", or None if none was running."""
+
+    def shutdown() -> None:
+        try:  # redis-py returns once the connection closes as the server exits
+            _client(cfg, timeout).shutdown(save=True)
+        except redis.RedisError:
+            pass  # e.g. the save failed: SIGTERM comes next (it saves too), then SIGKILL
+
+    return service(cfg).down(timeout, shutdown=shutdown)
+
+
+def stop_servers_under(root: Path, timeout: float = STOP_TIMEOUT_S) -> list[int]:
+    """Stop every store server whose home lives under ``root`` (a test run's temp folder)."""
+    return stop_under(root, SERVICE_NAME, timeout)

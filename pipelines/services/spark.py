@@ -26,7 +26,7 @@ from pipelines.services import jars, metastore
 from pipelines.tables import LAYERS, schema_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
 
 LOG4J_CONF = PROJECT_ROOT / "conf" / "log4j2.properties"
 # task scheduler pools: a job whose thread names BACKGROUND_POOL gets what the others leave
@@ -110,6 +110,15 @@ def scheduler_pool(spark: SparkSession, pool: str) -> Iterator[None]:
         yield
     finally:
         context.setLocalProperty(POOL_PROPERTY, before)  # type: ignore[arg-type]  # None: unset
+
+
+def one_row(df: DataFrame) -> Row:
+    """The row of a query that always returns one: an aggregate without grouping, DESCRIBE DETAIL.
+    (``first()`` is typed ``Row | None`` for the queries that may return none.)"""
+    row = df.first()
+    if row is None:
+        raise RuntimeError(f"expected one row, got none from: {df.columns}")
+    return row
 
 
 def _conf_value(value: object) -> str:

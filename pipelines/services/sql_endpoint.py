@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from pipelines.config import Config
 from pipelines.errors import SetupError
 
 DEFAULT_PORT = 10015
@@ -29,7 +29,7 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def command(cfg: Any, port: int) -> list[str]:
+def command(cfg: Config, port: int) -> list[str]:
     """The spark-submit command line that starts the endpoint for ``cfg`` on ``port``."""
     from pipelines.services.spark import spark_settings
 
@@ -64,7 +64,7 @@ def _listening(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def start(cfg: Any, port: int = DEFAULT_PORT, timeout_s: float = 180.0) -> subprocess.Popen[bytes]:
+def start(cfg: Config, port: int = DEFAULT_PORT, timeout_s: float = 180.0) -> subprocess.Popen[bytes]:
     """Start the endpoint in the background and wait until it accepts connections.
 
     The caller owns the returned process (``stop`` it). Its output goes to

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import redis
@@ -186,17 +187,11 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
         client = connect_async(cfg)
         reader = StoreReader(client, cfg.online_store.contact_history_days)
         service = DecisionService(cfg, catalog, reader)
-        paths: dict[str, str] = {}
         try:
-            meta = await client.hget("jl:meta", "tables")
-            if meta:
-                import json
-
-                paths = json.loads(meta)
             await service.refresh_bandit(force=True)
         except redis.RedisError as exc:
             log.warning("online store not reachable at start (%s): decisions fall back until it is", exc)
-        delivery = Delivery(cfg, paths)
+        delivery = Delivery(cfg, partial(table_paths, cfg))
         if start_delivery:
             delivery.start()
         holder["state"] = State(cfg, service, delivery, metrics, tokens, client)
@@ -380,6 +375,13 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
         )
 
     return app
+
+
+def table_paths(cfg: Config) -> dict[str, str]:
+    """Where the decision tables are, as the last sync found them (the delivery thread asks)."""
+    from pipelines.serving.store import StoreWriter, connect
+
+    return dict(StoreWriter(connect(cfg), cfg.online_store.contact_history_days).meta().get("tables") or {})
 
 
 def _route_of(path: str) -> str:

@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,11 @@ from pipelines.config import Config
 from pipelines.errors import first_line
 from pipelines.lakehouse.delta_appends import PathAppender, ddl_columns
 from pipelines.nba.decide import DECISION_LOG_DDL, NEXT_BEST_ACTIONS_DDL
+from pipelines.serving.outbound import DECISIONS_TOPIC, kafka_writer
 from pipelines.serving.store import dumps, from_ms
 
 log = logging.getLogger(__name__)
 
-DECISIONS_TOPIC = "decisions"  # after kafka.topic_prefix
 RESPONSES_SOURCE = "offer_responses"
 SCHEMA_VERSION = 1  # of the offer_responses contract the events are written with
 
@@ -87,18 +88,19 @@ class DeliveryStats:
 class Delivery:
     """The API process's one delivery thread (see the module docstring)."""
 
-    def __init__(self, cfg: Config, table_paths: dict[str, str] | None) -> None:
+    def __init__(self, cfg: Config, table_paths: Callable[[], dict[str, str]]) -> None:
         self.cfg = cfg
         api = cfg.decisioning.api
         self.flush_s = api.flush_ms / 1000
         self.spool = cfg.paths.home / "api" / "spool"
         self.spool.mkdir(parents=True, exist_ok=True)
         self.app_id = f"journeylake-api-{uuid.uuid4().hex}"
-        self.table_paths = table_paths or {}
+        self.table_paths = table_paths  # where the tables are: asked again until it knows
         self.stats = DeliveryStats()
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._sequence = 0
         self._appenders: dict[tuple[str, str], PathAppender] = {}
+        self._paths: dict[str, str] = {}
         self._kafka: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="journeylake-api-delivery", daemon=True)
@@ -210,7 +212,9 @@ class Delivery:
     def _append(self, table: str, ddl: str, batch: Batch, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        where = self.table_paths.get(table)
+        if table not in self._paths:
+            self._paths.update(self.table_paths())
+        where = self._paths.get(table)
         if where is None:
             raise RuntimeError(
                 f"gold.{table} has no local path in the store's metadata; "
@@ -270,14 +274,5 @@ class Delivery:
 
     def _kafka_writer(self) -> Any:
         if self._kafka is None:
-            from pipelines.lakehouse.bronze import kafka_options
-            from pipelines.sources.simulator.kafka_writer import KafkaWriter
-
-            kafka = self.cfg.kafka
-            self._kafka = KafkaWriter(
-                kafka.bootstrap_servers,
-                topic_prefix=kafka.topic_prefix,
-                partitions=kafka.broker.partitions,
-                options=kafka_options(self.cfg),
-            )
+            self._kafka = kafka_writer(self.cfg)
         return self._kafka

@@ -23,18 +23,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config
+from pipelines.lakehouse.delta_appends import local_path
 from pipelines.nba.bandit import state_from_history
 from pipelines.nba.decide import (
     FEATURE_COLUMNS,
     bandit_outcomes,
     contact_history,
     context,
+    ensure_decision_tables,
     reason_codes,
 )
 from pipelines.serving.store import StoreWriter, connect, epoch_ms
@@ -154,11 +157,13 @@ def sync(
         return writer.put_serving(rows.to_dict("records"))
 
     def bandit_stage() -> int:
-        if not _table_exists(spark, tables.gold("decision_log")):
-            return 0
-        state = state_from_history(bandit_outcomes(spark, tables))
-        writer.put_bandit_state(state.to_dict("records"), version=now.isoformat())
-        return len(state)
+        # written even when nothing was decided yet: the store then holds the lakehouse's (empty)
+        # state rather than whatever an earlier bank left, and a second sync changes nothing
+        rows: list[dict[str, Any]] = []
+        if _table_exists(spark, tables.gold("decision_log")):
+            rows = state_from_history(bandit_outcomes(spark, tables)).to_dict("records")
+        writer.put_bandit_state(rows, version=now.isoformat())
+        return len(rows)
 
     bodies = {
         "identities": identities,
@@ -171,9 +176,27 @@ def sync(
     }
     for stage in STAGES:
         run(stage, bodies[stage])
-    writer.put_meta(synced_at=now.isoformat(), stages={r.stage: r.rows for r in results if not r.skipped})
+    writer.put_meta(
+        synced_at=now.isoformat(),
+        stages={r.stage: r.rows for r in results if not r.skipped},
+        tables=decision_table_paths(spark, tables),
+    )
     client.delete(SYNC_KEY)  # finished: the next run starts afresh
     return results
+
+
+def decision_table_paths(spark: SparkSession, tables: Tables) -> dict[str, str]:
+    """Local paths of gold.served_actions and gold.decision_log (created if missing), where the
+    API's process appends with delta-rs; a table on object storage is left out (its appends then
+    wait in the API's spool: see pipelines/serving/delivery.py)."""
+    ensure_decision_tables(spark, tables)
+    paths = {}
+    for name in ("served_actions", "decision_log"):
+        location = str(spark.sql(f"DESCRIBE DETAIL {tables.gold(name)}").first()["location"])
+        path = local_path(location)
+        if path is not None:
+            paths[name] = path
+    return paths
 
 
 def _features_commit_ms(spark: SparkSession, table: str) -> int | None:

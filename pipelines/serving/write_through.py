@@ -89,8 +89,11 @@ class StoreFeed:
                 lambda: self.writer.add_contacts(picked.toPandas().to_dict("records")),
             )
 
-    def features(self, rows: pd.DataFrame, committed_at: float) -> None:
-        """gold.customer_features rows (customer_number and the feature columns) just committed."""
+    def wants(self, source: str) -> bool:
+        return source in FED_SOURCES
+
+    def features(self, rows: DataFrame, committed_at: float) -> None:
+        """gold.customer_features rows just merged (the touched customers')."""
         from pipelines.nba.funnel import FEATURE_COLUMNS
 
         present = ["customer_number", *[c for c in FEATURE_COLUMNS if c in rows.columns]]
@@ -98,7 +101,7 @@ class StoreFeed:
             "features",
             committed_at,
             lambda: self.writer.put_context(
-                "features", rows[present].to_dict("records"), int(committed_at * 1000)
+                "features", rows.select(*present).toPandas().to_dict("records"), int(committed_at * 1000)
             ),
         )
 

@@ -209,6 +209,56 @@ def test_gold_features_equal_a_batch_recomputation_from_silver(spark, ingested):
     _features_match_batch_recompute(spark, ingested)
 
 
+def test_training_features_equal_the_gold_stream_s_features_at_the_same_moments(spark, ingested):
+    """Train/serve skew check: the point-in-time training path (every cut-off in one query)
+    gives the gold stream's values for each customer at each moment the stream computed."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from ml.features import APPLICATION_STEP_INDEX, point_in_time_features_at
+
+    shared = [
+        "events_24h",
+        "events_7d",
+        "digital_sessions_7d",
+        "product_views_7d",
+        "current_account_balance",
+        "card_utilisation",
+        "salary_received_7d",
+        "failed_payments_7d",
+        "fees_7d",
+        "complaints_7d",
+        "complaints_30d",
+        "hours_since_last_contact",
+    ]
+    gold = spark.table(ingested.customer_features)
+    as_ofs = [row[0] for row in gold.select("features_as_of").distinct().collect()]
+    assert len(as_ofs) > 1  # several micro-batches: the training path computes many cut-offs at once
+    step_rank = F.lit(0.0)
+    for step, index in APPLICATION_STEP_INDEX.items():
+        step_rank = F.when(F.col("open_application_last_step") == step, float(index + 1)).otherwise(step_rank)
+    served = gold.select(
+        "customer_number",
+        F.col("features_as_of").alias("as_of"),
+        *(F.col(name).cast("double").alias(name) for name in shared),
+        step_rank.alias("open_application_step"),
+    )
+    trained = point_in_time_features_at(spark, ingested, as_ofs).select(
+        "customer_number", "as_of", *shared, "open_application_step"
+    )
+    keys = ["customer_number", "as_of"]
+    both = served.alias("s").join(trained.alias("t"), keys)
+    left = both.select(*keys, *(F.col(f"s.{c}").alias(c) for c in [*shared, "open_application_step"]))
+    right = both.select(*keys, *(F.col(f"t.{c}").alias(c) for c in [*shared, "open_application_step"]))
+    served_rows, compared = gold.count(), both.count()
+    assert compared > 0.8 * served_rows, (compared, served_rows)  # every active customer's row
+    left_pd = left.toPandas().sort_values(keys).reset_index(drop=True)
+    right_pd = right.toPandas().sort_values(keys).reset_index(drop=True)
+    assert left_pd["events_7d"].sum() > 0 and left_pd["current_account_balance"].notna().any()
+    # float sums may differ in their last bits between a one-cut-off and a many-cut-off plan
+    pd.testing.assert_frame_equal(left_pd, right_pd, check_exact=False, rtol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def second_run(spark, ingested, jl_config):
     """A second ingestion after two files land: late events for one customer and a non-JSON file.

@@ -15,7 +15,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from ml.explain import global_importance, importance_plot, reason_codes
-from ml.propensity import PropensityModel, PropensitySettings, train_propensity
+from ml.propensity import PropensityModel, train_propensity
+from ml.settings import PropensityModelConfig
 
 PROTECTED = {"age", "region"}
 DESCRIPTIONS = {
@@ -63,7 +64,7 @@ def data():
 @pytest.fixture(scope="module")
 def model(data) -> PropensityModel:
     X, y = data
-    return train_propensity(X, y, "loan", PropensitySettings(), categorical=["region"])
+    return train_propensity(X, y, "loan", PropensityModelConfig(), categorical=["region"])
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,15 @@ from ml.propensity import (
     Calibrator,
     NotEnoughPositives,
     PropensityModel,
-    PropensitySettings,
     _folds,
     bootstrap_resampler,
     evaluate,
     gap_interval,
     train_propensity,
 )
-from pipelines.errors import InputError
+from ml.settings import PropensityModelConfig
+from pipelines.config import load_config
+from pipelines.errors import ConfigError, InputError
 
 
 def make_customers(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -77,7 +78,7 @@ def holdout():
 @pytest.fixture(scope="module")
 def model(customers) -> PropensityModel:
     X, y, _ = customers
-    return train_propensity(X, y, "mortgage", PropensitySettings(), categorical=["segment"])
+    return train_propensity(X, y, "mortgage", PropensityModelConfig(), categorical=["segment"])
 
 
 def test_holdout_auc_is_within_003_of_the_true_probability_ceiling(model, holdout):
@@ -100,7 +101,7 @@ def test_calibrated_probabilities_match_the_observed_rate_in_every_decile(model,
 @pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
 def test_calibration_gives_a_better_brier_score_than_an_overconfident_booster(customers, holdout, method):
     X, y, _ = customers
-    overfit = PropensitySettings(
+    overfit = PropensityModelConfig(
         calibration=method,
         early_stopping_rounds=0,
         learning_rate=0.3,
@@ -168,9 +169,9 @@ def test_rows_with_missing_values_and_unseen_categories_get_a_probability(model)
 
 def test_training_twice_with_the_same_seed_gives_identical_models(customers):
     X, y, _ = customers
-    small = PropensitySettings(n_estimators=60, seed=3)
-    first = train_propensity(X.iloc[:5000], y[:5000], "loan", small, categorical=["segment"])
-    second = train_propensity(X.iloc[:5000], y[:5000], "loan", small, categorical=["segment"])
+    small = PropensityModelConfig(n_estimators=60)
+    first = train_propensity(X.iloc[:5000], y[:5000], "loan", small, categorical=["segment"], seed=3)
+    second = train_propensity(X.iloc[:5000], y[:5000], "loan", small, categorical=["segment"], seed=3)
     assert first.booster.model_to_string() == second.booster.model_to_string()
     assert first.calibrator == second.calibrator
 
@@ -180,7 +181,7 @@ def test_too_few_positives_raises_not_enough_positives_naming_target_counts_and_
     y = np.zeros(1000, dtype=int)
     y[:12] = 1
     with pytest.raises(NotEnoughPositives) as caught:
-        train_propensity(X.iloc[:1000], y, "churn", PropensitySettings(min_positives=30))
+        train_propensity(X.iloc[:1000], y, "churn", PropensityModelConfig(min_positives=30))
     message = str(caught.value)
     for part in ("'churn'", "12 positive", "1000", "30", "ml.propensity.min_positives"):
         assert part in message
@@ -295,7 +296,7 @@ def test_resampling_by_customer_keeps_whole_customers_and_the_count_of_customers
 def test_folds_keep_every_customer_in_one_fold_and_positives_in_each(customers):
     _, y, _ = customers
     groups = np.arange(len(y)) // 4  # each customer at four cut-offs
-    splits = _folds(y, groups, PropensitySettings(folds=5))
+    splits = _folds(y, groups, folds=5, seed=0)
     assert len(splits) == 5
     seen = np.zeros(len(y), dtype=int)
     for fit_rows, validate_rows in splits:
@@ -308,20 +309,23 @@ def test_folds_keep_every_customer_in_one_fold_and_positives_in_each(customers):
 def test_cross_validation_keeps_the_tree_shape_with_the_lowest_log_loss(customers):
     X, y, _ = customers
     timid = {"num_leaves": 2, "learning_rate": 0.001, "feature_fraction": 0.3}
-    settings = PropensitySettings(n_estimators=80, alternatives=(timid,), seed=1)
-    model = train_propensity(X.iloc[:6000], y[:6000], "savings", settings, categorical=["segment"])
+    settings = PropensityModelConfig(n_estimators=80, alternatives=(timid,))
+    model = train_propensity(X.iloc[:6000], y[:6000], "savings", settings, categorical=["segment"], seed=1)
     tried = model.info["shapes_tried"]
     assert len(tried) == 2 and tried[0] < tried[1]  # 80 trees at rate 0.001 barely move off the base rate
     assert model.info["shape"]["num_leaves"] == settings.num_leaves
-    reversed_order = PropensitySettings(
-        n_estimators=80, seed=1, alternatives=({"num_leaves": 4, "learning_rate": 0.02},), **timid
+    reversed_order = PropensityModelConfig(
+        n_estimators=80, alternatives=({"num_leaves": 4, "learning_rate": 0.02},), **timid
     )
-    model = train_propensity(X.iloc[:6000], y[:6000], "savings", reversed_order, categorical=["segment"])
+    model = train_propensity(
+        X.iloc[:6000], y[:6000], "savings", reversed_order, categorical=["segment"], seed=1
+    )
     assert model.info["shape"]["num_leaves"] == 4 and model.info["shape"]["learning_rate"] == 0.02
 
 
 def test_settings_refuse_more_folds_than_positives_and_unknown_shape_keys():
-    with pytest.raises(InputError, match="ml.propensity.folds"):
-        PropensitySettings(folds=40, min_positives=30)
-    with pytest.raises(InputError, match="num_leafs"):
-        PropensitySettings(alternatives=({"num_leafs": 3},))
+    # the settings are the configuration's ml.propensity section: checked when it is loaded
+    with pytest.raises(ConfigError, match="ml.propensity.folds"):
+        load_config("local", overrides={"ml.propensity": {"folds": 40, "min_positives": 30}})
+    with pytest.raises(ConfigError, match="num_leafs"):
+        load_config("local", overrides={"ml.propensity": {"alternatives": [{"num_leafs": 3}]}})

@@ -6,6 +6,7 @@ blobs live in their log) and 2% of all values are missing, as in a real feature 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,11 @@ import pytest
 from ml.segmentation import (
     SegmentationError,
     SegmentationModel,
-    SegmentationSettings,
     agreement,
     fit_segmentation,
     stability,
 )
+from ml.settings import SegmentationModelConfig
 
 FEATURES = [
     "savings_balance",
@@ -42,7 +43,10 @@ DESCRIPTIONS = {
     "offers_accepted_12m": "offers accepted in the last 12 months",
 }
 MONEY = ("savings_balance", "card_spend_30d")
-SETTINGS = SegmentationSettings(min_cluster_size=30, log_features=MONEY)
+# What these small groups were tuned with: HDBSCAN's own min_samples (= min_cluster_size), PCA
+# keeping 90% of the variance of the 8 features, and a fixed smallest segment.
+TUNED = {"min_cluster_size": 30, "min_samples": None, "pca_components": 0.9, "min_cluster_share": 0.0}
+SETTINGS = SegmentationModelConfig(**TUNED)
 
 
 def make_customers(per_group: int = 150, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -74,7 +78,7 @@ def customers() -> tuple[pd.DataFrame, np.ndarray]:
 @pytest.fixture(scope="module")
 def fitted(customers) -> tuple[SegmentationModel, np.ndarray]:
     X, _truth = customers
-    return fit_segmentation(X, DESCRIPTIONS, SETTINGS, seed=0)
+    return fit_segmentation(X, DESCRIPTIONS, SETTINGS, seed=0, log_features=MONEY)
 
 
 def test_segments_recover_the_known_groups(customers, fitted):
@@ -87,16 +91,16 @@ def test_segments_recover_the_known_groups(customers, fitted):
 
 def test_nearest_noise_leaves_every_customer_in_a_segment(customers):
     X = with_uniform_noise(customers[0])
-    settings = SegmentationSettings(min_cluster_size=30, log_features=MONEY, noise="nearest")
-    model, labels = fit_segmentation(X, DESCRIPTIONS, settings)
+    settings = SegmentationModelConfig(**TUNED, noise="nearest")
+    model, labels = fit_segmentation(X, DESCRIPTIONS, settings, log_features=MONEY)
     assert (labels >= 0).all()
     assert -1 not in model.segment_names
 
 
 def test_unsegmented_noise_keeps_noise_customers_as_minus_one(customers):
     X = with_uniform_noise(customers[0])
-    settings = SegmentationSettings(min_cluster_size=30, log_features=MONEY, noise="unsegmented")
-    model, labels = fit_segmentation(X, DESCRIPTIONS, settings)
+    settings = SegmentationModelConfig(**TUNED, noise="unsegmented")
+    model, labels = fit_segmentation(X, DESCRIPTIONS, settings, log_features=MONEY)
     assert (labels[-100:] == -1).sum() >= 50  # most of the uniform customers fit no group
     assert (labels[:-100] == -1).mean() < 0.1  # and few of the grouped ones are left out
     assert model.segment_names[-1] == "unsegmented"
@@ -157,17 +161,50 @@ def test_saved_model_loads_and_predicts_identically_without_pickle(customers, fi
         assert not file.read_bytes().startswith(b"\x80"), f"{file} looks like a pickle"
 
 
+def test_a_model_saved_with_its_fit_inside_the_settings_still_loads(customers, fitted, tmp_path: Path):
+    # models registered before the settings were the ml.segmentation section kept the smallest
+    # segment and the logged columns among the settings
+    X, _truth = customers
+    model, _labels = fitted
+    model.save(tmp_path / "segmentation")
+    path = tmp_path / "segmentation" / "segmentation.json"
+    document = json.loads(path.read_text())
+    document["settings"]["log_features"] = document.pop("log_features")
+    document["settings"]["min_cluster_size"] = document.pop("min_cluster_size")
+    del document["settings"]["min_cluster_share"], document["settings"]["features"]
+    path.write_text(json.dumps(document))
+    loaded = SegmentationModel.load(tmp_path / "segmentation")
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert loaded.log_features == MONEY and loaded.min_cluster_size == 30
+
+
+def test_smallest_segment_is_min_cluster_share_of_the_customers_fitted_when_larger():
+    settings = SegmentationModelConfig(min_cluster_size=20, min_cluster_share=0.01, max_fit_rows=20000)
+    assert settings.min_cluster_size_for(1000) == 20
+    assert settings.min_cluster_size_for(5000) == 50
+    assert settings.min_cluster_size_for(100_000) == 200  # HDBSCAN sees max_fit_rows of them
+
+
+def test_too_few_customers_for_the_share_raises_naming_min_cluster_share(customers):
+    X, _truth = customers
+    settings = SegmentationModelConfig(**{**TUNED, "min_cluster_share": 0.6})
+    with pytest.raises(
+        SegmentationError, match=r"450 customers need 900.*ml\.segmentation\.min_cluster_share"
+    ):
+        fit_segmentation(X, DESCRIPTIONS, settings, log_features=MONEY)
+
+
 def test_subsampled_fit_labels_the_rest_with_the_surrogate(customers):
     X, truth = customers
-    settings = SegmentationSettings(min_cluster_size=30, log_features=MONEY, max_fit_rows=400)
-    _model, labels = fit_segmentation(X, DESCRIPTIONS, settings, seed=1)
+    settings = SegmentationModelConfig(**TUNED, max_fit_rows=400)
+    _model, labels = fit_segmentation(X, DESCRIPTIONS, settings, seed=1, log_features=MONEY)
     assert len(labels) == len(X)
     assert agreement(labels, truth)["ari"] >= 0.9
 
 
 def test_stability_on_well_separated_groups_is_high(customers):
     X, _truth = customers
-    assert stability(X, SETTINGS) >= 0.9
+    assert stability(X, SETTINGS, log_features=MONEY) >= 0.9
 
 
 def test_agreement_ignores_how_segments_are_numbered():
@@ -178,17 +215,17 @@ def test_agreement_ignores_how_segments_are_numbered():
 def test_too_few_customers_raises_naming_min_cluster_size(customers):
     X, _truth = customers
     with pytest.raises(SegmentationError, match=r"ml\.segmentation\.min_cluster_size"):
-        fit_segmentation(X.head(50), DESCRIPTIONS, SETTINGS)
+        fit_segmentation(X.head(50), DESCRIPTIONS, SETTINGS, log_features=MONEY)
 
 
 def test_customers_that_form_no_groups_raise_naming_min_cluster_size():
     rng = np.random.default_rng(3)
     uniform = pd.DataFrame(rng.uniform(size=(300, 4)), columns=FEATURES[:4])
     with pytest.raises(SegmentationError, match=r"found no segment.*ml\.segmentation\.min_cluster_size"):
-        fit_segmentation(uniform, DESCRIPTIONS, SegmentationSettings(min_cluster_size=30))
+        fit_segmentation(uniform, DESCRIPTIONS, SETTINGS)
 
 
 def test_all_missing_column_raises_naming_the_column(customers):
     X = customers[0].assign(products_held=np.nan)
     with pytest.raises(SegmentationError, match="products_held"):
-        fit_segmentation(X, DESCRIPTIONS, SETTINGS)
+        fit_segmentation(X, DESCRIPTIONS, SETTINGS, log_features=MONEY)

@@ -18,10 +18,13 @@ from pipelines.nba.funnel import (
     DECISION_COLUMNS,
     LOG_COLUMNS,
     STAGES,
+    ContactRow,
     FunnelResult,
+    decide_one,
     decision_id_for,
     in_control_group,
     request_decision_ids,
+    request_for,
     run_funnel,
 )
 
@@ -693,3 +696,79 @@ def test_a_batch_knows_its_decision_ids_before_deciding() -> None:
     result = _run(requests)
     assert request_decision_ids(pd.DataFrame(requests)) == set(result.log["decision_id"])
     assert request_decision_ids(pd.DataFrame(requests[:1])) != {decision_id_for("C1", ["t1", "t2"])}
+
+
+# --- the per-customer core ------------------------------------------------------------------------
+
+
+def test_decide_one_per_customer_gives_exactly_the_rows_of_run_funnel() -> None:
+    """The decision API runs decide_one on plain values; the streaming jobs run run_funnel on
+    frames: one funnel, so the same inputs give the same decision and log rows."""
+    from pipelines.nba.bandit import ThompsonChooser
+    from pipelines.nba.funnel.records import decisions_frame, log_frame
+
+    policy = _policy(exploration={"control_share": 0.3}, arbitration={"max_actions_per_decision": 2})
+    catalog = _catalog()
+    control = next(f"K{i}" for i in range(100) if in_control_group(f"K{i}", 0.3))
+    requests = [
+        _request("C1", "t1"),
+        _request("C1", "t2", trigger_type="product_view", event_time=NOW - pd.Timedelta(minutes=1)),
+        _request("C2", "t3", propensity_personal_loan=0.2, card_utilisation=0.5),
+        _request("C3", "t4", customer_status="closed"),
+        _request("C4", "t5", open_application_id="A7", open_application_product="mortgage"),
+        _request("C5", "t6", failed_payments_7d=2),
+        _request(control, "t7"),
+    ]
+    contacts = [
+        _contact("offer_mortgage", "email", 3, "decided", "dA", customer="C2"),
+        _contact("offer_savings", "app", 2, "impression", "dB", customer="C2"),
+        _contact("offer_credit_card", "sms", 20, "dismiss", "dC", customer="C4"),
+        _contact("offer_savings", "email", 1, "impression", None, customer="C5"),
+    ]
+    active = [
+        {"customer_number": "C1", "channel": "app", "action_id": "offer_personal_loan",
+         "expires_at": NOW + pd.Timedelta(hours=5), "decision_id": "dD"},
+    ]  # fmt: skip
+    customers = sorted({r["customer_number"] for r in requests})
+    consent = _consent(*customers, marketing=("email", "phone", "any"))
+    state = pd.DataFrame(
+        [("offer_mortgage", "email", 50, 8, 4.0), ("offer_credit_card", "email", 50, 6, 3.0)],
+        columns=["action_id", "channel", "contacts", "accepts", "expected_accepts"],
+    )
+
+    def chooser() -> ThompsonChooser:
+        return ThompsonChooser(state, 1.0, 1.0, draws=50, seed=5)
+
+    batch = run_funnel(
+        pd.DataFrame(requests),
+        consent,
+        pd.DataFrame(contacts),
+        pd.DataFrame(active),
+        catalog,
+        policy,
+        chooser(),
+    )
+
+    granted = {(r.customer_number, r.purpose, r.channel): bool(r.granted) for r in consent.itertuples()}
+    choose = chooser()
+    decisions: list[dict[str, Any]] = []
+    log: list[dict[str, Any]] = []
+    for customer in customers:
+        triggers = sorted(
+            (r for r in requests if r["customer_number"] == customer),
+            key=lambda r: (r["event_time"], r["trigger_event_id"]),
+        )
+        history = [
+            ContactRow(c["action_id"], c["channel"], c["decision_id"], c["contacted_at"], c["response"])
+            for c in contacts
+            if c["customer_number"] == customer
+        ]
+        serving = [s for s in active if s["customer_number"] == customer]
+        request = request_for(customer, triggers, policy)
+        outcome = decide_one(request, catalog, policy, granted, history, serving, choose)
+        decisions.extend(outcome.decisions)
+        log.extend(outcome.log)
+
+    assert len(batch.decisions) >= 5 and set(batch.log.policy) == {"model", "control"}  # a real mix
+    pd.testing.assert_frame_equal(decisions_frame(decisions), batch.decisions)
+    pd.testing.assert_frame_equal(log_frame(log), batch.log)

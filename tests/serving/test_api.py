@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,49 +107,15 @@ def model_customer(prefix: str) -> str:
     raise AssertionError("no customer outside the control group")
 
 
-def start_api(workers: int) -> tuple[subprocess.Popen, str]:
-    """`journeylake serve` in its own process(es) on a free port: the process and its base URL."""
-    port = _free_port()
-    env = {**os.environ, "JOURNEYLAKE_API_TOKEN": TOKEN, "JOURNEYLAKE_API_PORT": str(port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            raise AssertionError(f"journeylake serve exited {proc.returncode}: {out}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code in (200, 503):
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.terminate()
-    raise AssertionError("journeylake serve did not answer within 60 s")
-
-
-def stop_api(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(30)
+@pytest.fixture(scope="module")
+def api(serve_api, online_store) -> str:
+    return serve_api(workers=1)
 
 
 @pytest.fixture(scope="module")
-def api(jl_config, online_store) -> Iterator[str]:
-    proc, url = start_api(workers=1)
-    yield url
-    stop_api(proc)
-
-
-@pytest.fixture(scope="module")
-def api_two_workers(jl_config, online_store) -> Iterator[str]:
+def api_two_workers(serve_api, online_store) -> str:
     """Two worker processes on one port: only the store keeps a customer's requests apart."""
-    proc, url = start_api(workers=2)
-    yield url
-    stop_api(proc)
+    return serve_api(workers=2)
 
 
 def post(

@@ -44,7 +44,8 @@ class FaultRates:
         if name == "default":
             return cls()
         if name == "none":
-            return cls(**{f.name: 0.0 for f in dataclasses.fields(cls)} | {"schema_drift_at": None})
+            rates = {f.name: 0.0 for f in dataclasses.fields(cls) if f.name != "schema_drift_at"}
+            return cls(**rates, schema_drift_at=None)
         raise InputError(f"unknown fault preset {name!r}; choose from: default, none")
 
     def stream_rates(self) -> dict[str, float]:

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.contracts import CONTRACTS, PRODUCTS, SCHEMA_DRIFT_FIELD, SNAPSHOT_SOURCES, STREAM_SOURCES
+from pipelines.contracts import (
+    CONTRACTS,
+    OFFER_CHANNELS,
+    PRODUCTS,
+    SCHEMA_DRIFT_FIELD,
+    SNAPSHOT_SOURCES,
+    STREAM_SOURCES,
+)
 
 from . import applications as AP
 from . import behaviour as B
@@ -437,9 +444,7 @@ class Simulation:
                     "customer_number": numbers,
                     "decided_at": pa.array(decided, TS),
                     "action_id": pa.array(np.array(ACTION_IDS)[action].tolist()),
-                    "channel": pa.array(
-                        [CONTRACTS["offer_responses"].get("channel").allowed[c] for c in channel], pa.string()
-                    ),
+                    "channel": pa.array([OFFER_CHANNELS[c] for c in channel], pa.string()),
                     "origin": pa.array(["campaign"] * m, pa.string()),
                     "consent_ok": pa.array(allowed),
                     "contacts_7d": pa.array(recent.astype(np.int32)),
@@ -453,14 +458,13 @@ class Simulation:
         )
         complained = np.zeros(pop.n, dtype=bool)
         complained[who[complained_row]] = True
-        chan_names = CONTRACTS["offer_responses"].get("channel").allowed
         ev = B.Events(
             who[rows],
             times,
             {
                 "decision_id": Raw(quoted(ids).take(pa.array(rows))),
                 "action_id": Cat(ACTION_IDS, action[rows]),
-                "channel": Cat(chan_names, channel[rows]),
+                "channel": Cat(OFFER_CHANNELS, channel[rows]),  # channel codes index OFFER_CHANNELS
                 "response": Cat(RESPONSES, codes.astype(np.int64)),
             },
         )

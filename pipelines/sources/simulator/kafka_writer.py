@@ -126,7 +126,10 @@ class KafkaWriter:
         batch = rel.encode()
         produce, poll = self._producer.produce, self._producer.poll
         for number, line in enumerate(rows, 1):
-            headers = [(BATCH_HEADER, batch), (LINE_HEADER, str(number).encode())]
+            headers: list[tuple[str, str | bytes | None]] = [
+                (BATCH_HEADER, batch),
+                (LINE_HEADER, str(number).encode()),
+            ]
             key = record_key(line)
             while True:
                 try:
