@@ -16,9 +16,16 @@ import argparse
 import shutil
 import time
 from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipelines.config import add_config_arguments, config_from_args
+from pipelines.config import Config, add_config_arguments, config_from_args
 from pipelines.errors import InputError
+from pipelines.tables import Tables
+
+if TYPE_CHECKING:  # --help stays fast: Spark and rich load in run()
+    from pyspark.sql import SparkSession
+    from rich.console import Console
 
 HELD = "held"  # under the home: the live days' landing files until the closed loop plays them
 
@@ -54,7 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def _reset(spark, cfg) -> None:  # type: ignore[no-untyped-def]
+def _reset(spark: SparkSession, cfg: Config) -> None:
     """Drop the demo's tables and checkpoints so a rerun starts from the same empty state."""
     from pipelines.services.spark import ensure_schemas
     from pipelines.tables import LAYERS, schema_name
@@ -129,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
             from pipelines.nba.closed_loop import hold_back
 
             first_live = (sim.start + timedelta(days=args.days - args.live_days)).isoformat()
-            held = hold_back(cfg.paths.landing, home / HELD, first_live)
-            step(f"held back {held:,} files from {first_live} on: the live days, played through decisions")
+            held_files = hold_back(cfg.paths.landing, home / HELD, first_live)
+            step(f"held back {held_files:,} files from {first_live} on: the live days, played by decisions")
 
     ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda m: step(f"ingest {m}"))
     print_layer_counts(spark, cfg, tables)
@@ -231,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_reconciliation(spark, tables, truth, console) -> None:  # type: ignore[no-untyped-def]
+def _print_reconciliation(spark: SparkSession, tables: Tables, truth: Path, console: Console) -> None:
     """Every landing line (generated and closed-loop responses) against where it ended up."""
     from rich.table import Table
 

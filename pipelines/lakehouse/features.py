@@ -237,7 +237,7 @@ def _owners(sessions: DataFrame, login_ranks: DataFrame, profiles: DataFrame) ->
         .join(login_ranks, "login_id")
         .select(AS_OF, "_login_rank", "customer_number")
     )
-    return sessions.join(F.broadcast(logins), [AS_OF, "_login_rank"])
+    return sessions.join(logins, [AS_OF, "_login_rank"])
 
 
 def session_owners(
@@ -247,11 +247,11 @@ def session_owners(
     (only ``sessions``' session ids when given)."""
     digital = cutoffs.events(spark.table(tables.silver("digital")))
     if sessions is not None:
-        wanted = F.broadcast(sessions.select("session_id").distinct())
+        wanted = sessions.select("session_id").distinct()
         digital = digital.join(wanted, "session_id", "left_semi")
     ranks = _login_ranks(digital)
     per_session = (
-        digital.join(F.broadcast(ranks), "login_id", "left")
+        digital.join(ranks, "login_id", "left")
         .groupBy(AS_OF, "session_id")
         .agg(F.max("_login_rank").alias("_login_rank"))
     )
@@ -310,7 +310,7 @@ def realtime_features(
         .select("account_id", AS_OF, F.lit(True).alias("_on_current_account"))
         .distinct()
     )
-    txns = events("transactions").join(F.broadcast(current_accounts), ["account_id", AS_OF], "left")
+    txns = events("transactions").join(current_accounts, ["account_id", AS_OF], "left")
     has_balance = F.coalesce(F.col("_on_current_account"), F.lit(False)) & F.col("balance_after").isNotNull()
     is_salary = F.col("txn_type") == "salary"
     money = txns.groupBy(*KEYS).agg(
@@ -326,9 +326,7 @@ def realtime_features(
     )
     balance = (
         txns.where(has_balance)
-        .join(
-            F.broadcast(money.select(*KEYS, F.col("_balance_at").alias("event_time"))), [*KEYS, "event_time"]
-        )
+        .join(money.select(*KEYS, F.col("_balance_at").alias("event_time")), [*KEYS, "event_time"])
         .groupBy(*KEYS)
         .agg(F.max_by("balance_after", F.struct("event_time", "event_id")).alias("_txn_balance"))
     )
@@ -353,7 +351,7 @@ def realtime_features(
     ranks = _login_ranks(digital)
     recent = F.col("event_time") > week_ago
     per_session = (
-        digital.join(F.broadcast(ranks), "login_id", "left")
+        digital.join(ranks, "login_id", "left")
         .groupBy(AS_OF, "session_id")
         .agg(
             F.max("_login_rank").alias("_login_rank"),

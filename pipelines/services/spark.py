@@ -19,13 +19,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.config import PROJECT_ROOT, Config
 from pipelines.services import jars, metastore
 from pipelines.tables import LAYERS, schema_name
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from pyspark.sql import DataFrame, Row, SparkSession
 
 LOG4J_CONF = PROJECT_ROOT / "conf" / "log4j2.properties"
@@ -119,6 +120,14 @@ def one_row(df: DataFrame) -> Row:
     if row is None:
         raise RuntimeError(f"expected one row, got none from: {df.columns}")
     return row
+
+
+def records(df: DataFrame) -> list[dict[str, Any]]:
+    """A small query's rows as dicts, through pandas (column types as ``toPandas`` gives them;
+    pyspark types ``toPandas`` without pandas' stubs, hence the annotation here)."""
+    frame: pd.DataFrame = df.toPandas()
+    rows: list[dict[str, Any]] = frame.to_dict("records")
+    return rows
 
 
 def _conf_value(value: object) -> str:

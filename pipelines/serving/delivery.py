@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 RESPONSES_SOURCE = "offer_responses"
 SCHEMA_VERSION = 1  # of the offer_responses contract the events are written with
+ORPHAN_AGE_S = 60.0  # a spooled batch this old whose process is gone is taken over at start
 
 
 def response_event_id(decision_id: str, action_id: str, channel: str, response: str, at_ms: int) -> str:
@@ -129,7 +130,24 @@ class Delivery:
             self._kafka = None
 
     def pending_files(self) -> list[Path]:
-        return sorted(self.spool.glob("*.json"))
+        """This process's spooled batches, oldest first (sibling workers share the folder: each
+        delivers its own, so no batch is appended by two processes at once)."""
+        return sorted(self.spool.glob(f"*{self.app_id}*.json"))
+
+    def _claim_orphans(self) -> None:
+        """Take over batches a stopped process left: renamed to carry this process's id (one
+        rename wins when several workers start together). A batch keeps its own app id inside,
+        so the tables' transaction ids still tell whether its append went through."""
+        cutoff = time.time() - ORPHAN_AGE_S  # a live sibling delivers its batches within flush_ms
+        for path in sorted(self.spool.glob("*.json")):
+            if self.app_id in path.name:
+                continue
+            try:
+                if path.stat().st_mtime > cutoff:
+                    continue
+                path.rename(path.with_name(f"{path.stem}.claimed-{self.app_id}.json"))
+            except FileNotFoundError:
+                continue  # another worker claimed or delivered it
 
     # ---------------------------------------------------------------- the thread
     def _run(self) -> None:
@@ -182,6 +200,7 @@ class Delivery:
         return path
 
     def _replay(self) -> None:
+        self._claim_orphans()
         left = self.pending_files()
         if left:
             log.info("API delivery: replaying %d spooled batch(es) from %s", len(left), self.spool)

@@ -44,6 +44,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from pipelines.config import Config
 from pipelines.errors import SetupError
@@ -289,8 +290,15 @@ def connect(cfg: Config) -> redis.Redis:
 
 
 def connect_async(cfg: Config, max_connections: int = 64) -> aioredis.Redis:
-    """The API's client: a pool of connections for concurrent requests."""
-    return aioredis.Redis(**connection_kwargs(cfg), max_connections=max_connections)
+    """The API's client: a pool of connections for concurrent requests. A blocking pool: when
+    every connection is busy a request waits for one (its deadline still bounds it) instead of
+    failing with "Too many connections"."""
+    pool = aioredis.BlockingConnectionPool(
+        max_connections=max_connections,
+        timeout=cfg.decisioning.api.timeout_ms / 1000,
+        **connection_kwargs(cfg),
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class StoreReader:
@@ -379,7 +387,7 @@ class StoreWriter:
             for row in chunk:
                 cn = str(row["customer_number"])
                 values = {k: plain(v) for k, v in row.items() if k != "customer_number"}
-                mapping: dict[str, str] = {part: dumps(values)}
+                mapping: dict[FieldT, EncodableT] = {part: dumps(values)}
                 if features_at_ms is not None:
                     mapping["features_at"] = str(features_at_ms)
                 pipe.hset(profile_key(cn), mapping=mapping)

@@ -40,6 +40,7 @@ from pipelines.nba.decide import (
     ensure_decision_tables,
     reason_codes,
 )
+from pipelines.services.spark import one_row, records
 from pipelines.serving.store import StoreWriter, connect, epoch_ms
 from pipelines.tables import Tables
 
@@ -83,7 +84,7 @@ def sync(
     tables = Tables.from_config(cfg)
     client = connect(cfg)
     writer = StoreWriter(client, cfg.online_store.contact_history_days)
-    done = {k.decode() for k in client.hkeys(SYNC_KEY)} if not full else set()
+    done = {k.decode() if isinstance(k, bytes) else k for k in client.hkeys(SYNC_KEY)} if not full else set()
     if full:
         client.delete(SYNC_KEY)
     now = datetime.now(UTC)
@@ -103,11 +104,13 @@ def sync(
 
     def identities() -> int:
         pairs: list[tuple[str, str]] = []
-        customers = spark.table(tables.silver("customers")).select("customer_number").distinct().toPandas()
+        customers: pd.DataFrame = (
+            spark.table(tables.silver("customers")).select("customer_number").distinct().toPandas()
+        )
         pairs += [(cn, cn) for cn in customers["customer_number"].astype(str)]
         mapped = tables.gold("identity_map")
         if _table_exists(spark, mapped):
-            rows = (
+            rows: pd.DataFrame = (
                 spark.table(mapped)
                 .where(F.col("customer_number").isNotNull())
                 .select("identity_key", "id_value", "unified_customer_id", "customer_number")
@@ -119,7 +122,7 @@ def sync(
         return writer.put_identities(pairs)
 
     def context_stage() -> int:
-        frame = context(spark, tables, None).toPandas()
+        frame: pd.DataFrame = context(spark, tables, None).toPandas()
         features_at = _features_commit_ms(spark, tables.customer_features)
         for part, rows in context_parts(frame).items():
             writer.put_context(part, rows.to_dict("records"), features_at if part == "features" else None)
@@ -134,27 +137,22 @@ def sync(
     def consent_stage() -> int:
         if not _table_exists(spark, tables.consent_current):
             return 0
-        rows = (
-            spark.table(tables.consent_current)
-            .select("customer_number", "purpose", "channel", "granted", "event_time", "event_id")
-            .toPandas()
-            .to_dict("records")
-        )
-        return writer.put_consent(rows)
+        columns = ["customer_number", "purpose", "channel", "granted", "event_time", "event_id"]
+        return writer.put_consent(records(spark.table(tables.consent_current).select(*columns)))
 
     def contacts_stage() -> int:
         if not _table_exists(spark, tables.gold("decision_log")):
             return 0
         since = now - timedelta(days=cfg.online_store.contact_history_days)
-        rows = contact_history(spark, tables, None).where(F.col("contacted_at") >= F.lit(since)).toPandas()
-        return writer.add_contacts(rows.to_dict("records"))
+        return writer.add_contacts(
+            records(contact_history(spark, tables, None).where(F.col("contacted_at") >= F.lit(since)))
+        )
 
     def serving_stage() -> int:
         current = tables.gold("next_best_actions")
         if not _table_exists(spark, current):
             return 0
-        rows = spark.table(current).where(F.col("expires_at") > F.lit(now)).toPandas()
-        return writer.put_serving(rows.to_dict("records"))
+        return writer.put_serving(records(spark.table(current).where(F.col("expires_at") > F.lit(now))))
 
     def bandit_stage() -> int:
         # written even when nothing was decided yet: the store then holds the lakehouse's (empty)
@@ -192,7 +190,7 @@ def decision_table_paths(spark: SparkSession, tables: Tables) -> dict[str, str]:
     ensure_decision_tables(spark, tables)
     paths = {}
     for name in ("served_actions", "decision_log"):
-        location = str(spark.sql(f"DESCRIBE DETAIL {tables.gold(name)}").first()["location"])
+        location = str(one_row(spark.sql(f"DESCRIBE DETAIL {tables.gold(name)}"))["location"])
         path = local_path(location)
         if path is not None:
             paths[name] = path

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from pipelines.config import Config
 from pipelines.errors import JourneylakeError, first_line
+from pipelines.services.spark import records
 from pipelines.serving.store import StoreWriter, connect
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class StoreFeed:
             self._guard(
                 "consent",
                 committed_at,
-                lambda: self.writer.put_consent(rows.select(*columns).toPandas().to_dict("records")),
+                lambda: self.writer.put_consent(records(rows.select(*columns))),
             )
         elif source == "offer_responses":
             picked = rows.select(
@@ -86,7 +87,7 @@ class StoreFeed:
             self._guard(
                 "offer responses",
                 committed_at,
-                lambda: self.writer.add_contacts(picked.toPandas().to_dict("records")),
+                lambda: self.writer.add_contacts(records(picked)),
             )
 
     def wants(self, source: str) -> bool:
@@ -101,7 +102,7 @@ class StoreFeed:
             "features",
             committed_at,
             lambda: self.writer.put_context(
-                "features", rows.select(*present).toPandas().to_dict("records"), int(committed_at * 1000)
+                "features", records(rows.select(*present)), int(committed_at * 1000)
             ),
         )
 
