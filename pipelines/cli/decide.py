@@ -75,13 +75,23 @@ def run(args: argparse.Namespace) -> int:
         what = f"live lane, from {cfg.ingest.source}" if args.live else "from silver"
         progress(f"deciding continuously ({what}, trigger every {interval}); Ctrl-C to stop")
     start = start_live_decisions if args.live else start_decision_stream
+    from pipelines.lakehouse.batch_writes import Listeners
+    from pipelines.serving.outbound import DECISIONS_TOPIC, DecisionPublisher
     from pipelines.serving.write_through import StoreFeed
 
     feed = StoreFeed.open(cfg)  # served actions written through to a running online store
     if feed is not None:
         progress("online store: served actions written through")
-    query = start(spark, cfg, tables, checkpoint, trigger, progress, since=since, listener=feed)
-    await_queries([query])
+    publisher = DecisionPublisher.open(cfg)  # decisioning.api.publish_decisions
+    if publisher is not None:
+        progress(f"decisions published to {cfg.kafka.topic_prefix}{DECISIONS_TOPIC}")
+    listeners = Listeners(feed, publisher) or None
+    query = start(spark, cfg, tables, checkpoint, trigger, progress, since=since, listener=listeners)
+    try:
+        await_queries([query])
+    finally:
+        if publisher is not None:
+            publisher.close()
     served = spark.table(tables.gold("next_best_actions")).count()
     logged = spark.table(tables.gold("decision_log")).count()
     print(

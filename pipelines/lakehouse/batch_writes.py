@@ -79,3 +79,29 @@ class CommitListener(Protocol):
     def served(self, rows: pd.DataFrame, committed_at: float) -> None:
         """gold.served_actions rows a decision job just appended."""
         ...
+
+
+class Listeners:
+    """Several commit listeners told in turn (the store's write-through, the decisions topic)."""
+
+    def __init__(self, *listeners: CommitListener | None) -> None:
+        self.listeners = [listener for listener in listeners if listener is not None]
+
+    def __bool__(self) -> bool:
+        return bool(self.listeners)
+
+    def wants(self, source: str) -> bool:
+        return any(listener.wants(source) for listener in self.listeners)
+
+    def silver_batch(self, source: str, rows: DataFrame, committed_at: float) -> None:
+        for listener in self.listeners:
+            if listener.wants(source):
+                listener.silver_batch(source, rows, committed_at)
+
+    def features(self, rows: DataFrame, committed_at: float) -> None:
+        for listener in self.listeners:
+            listener.features(rows, committed_at)
+
+    def served(self, rows: pd.DataFrame, committed_at: float) -> None:
+        for listener in self.listeners:
+            listener.served(rows, committed_at)

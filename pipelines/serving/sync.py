@@ -2,7 +2,8 @@
 
 Stages, each idempotent (a key is replaced by the same value, a contact is a set member):
 
-    identities   gold.identity_map (any resolved id -> customer number), and each number itself
+    identities   gold.identity_map (any resolved id -> customer number), each number itself and
+                 the login silver.customers gives it
     context      status and holdings from silver, gold.customer_features, the latest scores
                  (the same columns, read by the same code, as the decision job's context)
     reasons      the latest reason codes per customer and model
@@ -104,10 +105,18 @@ def sync(
 
     def identities() -> int:
         pairs: list[tuple[str, str]] = []
+        # The core-banking record links a customer's own login deterministically: the app can
+        # ask by it even before dbt has resolved the other ids into gold.identity_map.
         customers: pd.DataFrame = (
-            spark.table(tables.silver("customers")).select("customer_number").distinct().toPandas()
+            spark.table(tables.silver("customers"))
+            .select("customer_number", "login_id")
+            .distinct()
+            .toPandas()
         )
-        pairs += [(cn, cn) for cn in customers["customer_number"].astype(str)]
+        for cn, login in customers.itertuples(index=False):
+            pairs.append((str(cn), str(cn)))
+            if isinstance(login, str) and login:
+                pairs.append((login, str(cn)))
         mapped = tables.gold("identity_map")
         if _table_exists(spark, mapped):
             rows: pd.DataFrame = (

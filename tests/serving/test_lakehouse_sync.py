@@ -224,3 +224,18 @@ def test_served_actions_of_the_stream_jobs_are_written_through(jl_config, online
     assert [(c.action_id, c.response) for c in decided if c.channel == "email"] == [
         ("offer_savings", "decided")
     ]
+
+
+def test_the_demo_tour_asks_across_channels_and_holds_a_revocation_and_a_dismissal(
+    spark, jl_config, ingested, online_store
+):
+    """`make demo`'s last act, on the test bank: it raises if a revoked consent or a fresh
+    dismissal does not hold for the next decision, or a posted response does not reach silver."""
+    from pipelines.cli.demo_api import run_tour
+
+    said: list[str] = []
+    run_tour(spark, jl_config, ingested, said.append, said.append)
+    text = "\n".join(said)
+    assert "revoked it in the app" in text and "dismisses it" in text
+    assert "sequential decisions from this process: p50" in text
+    assert "(1 row)" in text  # the dismissal posted through the API is in silver.offer_responses
