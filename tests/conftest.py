@@ -172,6 +172,38 @@ def world(jl_config):
 
 
 @pytest.fixture(scope="session")
+def land_known(jl_config, world) -> Callable[[str, str, list[dict]], Path]:
+    """Land extra records in the test bank *and tell the truth about them* (expected in silver).
+
+    Tests that add late or revoking events run in any order relative to the exact
+    reconciliations of test_ingest.py, which stay exact because truth knows every line landed.
+    """
+    import json
+
+    import pandas as pd
+
+    def land(source: str, name: str, records: list[dict]) -> Path:
+        path = Path(jl_config.paths.landing) / source / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        known = pd.DataFrame(
+            {
+                "source": source,
+                "file": f"landing/{source}/{name}",
+                "line": pd.array(range(1, len(records) + 1), dtype="int32"),
+                "record_key": [r["event_id"] for r in records],
+                "fault": None,
+                "expected_fate": "silver",
+                "drift": False,
+            }
+        )
+        known.to_parquet(world / "truth" / "records" / f"landed-by-test-{path.stem}.parquet", index=False)
+        return path
+
+    return land
+
+
+@pytest.fixture(scope="session")
 def ingested(spark, jl_config, world):
     """The world ingested once, until idle; returns the table names."""
     from pipelines.lakehouse import ingest

@@ -1,15 +1,14 @@
 """Incremental journey models equal a full rebuild after late data.
 
-Runs after test_ingest.py on the shared ingested + dbt-built test bank: late touchpoints land for
+On the shared ingested + dbt-built test bank (landed through ``land_known``, so the exact
+reconciliations of test_ingest.py hold in any order): late touchpoints land for
 one customer (before all their history, inside a session and just after one), are ingested, and
 the journey models run incrementally; a --full-refresh of the same models must give the same rows.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -26,7 +25,9 @@ def _last_operation(spark, table: str):
     return spark.sql(f"DESCRIBE HISTORY {table} LIMIT 1").first()
 
 
-def test_incremental_run_after_late_events_equals_a_full_rebuild(spark, jl_config, built, ingested):
+def test_incremental_run_after_late_events_equals_a_full_rebuild(
+    spark, jl_config, built, ingested, land_known
+):
     from pipelines.lakehouse import ingest
     from pipelines.services.dbt_runner import dbt_vars, run_dbt
 
@@ -64,23 +65,20 @@ def test_incremental_run_after_late_events_equals_a_full_rebuild(spark, jl_confi
         first + timedelta(seconds=30),
         first_end + timedelta(minutes=20),
     ]
-    lines = [
-        json.dumps(
-            {
-                "event_id": f"LATE-JOURNEY-{i}",
-                "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                "schema_version": 1,
-                "customer_number": customer,
-                "channel": "branch",
-                "location_id": "BR-TEST",
-                "visit_type": "balance_enquiry",
-                "amount": None,
-            }
-        )
+    records = [
+        {
+            "event_id": f"LATE-JOURNEY-{i}",
+            "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "schema_version": 1,
+            "customer_number": customer,
+            "channel": "branch",
+            "location_id": "BR-TEST",
+            "visit_type": "balance_enquiry",
+            "amount": None,
+        }
         for i, t in enumerate(late_times)
     ]
-    late_file = Path(jl_config.paths.landing) / "visits" / "9999-late-journey-test.jsonl"
-    late_file.write_text("\n".join(lines) + "\n")
+    land_known("visits", "9999-late-journey-test.jsonl", records)
     ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
     before = sessions.count()
 

@@ -211,7 +211,8 @@ def test_gold_features_equal_a_batch_recomputation_from_silver(spark, ingested):
 
 def test_training_features_equal_the_gold_stream_s_features_at_the_same_moments(spark, ingested):
     """Train/serve skew check: the point-in-time training path (every cut-off in one query)
-    gives the gold stream's values for each customer at each moment the stream computed."""
+    gives the gold stream's values for each customer at each moment the stream computed, and
+    the stream's one-cut-off path's values at earlier moments."""
     import pandas as pd
     from pyspark.sql import functions as F
 
@@ -231,9 +232,18 @@ def test_training_features_equal_the_gold_stream_s_features_at_the_same_moments(
         "complaints_30d",
         "hours_since_last_contact",
     ]
-    gold = spark.table(ingested.customer_features)
-    as_ofs = [row[0] for row in gold.select("features_as_of").distinct().collect()]
-    assert len(as_ofs) > 1  # several micro-batches: the training path computes many cut-offs at once
+    from pipelines.lakehouse.gold import compute_features
+
+    stream = spark.table(ingested.customer_features)
+    streamed = [row[0] for row in stream.select("features_as_of").distinct().collect()]
+    assert streamed  # one moment per micro-batch; how many depends on how the batches fell
+    # and earlier moments through the stream's own one-cut-off path, so that the training path
+    # always computes several cut-offs in one query, however the stream's batches fell
+    earlier = [max(streamed) - timedelta(hours=h) for h in (12, 36, 60)]
+    gold = stream
+    for moment in earlier:
+        gold = gold.unionByName(compute_features(spark, ingested, moment))
+    as_ofs = streamed + earlier
     step_rank = F.lit(0.0)
     for step, index in APPLICATION_STEP_INDEX.items():
         step_rank = F.when(F.col("open_application_last_step") == step, float(index + 1)).otherwise(step_rank)

@@ -81,7 +81,7 @@ def test_every_exported_customer_has_marketing_consent_for_the_channel_and_any(
 
 
 def test_a_customer_who_revokes_consent_is_left_out_of_the_next_export(
-    spark, jl_config, first_export, export_dir, ingested
+    spark, jl_config, first_export, export_dir, ingested, land_known
 ):
     """The revocation reaches silver after dbt built the mart; the export still honours it."""
     from pipelines.lakehouse import ingest
@@ -99,8 +99,7 @@ def test_a_customer_who_revokes_consent_is_left_out_of_the_next_export(
         "granted": False,
         "captured_via": "app",
     }
-    landing = Path(jl_config.paths.landing) / "consent" / "9999-revoke-test.jsonl"
-    landing.write_text(json.dumps(revocation) + "\n")
+    land_known("consent", "9999-revoke-test.jsonl", [revocation])
     ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
 
     mart_row = (
