@@ -56,9 +56,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from _common import free_port, own_home
+
+if TYPE_CHECKING:  # the package is importable once main() has put the root on sys.path
+    from pyspark.sql import SparkSession
+
+    from pipelines.config import Config
+    from pipelines.tables import Tables
 
 P99_LIMIT_MS = 50.0  # the search's bound
 TARGET_RATE, TARGET_P99_MS, TARGET_STALENESS_MS = 500, 10.0, 1000.0
@@ -138,7 +144,7 @@ def pid_cpu_seconds(pid: int | None) -> float:
 # ------------------------------------------------------------------------------------ the bank
 
 
-def write_synthetic_scores(spark: Any, tables: Any, seed: int) -> int:
+def write_synthetic_scores(spark: SparkSession, tables: Tables, seed: int) -> int:
     """Seeded random scores for every customer, in ``gold.customer_scores``' columns."""
     from pyspark.sql import functions as F
 
@@ -172,7 +178,7 @@ def write_synthetic_scores(spark: Any, tables: Any, seed: int) -> int:
     return int(spark.table(tables.gold("customer_scores")).count())
 
 
-def prepare_lakehouse(cfg: Any, args: argparse.Namespace, held: Path) -> None:
+def prepare_lakehouse(cfg: Config, args: argparse.Namespace, held: Path) -> None:
     """Generate, hold back the last day, ingest, score, decide and sync the store: one Spark session."""
     from pipelines.contracts import SNAPSHOT_SOURCES
     from pipelines.lakehouse import ingest
@@ -235,7 +241,7 @@ def prepare_lakehouse(cfg: Any, args: argparse.Namespace, held: Path) -> None:
     print(f"prepared in {time.monotonic() - started:.0f} s")
 
 
-def clone_customers(cfg: Any, total: int) -> list[str]:
+def clone_customers(cfg: Config, total: int) -> list[str]:
     """Copy the synced customers' store records under new numbers up to ``total``; every number."""
     from pipelines.serving.store import (
         IDS,
@@ -570,7 +576,7 @@ def pct_line(values_ms: list[float]) -> str:
 
 
 def nba_reference(
-    cfg: Any,
+    cfg: Config,
     api_url: str,
     token: str,
     decided: dict[str, list[tuple[str, str]]],
