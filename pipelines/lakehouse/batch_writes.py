@@ -66,15 +66,23 @@ def run_together(writes: list[Callable[[], None]], name: str = "batch-write") ->
 class CommitListener(Protocol):
     """Told what a micro-batch committed, right after its commit (e.g. the online store's
     write-through, pipelines/serving/write_through.py). Called again when a batch is replayed,
-    so what it does must be idempotent; it must not raise for its own failures."""
+    so what it does must be idempotent; it must not raise for its own failures.
+
+    The rows arrive as pandas frames the stream collected *before* its commit (from the frame
+    it was about to write), so telling a listener after the commit costs no Spark job: the
+    commit -> store delay is the listener's own writes."""
 
     def wants(self, source: str) -> bool:
         """Whether it wants ``source``'s silver rows (the stream skips the work otherwise)."""
         ...
 
-    def silver_batch(self, source: str, rows: DataFrame, committed_at: float) -> None: ...
+    def silver_batch(self, source: str, rows: pd.DataFrame, committed_at: float) -> None:
+        """``source``'s valid, de-duplicated rows of a silver micro-batch."""
+        ...
 
-    def features(self, rows: DataFrame, committed_at: float) -> None: ...
+    def features(self, rows: pd.DataFrame, committed_at: float) -> None:
+        """gold.customer_features rows just merged (the touched customers')."""
+        ...
 
     def served(self, rows: pd.DataFrame, committed_at: float) -> None:
         """gold.served_actions rows a decision job just appended."""
@@ -93,12 +101,12 @@ class Listeners:
     def wants(self, source: str) -> bool:
         return any(listener.wants(source) for listener in self.listeners)
 
-    def silver_batch(self, source: str, rows: DataFrame, committed_at: float) -> None:
+    def silver_batch(self, source: str, rows: pd.DataFrame, committed_at: float) -> None:
         for listener in self.listeners:
             if listener.wants(source):
                 listener.silver_batch(source, rows, committed_at)
 
-    def features(self, rows: DataFrame, committed_at: float) -> None:
+    def features(self, rows: pd.DataFrame, committed_at: float) -> None:
         for listener in self.listeners:
             listener.features(rows, committed_at)
 

@@ -98,7 +98,9 @@ def process_batch(
         previous = one_row(spark.table(tables.customer_features).agg(F.max("features_as_of")))[0]
         as_of = max(batch_max, previous) if previous else batch_max
         customers = touched_customers(spark, tables, batch, as_of).persist()
-        features = compute_features(spark, tables, as_of, customers)
+        features = compute_features(spark, tables, as_of, customers).persist()
+        # collected before the merge and told after it: no Spark job between commit and store
+        told = features.toPandas() if listener is not None else None
         (
             DeltaTable.forName(spark, tables.customer_features)
             .alias("t")
@@ -107,11 +109,9 @@ def process_batch(
             .whenNotMatchedInsertAll()
             .execute()
         )
-        if listener is not None:
-            listener.features(
-                spark.table(tables.customer_features).join(customers, "customer_number", "left_semi"),
-                time.time(),
-            )
+        if listener is not None and told is not None:
+            listener.features(told, time.time())
+        features.unpersist()
         customers.unpersist()
     finally:
         batch.unpersist()

@@ -31,6 +31,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -375,6 +376,7 @@ def process_batch(
             return partial(append_once, rows, table_name, tag_column, batch_tag, maybe_replay=maybe_replay)
 
         contested = None
+        told: pd.DataFrame | None = None  # the listener's rows, when it wants this source
         try:
             if stats["min_time"] is not None:
                 since = stats["min_time"] - _parse_delay(cfg.ingest.dedup_watermark)
@@ -397,6 +399,9 @@ def process_batch(
                     F.lit(batch_tag).alias("_silver_batch"),
                     F.to_date(contract.event_time).alias("event_date"),
                 )
+                if listener is not None and listener.wants(table.source):
+                    # collected before the commit, told after it: no Spark job between the two
+                    told = fresh.toPandas()
                 writes.append(append(rows.select(*silver_columns(table)), target, "_silver_batch"))
                 if table.source == "consent":
                     writes.append(partial(fold_consent, spark, fresh, tables))
@@ -414,8 +419,8 @@ def process_batch(
             # silver, duplicates, quarantine (and consent's current state) are separate tables,
             # each idempotent on its own: their commits overlap
             run_together(writes, f"silver-{table.source}")
-            if listener is not None and stats["min_time"] is not None and listener.wants(table.source):
-                listener.silver_batch(table.source, fresh, time.time())
+            if listener is not None and told is not None:
+                listener.silver_batch(table.source, told, time.time())
         finally:
             if contested is not None:
                 contested.unpersist()

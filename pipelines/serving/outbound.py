@@ -20,7 +20,7 @@ from pipelines.config import Config
 from pipelines.errors import first_line
 
 if TYPE_CHECKING:  # the API's workers import this module and need no Spark
-    from pyspark.sql import DataFrame
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,10 @@ class DecisionPublisher:
     def wants(self, source: str) -> bool:
         return False
 
-    def silver_batch(self, source: str, rows: DataFrame, committed_at: float) -> None:
+    def silver_batch(self, source: str, rows: pd.DataFrame, committed_at: float) -> None:
         return None
 
-    def features(self, rows: DataFrame, committed_at: float) -> None:
+    def features(self, rows: pd.DataFrame, committed_at: float) -> None:
         return None
 
     def served(self, rows: pd.DataFrame, committed_at: float) -> None:

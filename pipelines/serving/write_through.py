@@ -22,12 +22,9 @@ from typing import Any
 
 import pandas as pd
 import redis
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from pipelines.config import Config
 from pipelines.errors import JourneylakeError, first_line
-from pipelines.services.spark import records
 from pipelines.serving.store import StoreWriter, connect
 
 log = logging.getLogger(__name__)
@@ -66,34 +63,28 @@ class StoreFeed:
                 first_line(exc),
             )
 
-    def silver_batch(self, source: str, rows: DataFrame, committed_at: float) -> None:
+    def silver_batch(self, source: str, rows: pd.DataFrame, committed_at: float) -> None:
         """A silver micro-batch of ``source`` (its valid, de-duplicated rows) just committed."""
         if source == "consent":
             columns = ["customer_number", "purpose", "channel", "granted", "event_time", "event_id"]
             self._guard(
                 "consent",
                 committed_at,
-                lambda: self.writer.put_consent(records(rows.select(*columns))),
+                lambda: self.writer.put_consent(rows[columns].to_dict("records")),
             )
         elif source == "offer_responses":
-            picked = rows.select(
-                "customer_number",
-                "action_id",
-                "channel",
-                "decision_id",
-                F.col("event_time").alias("contacted_at"),
-                "response",
-            )
+            columns = ["customer_number", "action_id", "channel", "decision_id", "event_time", "response"]
+            picked = rows[columns].rename(columns={"event_time": "contacted_at"})
             self._guard(
                 "offer responses",
                 committed_at,
-                lambda: self.writer.add_contacts(records(picked)),
+                lambda: self.writer.add_contacts(picked.to_dict("records")),
             )
 
     def wants(self, source: str) -> bool:
         return source in FED_SOURCES
 
-    def features(self, rows: DataFrame, committed_at: float) -> None:
+    def features(self, rows: pd.DataFrame, committed_at: float) -> None:
         """gold.customer_features rows just merged (the touched customers')."""
         from pipelines.nba.funnel import FEATURE_COLUMNS
 
@@ -102,7 +93,7 @@ class StoreFeed:
             "features",
             committed_at,
             lambda: self.writer.put_context(
-                "features", records(rows.select(*present)), int(committed_at * 1000)
+                "features", rows[present].to_dict("records"), int(committed_at * 1000)
             ),
         )
 
