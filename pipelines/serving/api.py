@@ -263,7 +263,7 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
             st.service.counters.store_errors += 1
             log.warning("online store error: %s", exc)
             answer, outcome = (
-                st.service.no_contact(body.customer_id, ask, "store_unavailable", _now_ms()),
+                st.service.no_contact(None, ask, "store_unavailable", _now_ms()),
                 None,
             )
         if outcome is not None and answer.decision_id:
@@ -272,14 +272,19 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
         return JSONResponse(answer.to_json())
 
     async def _after_breach(st: State, ask: Ask) -> tuple[Answer, Any]:
-        st.service.counters.fallback("deadline")
+        """The default policy on a fresh snapshot; a store that fails now (rather than is slow)
+        is named as such. Each path counts its one fallback reason."""
         try:
             cn = await asyncio.wait_for(st.service.reader.resolve(ask.customer_id), timeout_s)
             if cn is None:
-                return st.service.no_contact(ask.customer_id, ask, "deadline", _now_ms()), None
+                return st.service.no_contact(None, ask, "deadline", _now_ms()), None
             return await asyncio.wait_for(st.service.default_on_snapshot(cn, ask, "deadline"), timeout_s)
-        except (TimeoutError, redis.RedisError, OSError):
-            return st.service.no_contact(ask.customer_id, ask, "deadline", _now_ms()), None
+        except TimeoutError:
+            return st.service.no_contact(None, ask, "deadline", _now_ms()), None
+        except (redis.RedisError, OSError) as exc:
+            st.service.counters.store_errors += 1
+            log.warning("online store error: %s", exc)
+            return st.service.no_contact(None, ask, "store_unavailable", _now_ms()), None
 
     @app.post("/v1/responses", status_code=202)
     async def responses(body: ResponseBody) -> JSONResponse:

@@ -66,7 +66,7 @@ class Ask:
 class Answer:
     decision_id: str | None
     request_id: str
-    customer_number: str
+    customer_number: str | None  # None when the id could not be resolved (store down, deadline)
     channel: str
     actions: list[dict[str, Any]]
     policy: str
@@ -353,8 +353,9 @@ class DecisionService:
             "reasons": self.reason_codes(state, row["action_id"]) + trace,
         }
 
-    def no_contact(self, cn: str, ask: Ask, reason: str, now_ms: int) -> Answer:
-        """A fallback that contacts nobody: consent could not be read, or the customer is busy."""
+    def no_contact(self, cn: str | None, ask: Ask, reason: str, now_ms: int) -> Answer:
+        """A fallback that contacts nobody: consent could not be read, or the customer is busy
+        (``cn`` None: the asked id was not resolved to a customer number)."""
         self.counters.fallback(reason)
         self.counters.decisions += 1
         return Answer(
