@@ -181,6 +181,8 @@ def land_known(jl_config, world) -> Callable[[str, str, list[dict]], Path]:
     import json
 
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     def land(source: str, name: str, records: list[dict]) -> Path:
         path = Path(jl_config.paths.landing) / source / name
@@ -197,7 +199,12 @@ def land_known(jl_config, world) -> Callable[[str, str, list[dict]], Path]:
                 "drift": False,
             }
         )
-        known.to_parquet(world / "truth" / "records" / f"landed-by-test-{path.stem}.parquet", index=False)
+        records_dir = world / "truth" / "records"
+        schema = pq.read_schema(next(records_dir.glob("part-*.parquet")))  # typed as the simulator's
+        pq.write_table(
+            pa.Table.from_pandas(known, schema=schema, preserve_index=False),
+            records_dir / f"landed-by-test-{path.stem}.parquet",
+        )
         return path
 
     return land
