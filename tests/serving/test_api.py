@@ -219,8 +219,9 @@ def test_fifty_concurrent_requests_for_one_customer_keep_caps_and_exclusions(ser
     assert sorted((c.channel, c.action_id) for c in held if c.response == "decided") == sorted(chosen)
     # ... and what is being served on the three channels at the end excludes none of the others
     # (a newer decision on a channel replaces the action served there, which then no longer counts)
+    # (a channel whose last decision under contention chose nothing holds no served action)
     served = [json.loads(v)["action_id"] for v in client.hgetall(serving_key(cn)).values()]
-    assert len(served) == len(channels)
+    assert 1 <= len(served) <= len(channels) and set(served) <= set(actions)
     for a in served:
         assert not set(catalog[a].excludes) & set(served), (
             f"{a} served beside an action it excludes: {served}"
