@@ -98,9 +98,12 @@ def process_batch(
         previous = one_row(spark.table(tables.customer_features).agg(F.max("features_as_of")))[0]
         as_of = max(batch_max, previous) if previous else batch_max
         customers = touched_customers(spark, tables, batch, as_of).persist()
-        features = compute_features(spark, tables, as_of, customers).persist()
-        # collected before the merge and told after it: no Spark job between commit and store
-        told = features.toPandas() if listener is not None else None
+        features = compute_features(spark, tables, as_of, customers)
+        told = None
+        if listener is not None:
+            # collected before the merge and told after it: no Spark job between commit and store
+            features = features.persist()
+            told = features.toPandas()
         (
             DeltaTable.forName(spark, tables.customer_features)
             .alias("t")
