@@ -260,12 +260,7 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
         except TimeoutError:
             answer, outcome = await _after_breach(st, ask)
         except (redis.RedisError, OSError) as exc:
-            st.service.counters.store_errors += 1
-            log.warning("online store error: %s", exc)
-            answer, outcome = (
-                st.service.no_contact(None, ask, "store_unavailable", _now_ms()),
-                None,
-            )
+            answer, outcome = _store_down(st, ask, exc), None
         if outcome is not None and answer.decision_id:
             served, log_rows = served_and_log_rows(outcome, answer, answer.model_versions)
             st.delivery.decision(served, log_rows, {**answer.to_json(), "source": "api"})
@@ -282,9 +277,12 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
         except TimeoutError:
             return st.service.no_contact(None, ask, "deadline", _now_ms()), None
         except (redis.RedisError, OSError) as exc:
-            st.service.counters.store_errors += 1
-            log.warning("online store error: %s", exc)
-            return st.service.no_contact(None, ask, "store_unavailable", _now_ms()), None
+            return _store_down(st, ask, exc), None
+
+    def _store_down(st: State, ask: Ask, exc: Exception) -> Answer:
+        st.service.counters.store_errors += 1
+        log.warning("online store error: %s", exc)
+        return st.service.no_contact(None, ask, "store_unavailable", _now_ms())
 
     @app.post("/v1/responses", status_code=202)
     async def responses(body: ResponseBody) -> JSONResponse:

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from pipelines.config import Config
 from pipelines.errors import first_line
-
-if TYPE_CHECKING:  # the API's workers import this module and need no Spark
-    pass
 
 log = logging.getLogger(__name__)
 
