@@ -72,6 +72,10 @@ class SparkConfig(ConfigSection):
     shuffle_partitions: int = Field(4, ge=1)
     driver_memory: str = "2g"
     ui_enabled: bool = False
+    # finished jobs, stages and SQL queries the driver keeps for its status pages (with the UI
+    # off too): Spark's defaults (1,000 each, 100,000 tasks) grow a long-running streaming
+    # driver's heap by every micro-batch's plans until a broadcast runs out of memory
+    retained_history: int = Field(100, ge=10)
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     java_options: str = ""  # extra JVM options for the driver (local sessions)
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)

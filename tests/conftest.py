@@ -91,6 +91,16 @@ def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[name] = value
 
 
+# The run's one Spark session. It plans the point-in-time training set and dbt's models beside
+# the streams' merges: the optimizer's trees of those plans (hundreds of MB at their peak) did not
+# fit a 1 GB driver, whose broadcasts then failed for want of memory. 2 GB is the jobs' own default.
+SESSION_SETTINGS = {
+    "spark.shuffle_partitions": 2,
+    "spark.driver_memory": "2g",
+    "spark.app_name": "journeylake-tests",
+}
+
+
 @pytest.fixture(scope="session")
 def jl_config(jl_home: Path):
     """The local config the tests run with: home in a temp dir, a private metastore port."""
@@ -98,11 +108,7 @@ def jl_config(jl_home: Path):
 
     return load_config(
         "local",
-        overrides={
-            "spark.shuffle_partitions": 2,
-            "spark.driver_memory": "1g",
-            "spark.app_name": "journeylake-tests",
-        },
+        overrides=dict(SESSION_SETTINGS),
     )
 
 
@@ -241,9 +247,7 @@ ML_BANK = {"customers": 500, "days": 22, "seed": 11, "demand_scale": 20.0, "chur
 def ml_overrides(jl_home: Path) -> dict:
     """The ML bank's config as overrides, so a test can vary one setting on top of them."""
     return {
-        "spark.shuffle_partitions": 2,
-        "spark.driver_memory": "1g",
-        "spark.app_name": "journeylake-tests",
+        **SESSION_SETTINGS,
         "ingest.max_files_per_trigger": 100_000,  # history lands at once: one micro-batch per source
         "paths.landing": str(jl_home / "ml_bank" / "landing"),
         "paths.checkpoints": str(jl_home / "ml_bank" / "checkpoints"),

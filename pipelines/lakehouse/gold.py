@@ -90,19 +90,21 @@ def process_batch(
     from delta.tables import DeltaTable
 
     spark = batch.sparkSession
-    batch = batch.persist()
+    cached = [batch.persist()]
     try:
-        batch_max = one_row(batch.agg(F.max("event_time")))[0]
+        batch_max = one_row(cached[0].agg(F.max("event_time")))[0]
         if batch_max is None:
             return
         previous = one_row(spark.table(tables.customer_features).agg(F.max("features_as_of")))[0]
         as_of = max(batch_max, previous) if previous else batch_max
-        customers = touched_customers(spark, tables, batch, as_of).persist()
+        customers = touched_customers(spark, tables, cached[0], as_of).persist()
+        cached.append(customers)
         features = compute_features(spark, tables, as_of, customers)
         told = None
         if listener is not None:
             # collected before the merge and told after it: no Spark job between commit and store
             features = features.persist()
+            cached.append(features)
             told = features.toPandas()
         (
             DeltaTable.forName(spark, tables.customer_features)
@@ -114,10 +116,9 @@ def process_batch(
         )
         if listener is not None and told is not None:
             listener.features(told, time.time())
-        features.unpersist()
-        customers.unpersist()
     finally:
-        batch.unpersist()
+        for df in cached:  # a failed batch leaves nothing cached behind for the retry
+            df.unpersist()
 
 
 def trigger_stream(spark: SparkSession, tables: Tables, max_files: int | None) -> DataFrame:

@@ -89,6 +89,12 @@ def spark_settings(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),
         "spark.ui.enabled": str(s.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
+        "spark.ui.retainedJobs": str(s.retained_history),
+        "spark.ui.retainedStages": str(s.retained_history),
+        "spark.ui.retainedTasks": str(s.retained_history * 100),
+        "spark.sql.ui.retainedExecutions": str(s.retained_history),
+        "spark.sql.streaming.ui.retainedProgressUpdates": str(s.retained_history),
+        "spark.sql.streaming.numRecentProgressUpdates": str(s.retained_history),
         "spark.sql.streaming.checkpointLocation": str(cfg.paths.checkpoints / "_default"),
     }
     if (s.master or "local").startswith("local"):

@@ -122,9 +122,10 @@ def test_notebook_runs_top_to_bottom(name, ml_overrides, jl_config, scored, buil
 
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     # the journey notebook reads the dbt marts of the shared test bank; the model ones the ML bank
+    # the kernel's Spark session runs beside the test run's: a smaller driver keeps both in budget
     overrides = {"spark.shuffle_partitions": 2, "spark.driver_memory": "1g"}
     if name != "03_journeys":
-        overrides = ml_overrides
+        overrides = {**ml_overrides, "spark.driver_memory": "1g"}
     (params,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     params.source = f"target = None\noverrides = {overrides!r}"  # a Python literal (None, not null)
     NotebookClient(
