@@ -2,6 +2,7 @@
 #   make test   venv + jars, then pytest        make demo   venv + jars, then `journeylake demo`
 #   make test-fast  the tests that start no Spark (seconds, for the edit-test loop)
 #   make bench  venv + jars, then bench/*.py     make lint   ruff check + format check + mypy
+#   make fuzz   the fuzzing suite (tests/fuzz) with many more examples than make test runs
 #   make venv   (re)install only when pyproject.toml changed
 #   make jars   resolve JVM jars once into .cache/jars (no-op when done)
 #   make redis  install redis-server (the online store) from the OS packages when missing
@@ -15,7 +16,7 @@ JARS_STAMP := .cache/jars/manifest.json
 PIP_QUIET := --quiet --disable-pip-version-check --no-input
 PYTEST_ARGS ?=
 
-.PHONY: venv jars redis test test-fast demo bench lint format clean
+.PHONY: venv jars redis test test-fast fuzz demo bench lint format clean
 
 venv: $(VENV_STAMP)
 
@@ -53,6 +54,10 @@ redis:
 
 test: venv jars redis
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# tests/fuzz with the long example counts (make test runs a few of each): tens of minutes
+fuzz: venv jars redis
+	JOURNEYLAKE_FUZZ=long $(VENV)/bin/pytest tests/fuzz $(PYTEST_ARGS)
 
 # "slow" = starts Spark (tests/conftest.py marks every test that uses the spark fixture) or a
 # long-running local service; the rest runs in seconds.

@@ -296,6 +296,14 @@ def train_all(
 
     client = registry.configure(cfg)
     if training is None:
+        from ml.training_set import FEATURE_INPUTS
+        from pipelines.services.spark import require_tables
+
+        require_tables(
+            spark,
+            [tables.silver(source) for source in FEATURE_INPUTS],
+            "run `journeylake ingest` first (models train on silver's history)",
+        )
         progress("train: building point-in-time training sets from silver ...")
     ts = training or build_training_set(spark, tables, cfg)
     frame = with_truth(ts, truth_dir)

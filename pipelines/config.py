@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
@@ -84,7 +85,9 @@ class SparkConfig(ConfigSection):
 class MetastoreConfig(ConfigSection):
     kind: Literal["derby-server", "embedded", "unity"] = "derby-server"
     host: str = "127.0.0.1"
-    port: int = Field(15270, ge=1, le=65535)
+    # 0: this home's own port (METASTORE_BASE_PORT + a number derived from the home's path), so
+    # two homes on one machine never share a catalog server by default
+    port: int = Field(0, ge=0, le=65535)
     heap: str = "256m"
 
 
@@ -564,13 +567,28 @@ def load_config(target: str | None = None, overrides: dict[str, Any] | None = No
             messages.append(f"{origin}: {dotted}: {problem}" if dotted else f"{origin}: {problem}")
         raise ConfigError("; ".join(messages)) from None
 
+    paths = _resolve_paths(cfg.paths)
+    metastore = cfg.catalog.metastore
+    if metastore.port == 0:
+        metastore = metastore.model_copy(update={"port": home_port(METASTORE_BASE_PORT, paths.home)})
     return cfg.model_copy(
         update={
-            "paths": _resolve_paths(cfg.paths),
+            "paths": paths,
+            "catalog": cfg.catalog.model_copy(update={"metastore": metastore}),
             "target": target,
             "sources": tuple(origin for origin, _ in layers),
         }
     )
+
+
+METASTORE_BASE_PORT = 15270
+HOME_PORT_SPREAD = 1000
+
+
+def home_port(base: int, home: Path) -> int:
+    """A port of ``home``'s own: ``base`` plus a number below HOME_PORT_SPREAD derived from the
+    home's path (stable across runs; two homes that meet on one are told so at start)."""
+    return base + zlib.crc32(str(home).encode()) % HOME_PORT_SPREAD
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

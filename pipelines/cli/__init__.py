@@ -1,6 +1,7 @@
 """The `journeylake` command: one verb per thing people do.
 
-Each verb lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``.
+Each verb lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``, and
+``locks(args)`` when it is a job that must not run twice on one home (the kinds it holds).
 Modules import heavy libraries (pyspark, mlflow) inside ``run`` so that ``--help`` and
 ``generate`` stay fast.
 """
@@ -9,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from pipelines import __version__
-from pipelines.errors import JourneylakeError
+from pipelines.errors import JourneylakeError, root_cause
 
 # verb -> (module, one-line help). Order is the order shown in --help.
 VERBS: dict[str, tuple[str, str]] = {
@@ -42,6 +47,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "write dated, consent-filtered segment files for marketing",
     ),
     "sql": ("pipelines.cli.sql", "run a SQL query against the shared catalog"),
+    "doctor": (
+        "pipelines.cli.doctor",
+        "check a home: services, running jobs, last runs, landing, disk, tables",
+    ),
     "metastore": ("pipelines.cli.metastore", "start, stop or check the shared metastore service"),
     "kafka": ("pipelines.cli.kafka", "start, stop or check the local Kafka broker"),
 }
@@ -63,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # verb not built yet in this checkout
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
         module.configure(verb_parser)
-        verb_parser.set_defaults(_run=module.run)
+        verb_parser.set_defaults(_run=module.run, _locks=getattr(module, "locks", None))
     return parser
 
 
@@ -74,13 +83,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with job_locks(args):
+            return int(args._run(args) or 0)
     except JourneylakeError as exc:
-        print(f"journeylake {args.verb}: error: {exc}", file=sys.stderr)
+        trace = f" (full trace: {write_trace(args)})" if exc.__cause__ is not None else ""
+        print(f"journeylake {args.verb}: error: {exc}{trace}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"journeylake {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # one line for the user; the trace goes to the home's log
+        print(
+            f"journeylake {args.verb}: error: {root_cause(exc)} (full trace: {write_trace(args)})",
+            file=sys.stderr,
+        )
+        return 1
+
+
+@contextmanager
+def job_locks(args: argparse.Namespace) -> Iterator[None]:
+    """The home's locks the verb's ``locks(args)`` names (pipelines/services/job_lock.py)."""
+    kinds = args._locks(args) if getattr(args, "_locks", None) else ()
+    if not kinds:
+        yield
+        return
+    from pipelines.config import config_from_args
+    from pipelines.services.job_lock import job_lock
+
+    with job_lock(config_from_args(args), *kinds):
+        yield
+
+
+def write_trace(args: argparse.Namespace) -> Path:
+    """Append the failure being handled, with its trace, to the home's ``logs/journeylake.log``
+    (a temporary file's when the home cannot be known or written); its path."""
+    import tempfile
+    import traceback
+
+    try:
+        from pipelines.config import config_from_args
+
+        folder = config_from_args(args).paths.logs
+        folder.mkdir(parents=True, exist_ok=True)
+    except Exception:  # a broken config is itself the error being reported
+        folder = Path(tempfile.gettempdir())
+    path = folder / "journeylake.log"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with path.open("a") as handle:
+        handle.write(f"--- {stamp} pid {os.getpid()} journeylake {' '.join(sys.argv[1:])}\n")
+        handle.write(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

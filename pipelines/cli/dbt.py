@@ -20,6 +20,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def locks(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("dbt",)
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.services.dbt_runner import run_dbt
 

@@ -51,6 +51,10 @@ def parse_since(value: str | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def locks(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("decide",)
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.lakehouse.ingest import available_now, await_queries, every
     from pipelines.nba.decide import start_decision_stream
@@ -65,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
+    from pipelines.services.spark import require_lakehouse
+
+    require_lakehouse(cfg, "run `journeylake ingest` first")
     spark = get_spark(cfg, "journeylake-decide")
     tables = Tables.from_config(cfg)
     lane = "next_best_actions_live" if args.live else "next_best_actions"

@@ -82,6 +82,12 @@ def _reset(spark: SparkSession, cfg: Config) -> None:
     ensure_schemas(spark, cfg)
 
 
+def locks(args: argparse.Namespace) -> tuple[str, ...]:
+    from pipelines.services.job_lock import JOB_KINDS
+
+    return JOB_KINDS  # the demo runs every job on its home
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 

@@ -19,6 +19,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     catalog = load_catalog(cfg)
+    from pipelines.services.spark import require_lakehouse
+
+    require_lakehouse(cfg, "run `journeylake ingest` and `journeylake decide` first")
     spark = get_spark(cfg, "journeylake-evaluate-policy")
     print(format_report(evaluate_policies(spark, cfg, Tables.from_config(cfg), catalog)))
     return 0

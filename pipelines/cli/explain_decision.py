@@ -57,10 +57,17 @@ def explain(spark: SparkSession, tables: Tables, decision_id: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.services.spark import get_spark
+    from pipelines.services.spark import get_spark, require_tables
     from pipelines.tables import Tables
 
     cfg = config_from_args(args)
+    from pipelines.services.spark import require_lakehouse
+
+    require_lakehouse(cfg, "run `journeylake ingest` and `journeylake decide` first")
     spark = get_spark(cfg, "journeylake-explain-decision")
-    print(explain(spark, Tables.from_config(cfg), args.decision_id))
+    tables = Tables.from_config(cfg)
+    require_tables(
+        spark, [tables.gold("decision_log")], "no decisions on this home yet: run `journeylake decide` first"
+    )
+    print(explain(spark, tables, args.decision_id))
     return 0

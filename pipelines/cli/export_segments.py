@@ -44,6 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def locks(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("export-segments",)
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.lakehouse.segment_export import check_segments, export_segments
     from pipelines.services.spark import get_spark
@@ -53,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no segments are defined: add some under `segments:` in conf/base.yml")
     export_date = args.date or datetime.now(UTC).date()
     out = Path(args.out).resolve() if args.out else cfg.paths.exports
+    from pipelines.services.spark import require_lakehouse
+
+    require_lakehouse(cfg, "run `journeylake ingest`, `journeylake dbt build` and `journeylake score` first")
     spark = get_spark(cfg, "journeylake-export")
     if args.build:
         from pipelines.services.dbt_runner import run_dbt

@@ -50,6 +50,10 @@ def print_layer_counts(spark: SparkSession, cfg: Config, tables: Tables) -> None
     print(f"{tables.customer_features}: {features:,} customers")
 
 
+def locks(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("ingest",)
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.lakehouse import ingest
     from pipelines.services.spark import get_spark

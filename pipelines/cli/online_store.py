@@ -24,6 +24,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def locks(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("online-store-sync",) if args.action == "sync" else ()
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.services import redis_server
 
@@ -73,6 +77,11 @@ def sync(cfg: Config, full: bool) -> int:
     from pipelines.serving.sync import sync as run_sync
 
     console = Console(stderr=True)
+    from pipelines.services.spark import require_lakehouse
+
+    require_lakehouse(
+        cfg, "run `journeylake ingest` (and `decide`, `score`) first: the store is loaded from the lakehouse"
+    )
     spark = get_spark(cfg, "journeylake-online-store-sync")
     with console.status("online store sync: starting") as shown:
 

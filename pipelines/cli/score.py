@@ -25,6 +25,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def locks(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("score",)
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -33,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.tables import Tables
 
     cfg = config_from_args(args)
+    from pipelines.services.spark import require_lakehouse
+
+    require_lakehouse(cfg, "run `journeylake ingest` and `journeylake train` first")
     spark = get_spark(cfg, "journeylake-score")
     tables = Tables.from_config(cfg)
     started = time.perf_counter()

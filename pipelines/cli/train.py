@@ -25,6 +25,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def locks(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("train",)
+
+
 def run(args: argparse.Namespace) -> int:
     from ml.train import format_reports, train_all
     from pipelines.errors import InputError
@@ -43,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--truth {truth_dir}: no propensity.parquet there (a `journeylake generate` truth folder)"
         )
+    from pipelines.services.spark import require_lakehouse
+
+    require_lakehouse(cfg, "run `journeylake ingest` first (models train on silver's history)")
     spark = get_spark(cfg, "journeylake-train")
     reports = train_all(
         spark, cfg, Tables.from_config(cfg), truth_dir, args.model, segmentation=not args.no_segmentation

@@ -32,9 +32,15 @@ def truth_records(truth_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(Path(truth_dir) / "records")
 
 
-def _landing_file(column: str) -> F.Column:
-    """'file:/x/y/landing/transactions/a.jsonl' -> 'landing/transactions/a.jsonl' (as truth names it)."""
-    return F.regexp_extract(F.col(column), r"(landing/[^/]+/[^/]+)$", 1)
+def _landing_file(column: str, sources: list[str], source: str | None = None) -> F.Column:
+    """'file:/x/y/landing/transactions/retry/a.jsonl' -> 'landing/transactions/retry/a.jsonl'
+    (as truth names it): from the source's own folder on, subfolders included."""
+    if source is not None:
+        return F.regexp_extract(F.col(column), rf"(landing/{source}/.+)$", 1)
+    named = F.lit("")
+    for s in sources:
+        named = F.when(F.col("source") == s, _landing_file(column, sources, s)).otherwise(named)
+    return named
 
 
 def actual_fates(spark: SparkSession, tables: Tables, sources: list[str] | None = None) -> pd.DataFrame:
@@ -43,19 +49,19 @@ def actual_fates(spark: SparkSession, tables: Tables, sources: list[str] | None 
     parts = [
         spark.table(tables.silver(s)).select(
             F.lit(s).alias("source"),
-            _landing_file("_source_file").alias("file"),
+            _landing_file("_source_file", sources, s).alias("file"),
             F.lit("silver").alias("fate"),
         )
         for s in sources
     ]
     parts.append(
         spark.table(tables.quarantine).select(
-            "source", _landing_file("source_file").alias("file"), F.lit("quarantine").alias("fate")
+            "source", _landing_file("source_file", sources).alias("file"), F.lit("quarantine").alias("fate")
         )
     )
     parts.append(
         spark.table(tables.duplicates).select(
-            "source", _landing_file("source_file").alias("file"), F.lit("duplicate").alias("fate")
+            "source", _landing_file("source_file", sources).alias("file"), F.lit("duplicate").alias("fate")
         )
     )
     union = parts[0]
@@ -111,7 +117,7 @@ def fault_findings(spark: SparkSession, tables: Tables, truth_dir: str | Path) -
             "source",
             F.split("record_id", "@")[0].alias("record_key"),
             "rule",
-            _landing_file("source_file").alias("file"),
+            _landing_file("source_file", sorted(CONTRACTS)).alias("file"),
         )
         .toPandas()
     )

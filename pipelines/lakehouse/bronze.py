@@ -138,7 +138,14 @@ def read_landing(spark: SparkSession, cfg: Config, source: str, max_files: int |
             f"landing folder for source {source!r} not found: {folder} "
             "(run `journeylake generate` or point paths.landing at your landing zone)"
         )
-    reader = spark.readStream.format("text").option("pathGlobFilter", "*.jsonl")
+    # every *.jsonl under the folder, subfolders too: sources re-deliver into retry/ or per-day
+    # folders, and a file skipped there would be lost without a word. Folders named _* or .*
+    # stay unread (Spark's hidden paths): a sender writes there and renames into place when done.
+    reader = (
+        spark.readStream.format("text")
+        .option("pathGlobFilter", "*.jsonl")
+        .option("recursiveFileLookup", "true")
+    )
     if max_files:
         reader = reader.option("maxFilesPerTrigger", max_files)
     lines = reader.load(str(folder))

@@ -32,6 +32,17 @@ class Expectation:
     name: str
     description: str
     check: Callable[[], Column]
+    # the rule a failing row is quarantined under, when it depends on the row (default: name)
+    failed_as: Callable[[], Column] | None = None
+
+    def failure_name(self) -> Column:
+        return self.failed_as() if self.failed_as is not None else F.lit(self.name)
+
+
+# Spark's JSON parser (Jackson's StreamReadConstraints) refuses a document nested deeper than
+# this: such a line is well-formed JSON that cannot be read, not a malformed one
+JSON_MAX_NESTING = 1000
+JSON_TOO_DEEP = "json_nesting_too_deep"
 
 
 def json_parseable() -> Expectation:
@@ -39,6 +50,34 @@ def json_parseable() -> Expectation:
         "malformed_json",
         "expect the line to be a JSON object",
         lambda: F.col(RAW_MAP).isNotNull(),
+        failed_as=lambda: F.when(
+            json_nesting(F.col("raw")) > JSON_MAX_NESTING, F.lit(JSON_TOO_DEEP)
+        ).otherwise(F.lit("malformed_json")),
+    )
+
+
+def json_nesting(raw: Column) -> Column:
+    """How deep a JSON text's objects and arrays nest (brackets inside strings not counted).
+
+    Evaluated only for lines that did not parse (inside the rule's ``when``); its lambda is not
+    code-generated, which costs nothing on the rows that never reach it.
+    """
+    # strings as "unrolled" possessive loops: Java's regex recurses per repetition of an
+    # alternation, which overflows the stack on a long string; these repeat iteratively
+    no_strings = F.regexp_replace(raw, r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', "")
+    brackets = F.regexp_replace(no_strings, r"[^\[\]{}]", "")
+    steps = F.transform(
+        F.split(brackets, ""), lambda c: F.when(c.isin("{", "["), 1).when(c.isin("}", "]"), -1).otherwise(0)
+    )
+    start = F.struct(F.lit(0).alias("depth"), F.lit(0).alias("deepest"))
+    return F.aggregate(
+        steps,
+        start,
+        lambda acc, step: F.struct(
+            (acc["depth"] + step).alias("depth"),
+            F.greatest(acc["deepest"], acc["depth"] + step).alias("deepest"),
+        ),
+        lambda acc: acc["deepest"],
     )
 
 
@@ -129,14 +168,15 @@ def not_in_future(time_column: str, tolerance: str = "1 day") -> Expectation:
 def apply_expectations(df: DataFrame, rules: list[Expectation]) -> DataFrame:
     """Add ``_failed_rules`` (array of failed rule names, empty when the row passes).
 
-    A malformed line fails only ``malformed_json``: every other rule is implied by it and
-    would just repeat the same cause.
+    A malformed line fails only ``malformed_json`` (named ``json_nesting_too_deep`` when it is
+    well-formed but nested deeper than Spark's parser reads): every other rule is implied by it
+    and would just repeat the same cause.
     """
     parsed = F.col(RAW_MAP).isNotNull()
     failures = [
-        F.when(~F.coalesce(rule.check(), F.lit(False)), F.lit(rule.name))
+        F.when(~F.coalesce(rule.check(), F.lit(False)), rule.failure_name())
         if rule.name == "malformed_json"
-        else F.when(parsed & ~F.coalesce(rule.check(), F.lit(False)), F.lit(rule.name))
+        else F.when(parsed & ~F.coalesce(rule.check(), F.lit(False)), rule.failure_name())
         for rule in rules
     ]
     # concat_ws skips nulls; no filter/array_compact, whose lambda is not code-generated and

@@ -30,7 +30,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from pipelines.config import Config
 from pipelines.contracts import SNAPSHOT_SOURCES, STREAM_SOURCES
-from pipelines.errors import InputError, JourneylakeError
+from pipelines.errors import InputError, JourneylakeError, root_cause
 from pipelines.lakehouse import bronze, gold, silver
 from pipelines.lakehouse.batch_writes import CommitListener, batch_tag, checkpoint_id, run_together
 from pipelines.lakehouse.compaction import PeriodicCompaction
@@ -155,9 +155,8 @@ def await_queries(queries: list[StreamingQuery], meanwhile: Callable[[], object]
                 if other.isActive:
                     other.stop()
             exc = failed.exception()
-            text = str(exc).strip()
-            first_line = text.splitlines()[0] if text else repr(exc)
-            raise JourneylakeError(f"streaming query {failed.name!r} failed: {first_line}") from exc
+            cause = root_cause(exc) if exc is not None else "no reason given"
+            raise JourneylakeError(f"streaming query {failed.name!r} failed: {cause}") from exc
         pending = [q for q in pending if q.isActive]
 
 

@@ -602,10 +602,23 @@ def start_decision_stream(
 ) -> StreamingQuery:
     """The decision query: silver triggers -> funnel -> serving table and decision log
     (``listener``: told the served rows, e.g. the online store's write-through)."""
+    from pipelines.services.spark import require_tables
+
+    require_tables(
+        spark,
+        [tables.silver("customers"), tables.customer_features],
+        "run `journeylake ingest` first (decisions are made on silver's events and gold's features)",
+    )
     ensure_decision_tables(spark, tables)
     catalog = load_catalog(cfg)
     appends = DecisionAppends(spark, tables, cfg.decisioning.serving.appends, listener)
     progress(appends.describe())
+    if not spark.catalog.tableExists(tables.gold("customer_scores")):
+        progress(
+            f"warning: no model scores yet ({tables.gold('customer_scores')} does not exist): offers "
+            "are ranked at the catalog's default propensity until `journeylake train` and "
+            "`journeylake score` run"
+        )
     compaction = DecisionTableCompaction(spark, tables, cfg.decisioning.serving.compact_every_minutes)
     batches_run = 0  # only the first batch after a start can replay a written one
 

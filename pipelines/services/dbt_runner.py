@@ -47,9 +47,21 @@ def run_dbt(cfg: Config, arguments: list[str], extra_vars: dict[str, Any] | None
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     local = cfg.catalog.metastore.kind != "unity"
     if local:
-        from pipelines.services.spark import get_spark
+        from pipelines.services.spark import get_spark, require_lakehouse
+
+        if arguments and arguments[0] in ("build", "run", "test"):
+            require_lakehouse(cfg, "run `journeylake ingest` first (the dbt models are built from silver)")
 
         spark = get_spark(cfg, "journeylake-dbt")  # dbt-spark's session method reuses it
+        if arguments and arguments[0] in ("build", "run", "test"):
+            from pipelines.services.spark import require_tables
+            from pipelines.tables import Tables
+
+            require_tables(
+                spark,
+                [Tables.from_config(cfg).silver("customers")],
+                "run `journeylake ingest` first (the dbt models are built from silver)",
+            )
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {dbt_vars(cfg)['work_schema']}")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")  # no calls home from a bank
     os.environ["JOURNEYLAKE_DBT_OUTPUT"] = "local" if local else "databricks"

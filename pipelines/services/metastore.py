@@ -7,8 +7,10 @@ catalog therefore lives in an Apache Derby *network server* — pure Java, jars 
 ``<home>/metastore/db``. Each Spark process uses its built-in Hive client with Derby's JDBC
 network client (see :func:`hive_settings`).
 
-``ensure_running`` is idempotent: a server already answering on the configured port is reused;
-otherwise one is started detached (log in ``<home>/logs/metastore.log``) and awaited. The server
+``ensure_running`` is idempotent: this home's server already running is reused; another home's
+answering on the port is refused by name (each home owns its catalog, on a port derived from
+its path unless configured); otherwise one is started detached (log in
+``<home>/logs/metastore.log``) and awaited. The server
 listens on the loopback address only and has no authentication: it is for one machine's
 development and tests, not for shared deployments (Databricks uses Unity Catalog instead).
 """
@@ -151,19 +153,52 @@ def _command(cfg: Config) -> list[str]:
 def ensure_running(cfg: Config, timeout: float = START_TIMEOUT_S) -> MetastoreStatus:
     """Make sure the shared catalog's server answers; start it (detached) if it does not.
 
-    No-op for metastore kinds other than ``derby-server``. A Derby server already answering on
-    the port (this home's or another's) is reused. Raises SetupError with the reason (port taken
-    by another program, Java missing, server exited: its log lines).
+    No-op for metastore kinds other than ``derby-server``. This home's server already running is
+    reused; a Derby server of another home answering on the port is not (a catalog shared by
+    two homes outlives either one's tables, and neither can stop it): SetupError names it, as it
+    names any other reason (port taken by another program, Java missing, server exited: its log).
     """
     if cfg.catalog.metastore.kind != "derby-server":
         return status(cfg)
     service(cfg).up(
         lambda: _command(cfg),
         ready=lambda _seconds: True,  # Derby serves as soon as it listens
-        recognizes=lambda: _is_derby(cfg),
+        recognizes=lambda: _refuse_foreign(cfg),
         timeout=timeout,
     )
     return status(cfg)
+
+
+def _refuse_foreign(cfg: Config) -> bool:
+    """Called when a server this home did not start answers on the port: SetupError naming it
+    if it is a metastore (whose home, when this machine's processes tell); False otherwise."""
+    if not _is_derby(cfg):
+        return False
+    port = cfg.catalog.metastore.port
+    other = server_home(port)
+    whose = f"home {other}" if other else "another home or checkout"
+    raise SetupError(
+        f"port {port} answers with a metastore server this home did not start ({whose}); each home "
+        f"runs its own: stop that one (`journeylake metastore stop` with its home), or give this home "
+        f"another port (catalog.metastore.port, or 0 for one derived from the home, or "
+        f"JOURNEYLAKE_METASTORE_PORT)"
+    )
+
+
+def server_home(port: int) -> Path | None:
+    """The home whose Derby server listens on ``port``, read from this machine's processes."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if DERBY_MAIN not in args or "start" not in args:
+            continue
+        if "-p" in args and args.index("-p") + 1 < len(args) and args[args.index("-p") + 1] == str(port):
+            for arg in args:
+                if arg.startswith("-Dderby.system.home="):
+                    return Path(arg.split("=", 1)[1]).parent  # <home>/metastore
+    return None
 
 
 def stop_servers_under(root: Path, timeout: float = STOP_TIMEOUT_S) -> list[int]:

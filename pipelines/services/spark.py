@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import PROJECT_ROOT, Config
+from pipelines.errors import InputError
 from pipelines.services import jars, metastore
 from pipelines.tables import LAYERS, schema_name
 
@@ -188,3 +189,21 @@ def ensure_schemas(spark: SparkSession, cfg: Config) -> None:
         except Exception:
             if not spark.catalog.databaseExists(schema):  # else another process just created it
                 raise
+
+
+def require_tables(spark: SparkSession, names: list[str], what_next: str) -> None:
+    """Raise InputError naming the tables of ``names`` this catalog lacks, and what to run first
+    (a verb on a home its prerequisites have not run on gets one line, not a query's trace)."""
+    missing = [name for name in names if not spark.catalog.tableExists(name)]
+    if missing:
+        raise InputError(f"{', '.join(missing)} not found in the catalog: {what_next}")
+
+
+def require_lakehouse(cfg: Config, what_next: str) -> None:
+    """Raise InputError when this home holds no tables at all (nothing ingested yet), before a
+    verb spends seconds starting Spark to find out. Catalogs that are not local (Unity) pass."""
+    if cfg.catalog.metastore.kind == "unity":
+        return
+    warehouse = cfg.paths.warehouse
+    if not warehouse.is_dir() or not any(warehouse.iterdir()):
+        raise InputError(f"no tables on home {cfg.paths.home} yet (nothing in {warehouse}): {what_next}")

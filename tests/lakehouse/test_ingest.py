@@ -308,13 +308,19 @@ def second_run(spark, ingested, jl_config):
                 "balance_after": None,
             }
         )
-        for i in range(3)
+        for i in range(5)
     ]
     landing = Path(jl_config.paths.landing)
-    (landing / "transactions" / "9999-late-test.jsonl").write_text("\n".join(lines) + "\n")
+    (landing / "transactions" / "9999-late-test.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    # re-deliveries into subfolders (a retry, a per-day folder inside it) are read like any file
+    retried = landing / "transactions" / "retry" / "2026-12-06" / "9999-retried.jsonl"
+    retried.parent.mkdir(parents=True)
+    retried.write_text("\n".join(lines[3:]) + "\n")
     (landing / "visits" / "9999-not-json.jsonl").write_bytes(
         b"PK\x03\x04 a zip, not json\nname,amount\nbob,12\n"
     )
+    # well-formed JSON nested one level deeper than Spark's parser reads
+    (landing / "visits" / "9999-too-deep.jsonl").write_text('{"a":' * 1001 + "1" + "}" * 1001 + "\n")
     ingest.run(spark, jl_config, until_idle=True, tables=ingested, progress=lambda _m: None)
     counts_after = {c.source: c for c in ingest.layer_counts(spark, ingested, sources)}
     return counts_before, counts_after, features_before
@@ -324,7 +330,7 @@ def test_a_second_run_adds_exactly_what_landed_since(second_run):
     before, after, _ = second_run
     for source, b in before.items():
         a = after[source]
-        added = {"transactions": (3, 3, 0, 0), "visits": (3, 0, 3, 0)}.get(source, (0, 0, 0, 0))
+        added = {"transactions": (5, 5, 0, 0), "visits": (4, 0, 4, 0)}.get(source, (0, 0, 0, 0))
         assert (a.bronze - b.bronze, a.silver - b.silver, a.quarantined - b.quarantined) == added[:3], source
         assert a.duplicates == b.duplicates, source
 
@@ -335,8 +341,8 @@ def test_late_events_update_customer_features(spark, ingested, second_run):
     updated = (
         spark.table(ingested.customer_features).where(f"customer_number = '{row['customer_number']}'").first()
     )
-    assert updated["failed_payments_7d"] == row["failed_payments_7d"] + 3
-    assert updated["events_24h"] == row["events_24h"] + 3
+    assert updated["failed_payments_7d"] == row["failed_payments_7d"] + 5
+    assert updated["events_24h"] == row["events_24h"] + 5
     _features_match_batch_recompute(spark, ingested)
 
 
@@ -344,6 +350,18 @@ def test_a_landing_file_that_is_not_json_is_quarantined_line_by_line(spark, inge
     rows = spark.table(ingested.quarantine).where("source_file LIKE '%9999-not-json.jsonl'").collect()
     assert len(rows) == 3
     assert {r["rule"] for r in rows} == {"malformed_json"}
+
+
+def test_files_delivered_into_subfolders_of_a_source_folder_are_ingested(spark, ingested, second_run):
+    rows = spark.table(ingested.silver("transactions")).where("_source_file LIKE '%/retry/2026-12-06/%'")
+    assert sorted(r["event_id"] for r in rows.collect()) == ["LATE-TEST-3", "LATE-TEST-4"]
+
+
+def test_json_nested_deeper_than_the_parser_reads_is_quarantined_under_its_own_rule(
+    spark, ingested, second_run
+):
+    rows = spark.table(ingested.quarantine).where("source_file LIKE '%9999-too-deep.jsonl'").collect()
+    assert [r["rule"] for r in rows] == ["json_nesting_too_deep"]
 
 
 def test_missing_landing_folder_gives_a_clear_message(jl_config, tmp_path):

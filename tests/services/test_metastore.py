@@ -55,3 +55,47 @@ def test_cli_status_names_the_port(spark, jl_config) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert f"running on 127.0.0.1:{jl_config.catalog.metastore.port}" in result.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_another_home_s_server_on_the_port_is_refused_by_name_and_left_running(tmp_path, monkeypatch) -> None:
+    from pipelines.config import load_config
+    from pipelines.errors import SetupError
+
+    monkeypatch.setenv("JOURNEYLAKE_METASTORE_PORT", str(_free_port()))
+    monkeypatch.setenv("JOURNEYLAKE_HOME", str(tmp_path / "a"))
+    home_a = load_config("local")
+    monkeypatch.setenv("JOURNEYLAKE_HOME", str(tmp_path / "b"))
+    home_b = load_config("local")
+    try:
+        assert metastore.ensure_running(home_a).pid is not None
+        with pytest.raises(
+            SetupError, match=rf"metastore server this home did not start \(home {tmp_path / 'a'}\)"
+        ):
+            metastore.ensure_running(home_b)
+        assert not metastore.stop(home_b)  # home b cannot stop what it did not start ...
+        assert metastore.status(home_a).pid is not None  # ... and home a's server still runs
+    finally:
+        metastore.stop(home_a)
+
+
+def test_each_home_gets_a_port_of_its_own_unless_one_is_configured(tmp_path, monkeypatch) -> None:
+    from pipelines.config import METASTORE_BASE_PORT, load_config
+
+    monkeypatch.delenv("JOURNEYLAKE_METASTORE_PORT", raising=False)
+    ports = set()
+    for name in ("a", "b", "c"):
+        monkeypatch.setenv("JOURNEYLAKE_HOME", str(tmp_path / name))
+        port = load_config("local").catalog.metastore.port
+        assert METASTORE_BASE_PORT <= port < METASTORE_BASE_PORT + 1000
+        assert load_config("local").catalog.metastore.port == port  # stable across loads
+        ports.add(port)
+    assert len(ports) == 3
+    assert load_config("local", overrides={"catalog.metastore.port": 16001}).catalog.metastore.port == 16001

@@ -1,0 +1,23 @@
+"""The fuzzing suite's Hypothesis profile: a short run in ``make test``, a long one in ``make fuzz``.
+
+``JOURNEYLAKE_FUZZ=long`` (what ``make fuzz`` sets) selects each test's long example count
+(``examples(short, long)``). Seeds are random in both; a failure prints its example and the
+``@reproduce_failure`` blob that replays it.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "journeylake",
+    deadline=None,  # examples that run Spark or a subprocess take seconds: time is not the property
+    database=None,  # no .hypothesis folder left in the clone
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+settings.load_profile("journeylake")
