@@ -94,10 +94,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # one line for the user; the trace goes to the home's log
         print(
-            f"journeylake {args.verb}: error: {root_cause(exc)} (full trace: {write_trace(args)})",
+            f"journeylake {args.verb}: error: {root_cause(exc)}{low_disk(args)} "
+            f"(full trace: {write_trace(args)})",
             file=sys.stderr,
         )
         return 1
+
+
+LOW_DISK_BYTES = 200 * 1024 * 1024
+
+
+def low_disk(args: argparse.Namespace) -> str:
+    """ "; the disk holding <home> has N MB free" when it is nearly full (the likely cause of a
+    failure whose own message, from deep in Spark or the catalog, does not say so)."""
+    import shutil
+
+    try:
+        from pipelines.config import config_from_args
+
+        home = config_from_args(args).paths.home
+        free = shutil.disk_usage(home).free
+    except Exception:  # no home to look at: nothing to add
+        return ""
+    return f"; the disk holding {home} has {free // 2**20} MB free" if free < LOW_DISK_BYTES else ""
 
 
 @contextmanager
@@ -114,25 +133,32 @@ def job_locks(args: argparse.Namespace) -> Iterator[None]:
         yield
 
 
-def write_trace(args: argparse.Namespace) -> Path:
+def write_trace(args: argparse.Namespace) -> str:
     """Append the failure being handled, with its trace, to the home's ``logs/journeylake.log``
-    (a temporary file's when the home cannot be known or written); its path."""
+    (the temporary folder's when the home cannot be known or written, e.g. its disk is full);
+    where it went, as the one-line report names it."""
     import tempfile
     import traceback
 
+    folders = [Path(tempfile.gettempdir())]
     try:
         from pipelines.config import config_from_args
 
-        folder = config_from_args(args).paths.logs
-        folder.mkdir(parents=True, exist_ok=True)
+        folders.insert(0, config_from_args(args).paths.logs)
     except Exception:  # a broken config is itself the error being reported
-        folder = Path(tempfile.gettempdir())
-    path = folder / "journeylake.log"
+        pass
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with path.open("a") as handle:
-        handle.write(f"--- {stamp} pid {os.getpid()} journeylake {' '.join(sys.argv[1:])}\n")
-        handle.write(traceback.format_exc())
-    return path
+    text = f"--- {stamp} pid {os.getpid()} journeylake {' '.join(sys.argv[1:])}\n{traceback.format_exc()}"
+    for folder in folders:
+        path = folder / "journeylake.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as handle:
+                handle.write(text)
+            return str(path)
+        except OSError:
+            continue
+    return "not written: no log folder is writable"
 
 
 if __name__ == "__main__":

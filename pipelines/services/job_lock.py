@@ -134,8 +134,11 @@ def _write_last(path: Path, started: float, outcome: str) -> None:
         "command": " ".join(["journeylake", *sys.argv[1:]]),
     }
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
+    except OSError:  # e.g. a full disk: the job's own error is the one to report, not this
+        tmp.unlink(missing_ok=True)
 
 
 def _read(handle: IO[str]) -> dict[str, object]:

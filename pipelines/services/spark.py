@@ -59,6 +59,7 @@ def spark_settings(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     java_options = [
         f"-Dlog4j.configurationFile=file:{LOG4J_CONF}" if LOG4J_CONF.is_file() else "",
         f"-Dderby.stream.error.file={cfg.paths.logs / 'derby-client.log'}",
+        f"-Djourneylake.logs={cfg.paths.logs}",  # where conf/log4j2.properties writes full traces
         # Stopping a foreachBatch query mid-batch: Spark tells an interrupt from a failure by
         # matching a regex against the Python error's text, which overflowed the default 1 MB
         # thread stack (a java.lang.StackOverflowError trace at every stop; none with 16 MB,
