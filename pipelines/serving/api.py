@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
 import redis
@@ -232,7 +231,7 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
             await service.refresh_bandit(force=True)
         except redis.RedisError as exc:
             log.warning("online store not reachable at start (%s): decisions fall back until it is", exc)
-        delivery = Delivery(cfg, partial(table_paths, cfg))
+        delivery = Delivery(cfg)
         if start_delivery:
             delivery.start()
         holder["state"] = State(cfg, service, delivery, metrics, tokens, client)
@@ -405,13 +404,6 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
         )
 
     return app
-
-
-def table_paths(cfg: Config) -> dict[str, str]:
-    """Where the decision tables are, as the last sync found them (the delivery thread asks)."""
-    from pipelines.serving.store import StoreWriter, connect
-
-    return dict(StoreWriter(connect(cfg), cfg.online_store.contact_history_days).meta().get("tables") or {})
 
 
 ROUTES = frozenset({"/v1/decisions", "/v1/responses", "/health", "/metrics", "/openapi.json", "/docs"})

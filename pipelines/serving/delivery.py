@@ -1,35 +1,43 @@
 """What the decision API decides and learns, delivered off the request path, with nothing lost.
 
-A request only queues its rows. A background thread, every ``decisioning.api.flush_ms``:
+A request only queues its rows. In the API worker, a thread spools the queue every
+``decisioning.api.flush_ms``: the batch goes to a file under ``<home>/api/spool/`` (fsync'd: from
+here on a crash loses nothing). A **delivery process** of the worker's own (``python -m
+pipelines.serving.delivery APP_ID``, started and stopped with the worker) then, for each of the
+worker's spooled batches, oldest first:
 
-1. writes the queued batch to a spool file under ``<home>/api/spool/`` (fsync'd: from here on a
-   crash loses nothing, the next start replays it);
-2. appends the served actions to ``gold.served_actions`` and every candidate's fate to
-   ``gold.decision_log`` with delta-rs (milliseconds, no Spark in the API's process), each commit
-   carrying the batch's transaction id, so a replayed batch is written once;
-3. hands the responses channels posted to the lakehouse as ``offer_responses`` events: a landing
+1. appends the served actions to ``gold.served_actions`` and every candidate's fate to
+   ``gold.decision_log`` with delta-rs (milliseconds, no Spark), each commit carrying the
+   batch's transaction id, so a replayed batch is written once;
+2. hands the responses channels posted to the lakehouse as ``offer_responses`` events: a landing
    file (written aside and renamed in, so ingest never reads half of one) or, when ingest reads
    Kafka, the source's topic; either way the event ids are stable, so silver drops a replay's
    copies as duplicates;
-4. publishes the decisions to ``<topic_prefix>decisions`` for outbound channel systems (email,
+3. publishes the decisions to ``<topic_prefix>decisions`` for outbound channel systems (email,
    push, SMS senders) when ``decisioning.api.publish_decisions`` is on;
-5. removes the spool file.
+4. removes the spool file.
 
-A step that fails leaves the spool file for the next flush, which tries it again (and a start
-replays what a stopped process left).
+The delivery runs in a process, not a thread of the worker: building the frames and committing
+them held the worker's interpreter lock for milliseconds at every flush, which every request
+arriving meanwhile waited out (bench/README.md, "Decision API under load"). A step that fails
+leaves the spool file for the next round; a delivery process that starts takes over the batches
+a stopped worker left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,24 +95,20 @@ class DeliveryStats:
 
 
 class Delivery:
-    """The API process's one delivery thread (see the module docstring)."""
+    """The API worker's side: queue, spool, and the delivery process it runs (module docstring)."""
 
-    def __init__(self, cfg: Config, table_paths: Callable[[], dict[str, str]]) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        api = cfg.decisioning.api
-        self.flush_s = api.flush_ms / 1000
-        self.spool = cfg.paths.home / "api" / "spool"
+        self.flush_s = cfg.decisioning.api.flush_ms / 1000
+        self.spool = spool_dir(cfg)
         self.spool.mkdir(parents=True, exist_ok=True)
         self.app_id = f"journeylake-api-{uuid.uuid4().hex}"
-        self.table_paths = table_paths  # where the tables are: asked again until it knows
-        self.stats = DeliveryStats()
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._sequence = 0
-        self._appenders: dict[tuple[str, str], PathAppender] = {}
-        self._paths: dict[str, str] = {}
-        self._kafka: Any = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="journeylake-api-delivery", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="journeylake-api-spool", daemon=True)
+        self._process: subprocess.Popen[bytes] | None = None
+        self.spool_failures = 0
 
     # ---------------------------------------------------------------- called by requests
     def decision(
@@ -117,58 +121,59 @@ class Delivery:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        self._replay()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.serving.delivery", self.app_id, str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+        )
         self._thread.start()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Deliver what is queued, then stop (what cannot be delivered stays spooled)."""
+        """Spool what is queued, let the delivery process deliver it, then stop it (what cannot be
+        delivered stays spooled for the next start)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self._kafka is not None:
-            self._kafka.close()
-            self._kafka = None
+        if self._process is not None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """What this worker's delivery process reports (its stats file; zeros before its first)."""
+        try:
+            return DeliveryStats(**json.loads(stats_file(self.spool, self.app_id).read_text()))
+        except (OSError, ValueError, TypeError):
+            return DeliveryStats(failures=self.spool_failures)
 
     def pending_files(self) -> list[Path]:
-        """This process's spooled batches, oldest first (sibling workers share the folder: each
-        delivers its own, so no batch is appended by two processes at once)."""
-        return sorted(self.spool.glob(f"*{self.app_id}*.json"))
+        """This worker's spooled batches, oldest first (sibling workers share the folder: each
+        worker's delivery process delivers its own, so no batch is appended twice at once)."""
+        return pending(self.spool, self.app_id)
 
-    def _claim_orphans(self) -> None:
-        """Take over batches a stopped process left: renamed to carry this process's id (one
-        rename wins when several workers start together). A batch keeps its own app id inside,
-        so the tables' transaction ids still tell whether its append went through."""
-        cutoff = time.time() - ORPHAN_AGE_S  # a live sibling delivers its batches within flush_ms
-        for path in sorted(self.spool.glob("*.json")):
-            if self.app_id in path.name:
-                continue
-            try:
-                if path.stat().st_mtime > cutoff:
-                    continue
-                path.rename(path.with_name(f"{path.stem}.claimed-{self.app_id}.json"))
-            except FileNotFoundError:
-                continue  # another worker claimed or delivered it
-
-    # ---------------------------------------------------------------- the thread
+    # ---------------------------------------------------------------- the spooling thread
     def _run(self) -> None:
+        unspooled: list[Batch] = []  # batches a failed write left in memory, tried again first
         while True:
             stopping = self._stop.wait(self.flush_s)
-            try:
-                self.flush()
-            except Exception as exc:  # the spool keeps the batch; say why and try again later
-                self.stats.failures += 1
-                self.stats.last_error = first_line(exc)
-                log.warning("API delivery failed, kept in %s: %s", self.spool, first_line(exc))
+            batch = self._drain()
+            if not batch.empty():
+                unspooled.append(batch)
+            while unspooled:
+                try:
+                    write_spool(self.spool, unspooled[0])
+                except OSError as exc:
+                    self.spool_failures += 1
+                    log.warning("API spool write failed (kept in memory): %s", first_line(exc))
+                    break
+                unspooled.pop(0)
             if stopping:
                 return
-
-    def flush(self) -> None:
-        """Spool what is queued, then deliver every spooled batch (oldest first)."""
-        batch = self._drain()
-        if not batch.empty():
-            self._write_spool(batch)
-        for path in self.pending_files():
-            self._deliver(path)
 
     def _drain(self) -> Batch:
         self._sequence += 1
@@ -188,30 +193,100 @@ class Delivery:
             self._sequence -= 1
         return batch
 
-    def _write_spool(self, batch: Batch) -> Path:
-        path = self.spool / f"{time.time_ns():020d}-{batch.app_id}-{batch.sequence:08d}.json"
-        doc = dumps(batch.__dict__)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(doc)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return path
 
-    def _replay(self) -> None:
+def spool_dir(cfg: Config) -> Path:
+    return cfg.paths.home / "api" / "spool"
+
+
+def stats_file(spool: Path, app_id: str) -> Path:
+    return spool / f"{app_id}.stats"
+
+
+def pending(spool: Path, app_id: str) -> list[Path]:
+    return sorted(spool.glob(f"*{app_id}*.json"))
+
+
+def write_spool(spool: Path, batch: Batch) -> Path:
+    path = spool / f"{time.time_ns():020d}-{batch.app_id}-{batch.sequence:08d}.json"
+    doc = dumps(batch.__dict__)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(doc)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+class Deliverer:
+    """The delivery process's side: a worker's spooled batches -> the lakehouse (and Kafka)."""
+
+    def __init__(self, cfg: Config, app_id: str) -> None:
+        self.cfg = cfg
+        self.spool = spool_dir(cfg)
+        self.app_id = app_id
+        self.stats = DeliveryStats()
+        self._appenders: dict[tuple[str, str], PathAppender] = {}
+        self._paths: dict[str, str] = {}
+        self._kafka: Any = None
+
+    def run(self, parent_pid: int, stop: threading.Event) -> None:
+        """Deliver every ``flush_ms`` until ``stop`` is set or the worker is gone, then once more."""
+        flush_s = self.cfg.decisioning.api.flush_ms / 1000
         self._claim_orphans()
-        left = self.pending_files()
-        if left:
-            log.info("API delivery: replaying %d spooled batch(es) from %s", len(left), self.spool)
-        for path in left:
+        while True:
+            stopping = stop.wait(flush_s) or os.getppid() != parent_pid
+            self.deliver_pending()
+            if stopping:
+                break
+        if self._kafka is not None:
+            self._kafka.close()
+
+    def deliver_pending(self) -> None:
+        for path in pending(self.spool, self.app_id):
             try:
                 self._deliver(path)
-            except Exception as exc:
+            except Exception as exc:  # the spool keeps the batch; say why and try again later
                 self.stats.failures += 1
                 self.stats.last_error = first_line(exc)
-                log.warning("API delivery: %s stays spooled: %s", path.name, first_line(exc))
-                return
+                log.warning("API delivery failed, kept in %s: %s", self.spool, first_line(exc))
+                break  # oldest first: a later batch waits for the one before it
+        self._write_stats()
+
+    def _write_stats(self) -> None:
+        path = stats_file(self.spool, self.app_id)
+        tmp = path.with_suffix(".stats-tmp")
+        try:
+            tmp.write_text(json.dumps(self.stats.__dict__))
+            tmp.replace(path)
+        except OSError:
+            pass  # stats are for /metrics; the delivery itself went on
+
+    def _claim_orphans(self) -> None:
+        """Take over batches a stopped worker left: renamed to carry this worker's id (one rename
+        wins when several workers start together). A batch keeps its own app id inside, so the
+        tables' transaction ids still tell whether its append went through."""
+        cutoff = time.time() - ORPHAN_AGE_S  # a live sibling delivers its batches within flush_ms
+        for path in sorted(self.spool.glob("*.json")):
+            if self.app_id in path.name:
+                continue
+            try:
+                if path.stat().st_mtime > cutoff:
+                    continue
+                path.rename(path.with_name(f"{path.stem}.claimed-{self.app_id}.json"))
+            except FileNotFoundError:
+                continue  # another worker claimed or delivered it
+        for stale in self.spool.glob("*.stats"):
+            with contextlib.suppress(OSError):
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+
+    def table_paths(self) -> dict[str, str]:
+        """Where the decision tables are, as the last sync recorded them in the store."""
+        from pipelines.serving.store import StoreWriter, connect
+
+        meta = StoreWriter(connect(self.cfg), self.cfg.online_store.contact_history_days).meta()
+        return dict(meta.get("tables") or {})
 
     def _deliver(self, path: Path) -> None:
         doc = json.loads(path.read_text())
@@ -295,3 +370,21 @@ class Delivery:
         if self._kafka is None:
             self._kafka = kafka_writer(self.cfg)
         return self._kafka
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.serving.delivery APP_ID PARENT_PID``: a worker's delivery process
+    (config from the environment, as the worker's); SIGTERM delivers what is spooled, then exits."""
+    from pipelines.config import ENV_TARGET, load_config
+
+    app_id, parent_pid = (argv if argv is not None else sys.argv[1:])[:2]
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C reaches the whole group: finish first
+    Deliverer(load_config(os.environ.get(ENV_TARGET) or None), app_id).run(int(parent_pid), stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
