@@ -171,6 +171,11 @@ def test_every_job_has_a_task_and_its_cluster_exists(bundle) -> None:
             )
 
 
+def test_every_job_runs_one_run_at_a_time_as_the_home_locks_do_locally(bundle) -> None:
+    for path, key, job in iter_jobs(bundle[1]):
+        assert job.get("max_concurrent_runs") == 1, f"{path.name}: job {key} may run twice at once"
+
+
 def test_every_wheel_task_runs_a_real_verb_with_accepted_arguments(bundle) -> None:
     problems = [
         f"{path.name}: {where}: {problem}"
