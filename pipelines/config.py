@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -508,10 +509,11 @@ def load_config(target: str | None = None, overrides: dict[str, Any] | None = No
     directory = conf_dir()
     base_file = directory / "base.yml"
     target_file = directory / "targets" / f"{target}.yml"
-    if not target_file.is_file() and base_file.is_file():
+    plain = re.fullmatch(r"[\w.-]+", target) is not None  # a name, not a path or control characters
+    if (not plain or not target_file.is_file()) and base_file.is_file():
         known = sorted(p.stem for p in (directory / "targets").glob("*.yml"))
         raise ConfigError(
-            f"{display_path(target_file)}: unknown target {target!r}; "
+            f"{display_path(directory / 'targets')}: unknown target {target!r}; "
             f"known targets: {', '.join(known) or 'none'}"
         )
 
