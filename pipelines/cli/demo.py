@@ -62,12 +62,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _reset(spark: SparkSession, cfg: Config) -> None:
-    """Drop the demo's tables and checkpoints so a rerun starts from the same empty state."""
+    """Drop the demo's tables and checkpoints so a rerun starts from the same empty state.
+
+    Every schema the jobs write goes, dbt's work schema too: a table left in the catalog over a
+    deleted folder makes dbt's next incremental run fail with ``DELTA_TABLE_NOT_FOUND``."""
+    from pipelines.services.dbt_runner import work_schema
     from pipelines.services.spark import ensure_schemas
     from pipelines.tables import LAYERS, schema_name
 
-    for layer in LAYERS:
-        spark.sql(f"DROP SCHEMA IF EXISTS {schema_name(cfg, layer)} CASCADE")
+    for schema in (*(schema_name(cfg, layer) for layer in LAYERS), work_schema(cfg)):
+        spark.sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     folders = (
         cfg.paths.checkpoints,
         cfg.paths.warehouse,

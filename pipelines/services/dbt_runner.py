@@ -19,6 +19,13 @@ from pipelines.errors import JourneylakeError
 DBT_DIR = PROJECT_ROOT / "dbt"
 
 
+def work_schema(cfg: Config) -> str:
+    """The schema of dbt's staging views and intermediate tables: gold's, suffixed ``_work``."""
+    from pipelines.tables import schema_name
+
+    return f"{schema_name(cfg, 'gold')}_work"
+
+
 def dbt_vars(cfg: Config) -> dict[str, Any]:
     """Schema names and segment definitions from conf/, as the dbt vars the project reads."""
     from pipelines.tables import schema_name
@@ -26,7 +33,7 @@ def dbt_vars(cfg: Config) -> dict[str, Any]:
     return {
         "silver_schema": schema_name(cfg, "silver"),
         "gold_schema": schema_name(cfg, "gold"),
-        "work_schema": f"{schema_name(cfg, 'gold')}_work",
+        "work_schema": work_schema(cfg),
         "segments": [
             {"name": name, "where": segment.where, "channel": segment.channel}
             for name, segment in cfg.segments.items()
@@ -62,7 +69,7 @@ def run_dbt(cfg: Config, arguments: list[str], extra_vars: dict[str, Any] | None
                 [Tables.from_config(cfg).silver("customers")],
                 "run `journeylake ingest` first (the dbt models are built from silver)",
             )
-        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {dbt_vars(cfg)['work_schema']}")
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {work_schema(cfg)}")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")  # no calls home from a bank
     os.environ["JOURNEYLAKE_DBT_OUTPUT"] = "local" if local else "databricks"
     os.environ["JOURNEYLAKE_DBT_SCHEMA"] = dbt_vars(cfg)["gold_schema"]
