@@ -331,11 +331,18 @@ def test_the_next_best_action_read_is_the_store_s(api, jl_config):
     ]
 
 
-def test_openapi_health_and_metrics_describe_the_service(api):
+def test_openapi_health_and_metrics_describe_the_service(api, jl_config):
+    cn = model_customer("OA")
+    seed(jl_config, [customer_context(cn)])
+    assert post(api, "/v1/decisions", {"customer_id": cn, "channel": "app"}).status_code == 200
     spec = httpx.get(f"{api}/openapi.json").json()
     assert {"/v1/decisions", "/v1/responses", "/v1/customers/{customer_id}/next-best-action"} <= set(
         spec["paths"]
     )
+    # the decision route is served outside FastAPI's router, and still described with its body
+    body = spec["paths"]["/v1/decisions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/DecisionBody")
+    assert {"customer_id", "channel"} <= set(spec["components"]["schemas"]["DecisionBody"]["required"])
     assert httpx.get(f"{api}/health").json()["store"] == "ok"
     text = httpx.get(f"{api}/metrics").text
     assert 'journeylake_api_requests_total{route="/v1/decisions",status="200"}' in text
