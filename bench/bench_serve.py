@@ -603,7 +603,12 @@ def nba_reference(
         "SELECT channel, action_id FROM gold.next_best_actions "
         "WHERE customer_number = '{cn}' AND expires_at > current_timestamp()"
     )
-    connection = hive.connect(host=sql_endpoint.HOST, port=port, username="bench")
+    from pipelines.services.sql_users import default_credentials
+
+    user, password = default_credentials(cfg)
+    connection = hive.connect(
+        host=sql_endpoint.HOST, port=port, username=user, password=password, auth="CUSTOM"
+    )
     sql_ms: list[float] = []
     sql_rows: dict[str, set[tuple[str, str]]] = {}
     try:

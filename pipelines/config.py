@@ -157,6 +157,15 @@ class OnlineStoreConfig(ConfigSection):
     write_through: bool = True  # the streams write what they commit to the store when it runs
 
 
+class SqlEndpointConfig(ConfigSection):
+    """The analysts' SQL endpoint (`journeylake sql`): Spark's Thrift server, users by password."""
+
+    port: int = Field(10015, ge=1, le=65535)  # on loopback; `journeylake sql --port` overrides
+    users_file: Path = Path("sql_endpoint/users")  # relative to paths.home; `journeylake sql-user` edits it
+    default_user: str = Field("analyst", pattern=r"^[A-Za-z_][\w.-]{0,63}$")  # made when no user exists
+    password_env: str = "JOURNEYLAKE_SQL_PASSWORD"  # the default user's; unset: made and kept in the home
+
+
 SegmentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 
 
@@ -321,6 +330,7 @@ class Config(ConfigSection):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
+    sql_endpoint: SqlEndpointConfig = Field(default_factory=SqlEndpointConfig)
     segments: dict[SegmentName, SegmentConfig] = Field(default_factory=dict)
     ml: MlConfig = Field(default_factory=MlConfig)
     decisioning: DecisioningConfig = Field(default_factory=DecisioningConfig)

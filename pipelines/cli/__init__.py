@@ -47,6 +47,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "write dated, consent-filtered segment files for marketing",
     ),
     "sql": ("pipelines.cli.sql", "run a SQL query against the shared catalog"),
+    "sql-user": ("pipelines.cli.sql_user", "add, remove or list the users of the SQL endpoint"),
     "doctor": (
         "pipelines.cli.doctor",
         "check a home: services, running jobs, last runs, landing, disk, tables",

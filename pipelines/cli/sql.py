@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the SQL statement to run (without it: start the JDBC/ODBC endpoint for SQL clients)",
     )
     parser.add_argument(
-        "--port", type=int, default=None, help="the endpoint's port on 127.0.0.1 (default 10015)"
+        "--port", type=int, default=None, help="the endpoint's port on 127.0.0.1 (default: sql_endpoint.port)"
     )
     parser.add_argument(
         "--format",
@@ -75,10 +75,12 @@ def run(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the SQL endpoint in the foreground until interrupted."""
-    from pipelines.services import sql_endpoint
+    from pipelines.services import sql_endpoint, sql_users
 
     cfg = config_from_args(args)
-    port = args.port or sql_endpoint.DEFAULT_PORT
+    port = args.port or cfg.sql_endpoint.port
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port {port}: expected 1-65535")
     print(f"starting the SQL endpoint (log: {cfg.paths.logs / 'sql-endpoint.log'}) ...", flush=True)
     import signal
 
@@ -87,7 +89,10 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)  # a service manager's stop also stops the server
     process = sql_endpoint.start(cfg, port)
-    print(sql_endpoint.connection_help(port) + "\nCtrl-C stops it.", flush=True)
+    user = cfg.sql_endpoint.default_user
+    users = sql_users.read_users(cfg)
+    hint = sql_users.password_hint(cfg) if user in users else "use a user of `journeylake sql-user list`"
+    print(sql_endpoint.connection_help(port, user, hint) + "\nCtrl-C stops it.", flush=True)
     try:
         process.wait()
     except KeyboardInterrupt:

@@ -212,7 +212,9 @@ class ThompsonChooser:
         params = np.array([self.posterior(a, channel) for a in actions])
 
         rng = _decision_rng(self.seed, decision_id, channel)
-        lift = rng.gamma(shape=params[:, 0], scale=1.0 / params[:, 1], size=(self.draws, k))
+        # gamma(shape, scale) is standard_gamma(shape) * scale, draw for draw (the same numbers):
+        # drawing the standard form and scaling after skips broadcasting a second parameter
+        lift = rng.standard_gamma(params[:, 0], size=(self.draws, k)) * (1.0 / params[:, 1])
         lift[:, is_no_action] = 1.0
         sampled = prio * lift
         tie_break = rng.random((self.draws, k))

@@ -20,7 +20,6 @@ answering that does not take this home's password is someone else's, and refused
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from redis.retry import Retry
 
 from pipelines.config import Config
 from pipelines.errors import SetupError
+from pipelines.services.home_secrets import env_or_home_secret
 from pipelines.services.process import ManagedService, ServiceState, stop_under
 
 START_TIMEOUT_S = 20.0
@@ -66,23 +66,9 @@ def password_file(cfg: Config) -> Path:
 def store_password(cfg: Config) -> str:
     """The store's password, for the server and every client: ``$<online_store.password_env>``,
     else this home's own (made once, kept in ``<home>/online_store/password``, mode 0600)."""
-    from_env = os.environ.get(cfg.online_store.password_env)
-    if from_env:
-        return from_env
-    path = password_file(cfg)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another command made it just now
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(32) + "\n")
-    secret = path.read_text().strip()
-    if not secret:
-        raise SetupError(f"{path}: the online store's password file is empty; delete it to make a new one")
-    return secret
+    return env_or_home_secret(
+        cfg.online_store.password_env, password_file(cfg), "the online store's password"
+    )
 
 
 def redis_binary() -> str:

@@ -4,6 +4,12 @@
 pyspark) with the same settings as every other journeylake process (Delta, the shared metastore,
 the warehouse), listening on loopback only. Any HiveServer2 client connects: beeline, DBeaver or
 another JDBC tool, PyHive, ODBC drivers. It reads the tables the streaming job is writing.
+
+Every connection logs in with a user name and password (HiveServer2's ``CUSTOM``
+authentication, SASL PLAIN): our ``SqlEndpointAuth`` class checks them against the users file of
+:mod:`pipelines.services.sql_users`. The class is compiled from
+``pipelines/services/jvm/SqlEndpointAuth.java`` into the jar cache the first time it is needed
+(and again when its source changes), with the JDK's ``javac``.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from pathlib import Path
 from pipelines.config import Config
 from pipelines.errors import SetupError
 
-DEFAULT_PORT = 10015
 HOST = "127.0.0.1"
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
+AUTH_SOURCE = Path(__file__).resolve().parent / "jvm" / "SqlEndpointAuth.java"
+AUTH_CLASS = "journeylake.SqlEndpointAuth"
+EXAMPLE_QUERY = "SELECT * FROM gold.customer_360 LIMIT 5"  # the start message's, tested as it is
+AUTH_INTERFACE_JAR = "spark-hive-thriftserver_*.jar"  # PasswdAuthenticationProvider, in pyspark
 
 
 def spark_home() -> Path:
@@ -29,12 +38,61 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
+def auth_jar() -> Path:
+    """The login check's jar, compiled into the jar cache when missing or older than its source."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from pipelines.services.jars import cache_dir
+
+    digest = hashlib.sha256(AUTH_SOURCE.read_bytes()).hexdigest()[:12]
+    jar = cache_dir() / "sql-endpoint" / f"journeylake-sql-auth-{digest}.jar"
+    if jar.is_file():
+        return jar
+    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
+    if not javac or not jar_tool:
+        raise SetupError(
+            "the SQL endpoint's login check is compiled with the JDK's javac and jar, which are not on "
+            "PATH; install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)"
+        )
+    interface = sorted((spark_home() / "jars").glob(AUTH_INTERFACE_JAR))
+    if not interface:
+        raise SetupError(f"no {AUTH_INTERFACE_JAR} in {spark_home() / 'jars'}: is pyspark complete?")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=jar.parent) as work:
+        compiled = subprocess.run(
+            [javac, "--release", "17", "-cp", str(interface[0]), "-d", work, str(AUTH_SOURCE)],
+            capture_output=True,
+            text=True,
+        )
+        if compiled.returncode != 0:
+            raise SetupError(f"compiling {AUTH_SOURCE.name} failed: {compiled.stderr.strip()[:500]}")
+        staged = Path(work) / jar.name
+        packed = subprocess.run(
+            [jar_tool, "cf", str(staged), "-C", work, "journeylake"], capture_output=True, text=True
+        )
+        if packed.returncode != 0:
+            raise SetupError(f"packing {jar.name} failed: {packed.stderr.strip()[:500]}")
+        staged.replace(jar)  # whole or not at all: another process may be compiling it too
+    return jar
+
+
 def command(cfg: Config, port: int) -> list[str]:
     """The spark-submit command line that starts the endpoint for ``cfg`` on ``port``."""
     from pipelines.services.spark import spark_settings
+    from pipelines.services.sql_users import users_file
 
     submit = spark_home() / "bin" / "spark-submit"
     settings = spark_settings(cfg, "journeylake-sql-endpoint")
+    # Every jar on the JVM's own class path, none added at run time: Hive closes a JDBC session's
+    # class loaders when the session ends, and a jar added with spark.jars sits in one of them.
+    # A class of Delta first needed after a client disconnected (a LIMIT query's data-skipping
+    # reader) then failed with NoClassDefFoundError while count(*) on the same table worked.
+    added = [jar for jar in settings.pop("spark.jars", "").split(",") if jar]
+    own = [jar for jar in settings.get("spark.driver.extraClassPath", "").split(os.pathsep) if jar]
+    settings["spark.driver.extraClassPath"] = os.pathsep.join([*own, *added, str(auth_jar())])
+    settings["spark.driver.extraJavaOptions"] += f" -Djourneylake.sql.users={users_file(cfg)}"
     args = [str(submit), "--class", THRIFT_SERVER_CLASS, "--name", settings.pop("spark.app.name")]
     for key, value in settings.items():
         args += ["--conf", f"{key}={value}"]
@@ -44,17 +102,22 @@ def command(cfg: Config, port: int) -> list[str]:
         f"hive.server2.thrift.port={port}",
         "--hiveconf",
         f"hive.server2.thrift.bind.host={HOST}",
+        "--hiveconf",
+        "hive.server2.authentication=CUSTOM",
+        "--hiveconf",
+        f"hive.server2.custom.authentication.class={AUTH_CLASS}",
     ]
     return args
 
 
-def connection_help(port: int) -> str:
+def connection_help(port: int, user: str, password_from: str) -> str:
     url = f"jdbc:hive2://{HOST}:{port}/default"
     return (
-        f"SQL endpoint (HiveServer2 protocol) on {HOST}:{port}\n"
+        f"SQL endpoint (HiveServer2 protocol) on {HOST}:{port}; log in as {user} ({password_from})\n"
         f"  JDBC URL: {url}\n"
-        f'  beeline:  beeline -u "{url}" -e "SELECT * FROM gold.customer_360 LIMIT 5"\n'
-        f"  Python:   from pyhive import hive; hive.connect(host='{HOST}', port={port}).cursor()"
+        f'  beeline:  beeline -u "{url}" -n {user} -p "$PASSWORD" -e "{EXAMPLE_QUERY}"\n'
+        f"  Python:   from pyhive import hive; hive.connect(host='{HOST}', port={port}, username='{user}', "
+        "password=PASSWORD, auth='CUSTOM').cursor()"
     )
 
 
@@ -64,7 +127,7 @@ def _listening(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def start(cfg: Config, port: int = DEFAULT_PORT, timeout_s: float = 180.0) -> subprocess.Popen[bytes]:
+def start(cfg: Config, port: int | None = None, timeout_s: float = 180.0) -> subprocess.Popen[bytes]:
     """Start the endpoint in the background and wait until it accepts connections.
 
     The caller owns the returned process (``stop`` it). Its output goes to
@@ -72,13 +135,16 @@ def start(cfg: Config, port: int = DEFAULT_PORT, timeout_s: float = 180.0) -> su
     and points at that log.
     """
     from pipelines.services import metastore
+    from pipelines.services.sql_users import ensure_a_user
 
+    port = port or cfg.sql_endpoint.port
     if _listening(port):
         raise SetupError(f"port {port} on {HOST} is already in use; choose another with --port")
     if cfg.catalog.metastore.kind == "derby-server":
         metastore.ensure_running(cfg)
     cfg.paths.logs.mkdir(parents=True, exist_ok=True)
     log_path = cfg.paths.logs / "sql-endpoint.log"
+    ensure_a_user(cfg)  # nobody could log in otherwise
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "PYSPARK_PYTHON": sys.executable}
     env.setdefault("SPARK_LOCAL_IP", HOST)
     with log_path.open("ab") as log:

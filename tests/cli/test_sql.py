@@ -66,3 +66,10 @@ def test_the_sql_endpoint_runs_sparks_thrift_server_on_loopback_with_the_shared_
     conf = [command[i + 1] for i, arg in enumerate(command) if arg == "--conf"]
     assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in conf
     assert any(c.startswith("spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby://") for c in conf), conf
+    # logins are checked by our class; every jar is on the JVM's own class path (none in a loader
+    # that a closing session can close)
+    assert "hive.server2.authentication=CUSTOM" in command
+    assert f"hive.server2.custom.authentication.class={sql_endpoint.AUTH_CLASS}" in command
+    assert not any(c.startswith("spark.jars=") for c in conf), conf
+    class_path = next(c for c in conf if c.startswith("spark.driver.extraClassPath="))
+    assert "delta-spark" in class_path and "journeylake-sql-auth" in class_path

@@ -48,6 +48,7 @@ FAULTS = {
     "snapshot_missing_required": 0.03,
 }
 DAY_TWO = "2026-01-02"
+SQL_PASSWORD = "restart-test-analyst-password"
 
 
 def _free_port() -> int:
@@ -151,6 +152,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
         "JOURNEYLAKE_METASTORE_PORT": str(_free_port()),
         "JOURNEYLAKE_CONF_DIR": str(_test_conf(tmp_path / "conf")),
         "JOURNEYLAKE_TARGET": "local",
+        "JOURNEYLAKE_SQL_PASSWORD": SQL_PASSWORD,  # the endpoint's first user (analyst) gets it
     }
 
     # hold back the second day's deliveries (and any after it, so that delivery order stays as
@@ -192,7 +194,9 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_while_sql_reads(spark, 
             text=True,
         )
         _wait_for(lambda: _listening(port), timeout=300, what="the SQL endpoint", proc=endpoint)
-        connection = hive.connect(host="127.0.0.1", port=port, username="analyst")
+        connection = hive.connect(
+            host="127.0.0.1", port=port, username="analyst", password=SQL_PASSWORD, auth="CUSTOM"
+        )
         try:
             cursor = connection.cursor()
             cursor.execute("SELECT count(*) FROM gold.customer_features")

@@ -35,6 +35,30 @@ def test_same_seed_decision_and_channel_replay_the_same_choice() -> None:
     np.testing.assert_array_equal(first[1], replay[1])
 
 
+def test_choices_are_the_gamma_draws_of_the_logged_decisions_unchanged() -> None:
+    """Decisions already logged replay to the same choice and probabilities: the draws are
+    numpy's gamma(shape, 1 / rate) from the decision's own generator, however they are taken."""
+    from pipelines.nba.bandit import _decision_rng
+
+    state = _state([("card_upgrade", "email", 40, 9, 6.0), ("loan_offer", "email", 30, 2, 4.0)])
+    chooser = ThompsonChooser(state, 2.0, 2.0, draws=300, seed=7, lift="arm")
+    actions = np.array(sorted(CLOSE["action_id"]))
+    priority = CLOSE.set_index("action_id").loc[actions, "priority"].to_numpy()
+    for n in range(25):
+        chosen, probabilities = chooser.choose_arrays(f"d-{n}", "email", actions, priority)
+        params = np.array([chooser.posterior(a, "email") for a in actions])
+        rng = _decision_rng(7, f"d-{n}", "email")
+        lift = rng.gamma(shape=params[:, 0], scale=1.0 / params[:, 1], size=(300, len(actions)))
+        lift[:, actions == "no_action"] = 1.0
+        sampled = priority * lift
+        tie_break = rng.random((300, len(actions)))
+        tie_break[:, actions == "no_action"] = 2.0
+        top = sampled == sampled.max(axis=1, keepdims=True)
+        winners = np.argmax(np.where(top, tie_break, -1.0), axis=1)
+        assert chosen == winners[0]
+        np.testing.assert_array_equal(probabilities, np.bincount(winners, minlength=len(actions)) / 300)
+
+
 def test_replay_with_candidate_rows_in_another_order_chooses_the_same_action() -> None:
     chooser = ThompsonChooser(empty_state(), 2.0, 2.0, draws=200, seed=7)
     shuffled = CLOSE.iloc[[2, 0, 3, 1]].reset_index(drop=True)
