@@ -91,10 +91,14 @@ def test_the_start_messages_example_returns_customer_360_rows(endpoint: int, log
 
 def test_a_login_needs_a_known_user_and_the_right_password(endpoint: int, login: tuple[str, str]) -> None:
     user, password = login
-    for wrong in [(user, password + "x"), ("mallory", password), (user, "")]:
+    for case, wrong in {
+        "wrong password": (user, password + "x"),
+        "unknown user": ("mallory", password),
+        "no password": (user, ""),
+    }.items():
         with pytest.raises(Exception) as refused:  # noqa: PT011 - the client raises the transport's error
             _query(endpoint, "SELECT 1", wrong)
-        assert "authentication" in str(refused.value).lower() or "sasl" in str(refused.value).lower(), wrong
+        assert "Error validating the login" in str(refused.value), case
     assert _query(endpoint, "SELECT 1", login) == [(1,)]
 
 
