@@ -94,10 +94,16 @@ def jl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 # The run's one Spark session. It plans the point-in-time training set and dbt's models beside
 # the streams' merges: the optimizer's trees of those plans (hundreds of MB at their peak) did not
 # fit a 1 GB driver, whose broadcasts then failed for want of memory. 2 GB is the jobs' own default.
+#
+# The tests' banks are small, so their time goes to fixed costs per plan: JIT compilation and
+# Spark's code generation. The quick JIT alone and no code generation compute the same results
+# in less time on such data; `make demo` runs the jobs' own settings, code generation included.
 SESSION_SETTINGS = {
     "spark.shuffle_partitions": 2,
     "spark.driver_memory": "2g",
     "spark.app_name": "journeylake-tests",
+    "spark.java_options": "-XX:ReservedCodeCacheSize=256m -XX:TieredStopAtLevel=1",
+    "spark.conf": {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"},
 }
 
 
