@@ -93,6 +93,25 @@ def locks(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The demo; the metastore server it started is stopped at the end (nothing left running)."""
+    from pyspark.sql import SparkSession
+
+    from pipelines.services import metastore
+
+    cfg = config_from_args(args)
+    already_up = cfg.catalog.metastore.kind != "derby-server" or metastore.status(cfg).running
+    try:
+        return _demo(args)
+    finally:
+        if not already_up:
+            session = SparkSession.getActiveSession()
+            if session is not None:
+                session.stop()  # its connections to the catalog go first
+            if metastore.stop(cfg):
+                print("metastore: stopped (the demo started it; any journeylake command starts it again)")
+
+
+def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from pipelines.cli.ingest import print_layer_counts
