@@ -39,7 +39,7 @@ def spark_home() -> Path:
 
 
 def auth_jar() -> Path:
-    """The login check's jar, compiled into the jar cache when missing or older than its source."""
+    """The login check's jar, compiled into the jar cache when missing or when its source changed."""
     import hashlib
     import shutil
     import tempfile

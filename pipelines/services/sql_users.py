@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 import re
 import secrets
@@ -43,18 +42,6 @@ def hash_password(password: str, iterations: int = ITERATIONS, salt: bytes | Non
     salt = salt if salt is not None else secrets.token_bytes(16)
     key = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations, dklen=32)
     return f"{SCHEME}${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
-
-
-def verify(stored: str, password: str) -> bool:
-    """What the endpoint checks, in Python (for `sql-user check` and the tests)."""
-    scheme, _, rest = stored.partition("$")
-    try:
-        iterations, salt, key = rest.split("$")
-        expected = base64.b64decode(key)
-        actual = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
-    except ValueError:
-        return False
-    return scheme == SCHEME and hmac.compare_digest(expected, actual[: len(expected)])
 
 
 def read_users(cfg: Config) -> dict[str, str]:

@@ -124,6 +124,12 @@ def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def internal_error(path: str, exc: Exception) -> JSONResponse:
+    """An unexpected failure: logged with its trace, answered as JSON naming it (never a bare 500)."""
+    log.exception("unexpected error on %s", path)
+    return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
 def invalid_body(errors: Sequence[Any]) -> JSONResponse:
     """A body the model refuses: 400 when it is not JSON, else 422 naming the first field at fault."""
     first = errors[0] if errors else {}
@@ -166,8 +172,7 @@ class DecisionRoute:
             try:
                 response = await self.handler(body)
             except Exception as exc:  # noqa: BLE001 - a JSON body naming it, never a bare 500
-                log.exception("unexpected error on %s", self.PATH)
-                response = error(500, f"internal error: {type(exc).__name__}: {exc}")
+                response = internal_error(self.PATH, exc)
         await response(scope, receive, send)
 
 
@@ -316,8 +321,7 @@ def create_app(cfg: Config, *, start_delivery: bool = True) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return internal_error(request.url.path, exc)
 
     @app.post("/v1/decisions")
     async def decisions(body: DecisionBody) -> JSONResponse:
