@@ -800,7 +800,14 @@ def main() -> int:
         generator = LoadGenerator("127.0.0.1", api_port, token, customers, args.connections, seed=11)
         generator.run(100, args.warmup_seconds)  # warm-up: connections, first decisions and deliveries
 
+        def store_events() -> dict[str, int]:
+            """The store's forks (snapshots, AOF rewrites) and AOF writes delayed by a slow fsync:
+            pauses of the store that a decision waits out."""
+            info = {**client.info("stats"), **client.info("persistence")}
+            return {k: int(info.get(k, 0)) for k in ("total_forks", "latest_fork_usec", "aof_delayed_fsync")}
+
         def step(rate: int, seconds: float) -> StepResult:
+            events = store_events()
             before = (
                 group_cpu_seconds(api.pid),
                 pid_cpu_seconds(store_pid),
@@ -821,6 +828,12 @@ def main() -> int:
                 for name, a, b in zip(("api", "store", "gen", "ingest"), after, before, strict=True)
             }
             print(list(table_lines([result]))[1], flush=True)
+            now_events = store_events()
+            forks = now_events["total_forks"] - events["total_forks"]
+            delayed = now_events["aof_delayed_fsync"] - events["aof_delayed_fsync"]
+            if forks or delayed:
+                latest = f" (the last took {now_events['latest_fork_usec'] / 1000:.1f} ms)" if forks else ""
+                print(f"        store: {forks} fork(s){latest}, {delayed} AOF write(s) delayed by fsync")
             if result.errors or result.fallbacks:
                 print(f"        errors {dict(result.errors)}; fallbacks {dict(result.fallbacks)}", flush=True)
             time.sleep(3)  # the API's queues drain before the next step

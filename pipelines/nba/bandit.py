@@ -217,10 +217,13 @@ class ThompsonChooser:
         lift = rng.standard_gamma(params[:, 0], size=(self.draws, k)) * (1.0 / params[:, 1])
         lift[:, is_no_action] = 1.0
         sampled = prio * lift
-        tie_break = rng.random((self.draws, k))
-        tie_break[:, is_no_action] = 2.0  # beats any uniform key: no_action wins the ties it is in
         top = sampled == sampled.max(axis=1, keepdims=True)
-        winners = np.argmax(np.where(top, tie_break, -1.0), axis=1)
+        if np.count_nonzero(top) > self.draws:  # some draw has a tie: broken at random
+            tie_break = rng.random((self.draws, k))
+            tie_break[:, is_no_action] = 2.0  # beats any uniform key: no_action wins the ties it is in
+            winners = np.argmax(np.where(top, tie_break, -1.0), axis=1)
+        else:  # one top per draw, which the tie-break would pick too: the same choice, undrawn
+            winners = np.argmax(top, axis=1)
 
         shares = np.bincount(winners, minlength=k) / self.draws
         probabilities = np.empty(k)

@@ -9,8 +9,11 @@ file is written from ``online_store.*`` at each start (mode 0600: it holds the p
 - it listens on ``online_store.host`` (loopback) only, with protected mode on and a password:
   the one in ``$<online_store.password_env>`` or, when that is unset, one made once and kept in
   ``<home>/online_store/password`` (mode 0600); clients get it from :func:`store_password`;
-- data lives in ``<home>/online_store/``, with the append-only file on (fsync every second) and
-  snapshots, so ``down`` and ``up`` keep every key;
+- data lives in ``<home>/online_store/``, in the append-only file (fsync every second; Redis
+  rewrites it when it has doubled), so ``down`` and ``up`` keep every key. No snapshot schedule:
+  under a decision load every write counts towards it, so it would fork the whole store every
+  minute (a pause of the server, then a child dumping every key on the API's cores) to copy what
+  the append-only file already holds, and the lakehouse can rebuild with ``sync``;
 - ``maxmemory`` with ``noeviction`` makes a full store refuse writes rather than drop customers.
 
 ``down`` sends SHUTDOWN SAVE (then SIGTERM, which also saves, and SIGKILL after a timeout). A port
@@ -114,7 +117,7 @@ def _write_conf(cfg: Config) -> Path:
         'logfile ""',  # stdout, which the lifecycle helper sends to the log file
         "appendonly yes",
         "appendfsync everysec",
-        "save 3600 1 300 100 60 10000",
+        'save ""',  # the append-only file is the persistence (see the module's docstring)
         f"maxmemory {st.maxmemory}",
         "maxmemory-policy noeviction",
         "tcp-keepalive 60",

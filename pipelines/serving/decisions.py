@@ -174,27 +174,37 @@ class DecisionService:
     # ------------------------------------------------------------------------------ deciding
     async def decide(self, ask: Ask) -> tuple[Answer, CustomerDecision | None]:
         """The answer, and the funnel's rows to deliver (None when nothing was decided)."""
-        cn = await self.reader.resolve(ask.customer_id)
-        if cn is None:
+        now_ms = int(time.time() * 1000)
+        first = await self.reader.resolve_and_read(ask.customer_id, now_ms / 1000)
+        if first is None:
             raise UnknownCustomer(ask.customer_id)
+        cn = first.customer_number
         # requests of one customer take turns in this process: across processes the store's
-        # version check keeps them apart, here a lock spares the losers a re-read
+        # version check keeps them apart, here a lock spares the losers a failed commit
         lock = self._locks.setdefault(cn, asyncio.Lock())
+        # a free lock is taken without yielding, so the snapshot just read is still the latest
+        # this process knows; after a wait for another request of the customer, it is read again
+        snapshot = first if not lock.locked() else None
         try:
             async with lock:
-                return await self._decide_locked(cn, ask)
+                return await self._decide_locked(cn, ask, snapshot, now_ms)
         finally:
             if not lock.locked() and not lock._waiters:  # noqa: SLF001 - asyncio exposes no count
                 self._locks.pop(cn, None)
 
-    async def _decide_locked(self, cn: str, ask: Ask) -> tuple[Answer, CustomerDecision | None]:
+    async def _decide_locked(
+        self, cn: str, ask: Ask, snapshot: CustomerState | None, read_at_ms: int
+    ) -> tuple[Answer, CustomerDecision | None]:
         await self.refresh_bandit()
         request_id = uuid.uuid4().hex
         attempts = 0
         while True:
             attempts += 1
-            now_ms = int(time.time() * 1000)
-            state = await self.reader.read(cn, now_ms / 1000)
+            if snapshot is not None:
+                state, now_ms, snapshot = snapshot, read_at_ms, None
+            else:
+                now_ms = int(time.time() * 1000)
+                state = await self.reader.read(cn, now_ms / 1000)
             if not state.known:
                 raise UnknownCustomer(ask.customer_id)
             control = in_control_group(cn, self.control_share)

@@ -59,24 +59,32 @@ CHUNK = 2_000  # rows per pipeline in bulk writes
 CONTEXT_PARTS = ("core", "features", "scores")
 
 
+# one customer's key: jl:{<customer number>}:<part> (the braces are Redis' hash tag)
+_CUSTOMER_OPEN, _CUSTOMER_CLOSE = "jl:{", "}:"
+
+
+def customer_key(cn: str, part: str) -> str:
+    return f"{_CUSTOMER_OPEN}{cn}{_CUSTOMER_CLOSE}{part}"
+
+
 def profile_key(cn: str) -> str:
-    return f"jl:{{{cn}}}:profile"
+    return customer_key(cn, "profile")
 
 
 def consent_key(cn: str) -> str:
-    return f"jl:{{{cn}}}:consent"
+    return customer_key(cn, "consent")
 
 
 def contacts_key(cn: str) -> str:
-    return f"jl:{{{cn}}}:contacts"
+    return customer_key(cn, "contacts")
 
 
 def serving_key(cn: str) -> str:
-    return f"jl:{{{cn}}}:serving"
+    return customer_key(cn, "serving")
 
 
 def version_key(cn: str) -> str:
-    return f"jl:{{{cn}}}:ver"
+    return customer_key(cn, "ver")
 
 
 def decision_key(decision_id: str) -> str:
@@ -200,6 +208,24 @@ return {
 }
 """
 
+# any known id -> the customer's number and snapshot, in one round trip (the decision API's first
+# read): KEYS[1] the identity hash; ARGV: the id, contacts since (s). The customer's keys are
+# derived in the script, which a single Redis server allows (a Redis Cluster would not: there the
+# identity hash and the customer live on different shards). Returns false for an unknown id.
+RESOLVE_READ_SCRIPT = f"""
+local cn = redis.call('HGET', KEYS[1], ARGV[1])
+if not cn then return false end
+local p = '{_CUSTOMER_OPEN}' .. cn .. '{_CUSTOMER_CLOSE}'
+return {{
+  cn,
+  redis.call('HGETALL', p .. 'profile'),
+  redis.call('HGETALL', p .. 'consent'),
+  redis.call('ZRANGEBYSCORE', p .. 'contacts', ARGV[2], '+inf'),
+  redis.call('HGETALL', p .. 'serving'),
+  redis.call('GET', p .. 'ver') or '0'
+}}
+"""
+
 # commit a decision's reservations if nobody wrote the customer since it read them:
 # KEYS: contacts, serving, ver, decision record; ARGV: expected ver, contacts cut-off (s),
 # decision JSON, decision ttl (s), n contacts, then (score, member) pairs, then (channel, json) pairs
@@ -308,6 +334,7 @@ class StoreReader:
         self.client = client
         self.history_seconds = contact_history_days * 86_400
         self._read = client.register_script(READ_SCRIPT)
+        self._resolve_read = client.register_script(RESOLVE_READ_SCRIPT)
         self._commit = client.register_script(COMMIT_SCRIPT)
 
     async def resolve(self, any_id: str) -> str | None:
@@ -319,6 +346,15 @@ class StoreReader:
         since = (now_s if now_s is not None else time.time()) - self.history_seconds
         raw = await self._read(keys=customer_keys(cn), args=[since])
         return decode_state(cn, raw)
+
+    async def resolve_and_read(self, any_id: str, now_s: float | None = None) -> CustomerState | None:
+        """The snapshot of the customer any known id names (``read`` after ``resolve``, in one
+        round trip); None when the store knows no such id."""
+        since = (now_s if now_s is not None else time.time()) - self.history_seconds
+        raw = await self._resolve_read(keys=[IDS], args=[any_id, since])
+        if not raw:
+            return None
+        return decode_state(_text(raw[0]), raw[1:])
 
     async def commit(
         self,

@@ -37,14 +37,16 @@ def test_same_seed_decision_and_channel_replay_the_same_choice() -> None:
 
 def test_choices_are_the_gamma_draws_of_the_logged_decisions_unchanged() -> None:
     """Decisions already logged replay to the same choice and probabilities: the draws are
-    numpy's gamma(shape, 1 / rate) from the decision's own generator, however they are taken."""
+    numpy's gamma(shape, 1 / rate) from the decision's own generator, however they are taken,
+    then a uniform tie-break key per draw and candidate (drawn only when some draw has a tie)."""
     from pipelines.nba.bandit import _decision_rng
 
     state = _state([("card_upgrade", "email", 40, 9, 6.0), ("loan_offer", "email", 30, 2, 4.0)])
     chooser = ThompsonChooser(state, 2.0, 2.0, draws=300, seed=7, lift="arm")
     actions = np.array(sorted(CLOSE["action_id"]))
-    priority = CLOSE.set_index("action_id").loc[actions, "priority"].to_numpy()
-    for n in range(25):
+    ranked = CLOSE.set_index("action_id").loc[actions, "priority"].to_numpy()
+    tied = np.zeros(len(actions))  # every draw a tie (continuous lifts tie only at priority 0)
+    for n, priority in [(n, p) for n in range(25) for p in (ranked, tied)]:
         chosen, probabilities = chooser.choose_arrays(f"d-{n}", "email", actions, priority)
         params = np.array([chooser.posterior(a, "email") for a in actions])
         rng = _decision_rng(7, f"d-{n}", "email")
