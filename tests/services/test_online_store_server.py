@@ -165,10 +165,11 @@ def test_it_listens_on_loopback_only_in_protected_mode(cfg: Config) -> None:
     assert server.config_get("protected-mode") == {"protected-mode": "yes"}
 
 
-def test_it_persists_every_second_and_never_evicts(cfg: Config) -> None:
+def test_it_persists_every_second_without_snapshot_forks_and_never_evicts(cfg: Config) -> None:
     server = client(cfg, redis_server.store_password(cfg))
     assert server.config_get("appendonly") == {"appendonly": "yes"}
     assert server.config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert server.config_get("save") == {"save": ""}
     assert server.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     assert server.config_get("dir") == {"dir": str(redis_server.store_dir(cfg))}
 
