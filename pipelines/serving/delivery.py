@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 RESPONSES_SOURCE = "offer_responses"
 SCHEMA_VERSION = 1  # of the offer_responses contract the events are written with
 ORPHAN_AGE_S = 60.0  # a spooled batch this old whose process is gone is taken over at start
+CLAIMED = ".claimed-"  # in a spool file's name: the worker that took it over follows
+RESTART_BACKOFF_MAX_S = 60.0  # a delivery process that keeps dying is started again at most this often
 
 
 def response_event_id(decision_id: str, action_id: str, channel: str, response: str, at_ms: int) -> str:
@@ -92,6 +94,7 @@ class DeliveryStats:
     published: int = 0
     failures: int = 0
     last_error: str | None = None
+    restarts: int = 0  # of the delivery process, by its worker
 
 
 class Delivery:
@@ -109,6 +112,8 @@ class Delivery:
         self._thread = threading.Thread(target=self._run, name="journeylake-api-spool", daemon=True)
         self._process: subprocess.Popen[bytes] | None = None
         self.spool_failures = 0
+        self.restarts = 0
+        self._next_restart = 0.0
 
     # ---------------------------------------------------------------- called by requests
     def decision(
@@ -121,12 +126,33 @@ class Delivery:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        self._process = subprocess.Popen(
+        self._process = self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [sys.executable, "-m", "pipelines.serving.delivery", self.app_id, str(os.getpid())],
             stdin=subprocess.DEVNULL,
             close_fds=True,
         )
-        self._thread.start()
+
+    def _keep_delivering(self) -> None:
+        """A delivery process that died (a bug, the kernel's OOM killer) is started again, backing
+        off when it keeps dying: until one runs, the worker's batches wait in the spool."""
+        process = self._process
+        if process is None or process.poll() is None or self._stop.is_set():
+            return
+        now = time.monotonic()
+        if now < self._next_restart:
+            return
+        self.restarts += 1
+        self._next_restart = now + min(RESTART_BACKOFF_MAX_S, 2.0**self.restarts)
+        log.error(
+            "API delivery process exited with code %s; starting another (restart %d)",
+            process.returncode,
+            self.restarts,
+        )
+        self._process = self._spawn()
 
     def close(self, timeout: float = 30.0) -> None:
         """Spool what is queued, let the delivery process deliver it, then stop it (what cannot be
@@ -147,9 +173,11 @@ class Delivery:
     def stats(self) -> DeliveryStats:
         """What this worker's delivery process reports (its stats file; zeros before its first)."""
         try:
-            return DeliveryStats(**json.loads(stats_file(self.spool, self.app_id).read_text()))
+            stats = DeliveryStats(**json.loads(stats_file(self.spool, self.app_id).read_text()))
         except (OSError, ValueError, TypeError):
-            return DeliveryStats(failures=self.spool_failures)
+            stats = DeliveryStats(failures=self.spool_failures)
+        stats.restarts = self.restarts
+        return stats
 
     def pending_files(self) -> list[Path]:
         """This worker's spooled batches, oldest first (sibling workers share the folder: each
@@ -174,6 +202,7 @@ class Delivery:
                 unspooled.pop(0)
             if stopping:
                 return
+            self._keep_delivering()
 
     def _drain(self) -> Batch:
         self._sequence += 1
@@ -288,7 +317,12 @@ class Deliverer:
             try:
                 if path.stat().st_mtime > cutoff:
                     continue
-                path.rename(path.with_name(f"{path.stem}.claimed-{self.app_id}.json"))
+                # one claim suffix, whoever claimed it before (a name growing with every restart
+                # ends up too long to rename); touched, so no sibling claims it while it is delivered
+                original = path.stem.split(CLAIMED)[0]
+                claimed = path.with_name(f"{original}{CLAIMED}{self.app_id}.json")
+                path.rename(claimed)
+                os.utime(claimed)
             except FileNotFoundError:
                 continue  # another worker claimed or delivered it
         for stale in self.spool.glob("*.stats"):

@@ -74,5 +74,8 @@ class Metrics:
             "# HELP journeylake_api_delivery_failures_total Delivery attempts that failed (kept spooled).",
             "# TYPE journeylake_api_delivery_failures_total counter",
             f"journeylake_api_delivery_failures_total {delivery.failures}",
+            "# HELP journeylake_api_delivery_restarts_total Delivery processes started again after dying.",
+            "# TYPE journeylake_api_delivery_restarts_total counter",
+            f"journeylake_api_delivery_restarts_total {delivery.restarts}",
         ]
         return "\n".join(out) + "\n"
