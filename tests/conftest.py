@@ -28,10 +28,13 @@ SLOW_FIXTURES = frozenset({"spark", "kafka_broker"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs Spark or the Kafka broker ``slow``, whether or not its file says so."""
+    """Mark every test that needs Spark or the Kafka broker ``slow``, whether or not its file says so;
+    and run the ``erases`` tests last: they erase people from the session's shared home, whose
+    every other test has then had its turn (and left its files for the erasure to reach)."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("erases") is not None)  # stable: order kept
 
 
 def _free_port() -> int:
