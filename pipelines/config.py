@@ -60,6 +60,7 @@ class PathsConfig(ConfigSection):
 
     home: Path = Path(".journeylake")
     landing: Path = Path("landing")
+    held: Path = Path("held")  # landing files held back until the demo's closed loop plays them
     warehouse: Path = Path("warehouse")
     checkpoints: Path = Path("checkpoints")
     metastore: Path = Path("metastore")
@@ -321,6 +322,31 @@ class DecisioningConfig(ConfigSection):
         return float(weights.get(trigger_type, 1.0))
 
 
+class PrivacyConfig(ConfigSection):
+    """Erasure (``journeylake erase-customer``) and the PII scan: what names a person, where."""
+
+    # columns that name a person, strongest first: a row belongs to whoever its strongest
+    # non-null identifier names (a shared device's anonymous events go with the device's owner,
+    # its logged-in events with the login's)
+    identifiers: list[str] = Field(
+        default_factory=lambda: [
+            "unified_customer_id",
+            "customer_number",
+            "login_id",
+            "crm_contact_id",
+            "device_id",
+            "cookie_id",
+            "record_id",
+            "duplicate_of",
+        ],
+        min_length=1,
+    )
+    raw_columns: list[str] = Field(default_factory=lambda: ["raw", "record"])  # a source record as JSON text
+    record_id_column: str = "_record_id"  # silver's record key: names the person's rows in duplicates
+    vacuum_retain_hours: float = Field(0.0, ge=0)  # files holding erased rows are deleted this soon
+    records_table: str = "erasure_records"  # in gold: who, when, what, rows removed, hashed ids
+
+
 class Config(ConfigSection):
     """The whole configuration of one target, with absolute paths."""
 
@@ -331,6 +357,7 @@ class Config(ConfigSection):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
     sql_endpoint: SqlEndpointConfig = Field(default_factory=SqlEndpointConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     segments: dict[SegmentName, SegmentConfig] = Field(default_factory=dict)
     ml: MlConfig = Field(default_factory=MlConfig)
     decisioning: DecisioningConfig = Field(default_factory=DecisioningConfig)

@@ -46,6 +46,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "pipelines.cli.export_segments",
         "write dated, consent-filtered segment files for marketing",
     ),
+    "erase-customer": (
+        "pipelines.cli.erase_customer",
+        "erase a person everywhere: tables and their history, files, the online store (GDPR Art. 17)",
+    ),
     "sql": ("pipelines.cli.sql", "run a SQL query against the shared catalog"),
     "sql-user": ("pipelines.cli.sql_user", "add, remove or list the users of the SQL endpoint"),
     "doctor": (

@@ -27,8 +27,6 @@ if TYPE_CHECKING:  # --help stays fast: Spark and rich load in run()
     from pyspark.sql import SparkSession
     from rich.console import Console
 
-HELD = "held"  # under the home: the live days' landing files until the closed loop plays them
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customers", type=int, default=1200, help="simulated customers (default: 1200)")
@@ -77,7 +75,7 @@ def _reset(spark: SparkSession, cfg: Config) -> None:
         cfg.paths.warehouse,
         cfg.paths.landing,
         cfg.paths.home / "truth",
-        cfg.paths.home / HELD,
+        cfg.paths.held,
         cfg.paths.mlflow,
     )
     for folder in folders:
@@ -165,7 +163,7 @@ def _demo(args: argparse.Namespace) -> int:
             from pipelines.nba.closed_loop import hold_back
 
             first_live = (sim.start + timedelta(days=args.days - args.live_days)).isoformat()
-            held_files = hold_back(cfg.paths.landing, home / HELD, first_live)
+            held_files = hold_back(cfg.paths.landing, cfg.paths.held, first_live)
             step(f"held back {held_files:,} files from {first_live} on: the live days, played by decisions")
 
     ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda m: step(f"ingest {m}"))
@@ -217,7 +215,7 @@ def _demo(args: argparse.Namespace) -> int:
             f"  {segment['name']:<20} {segment['rows']:>6,} customers to contact by {segment['channel']}"
             f" ({excluded:,} of {segment['matched']:,} matched left out: no consent or not active)"
         )
-    held = home / HELD
+    held = cfg.paths.held
     from pipelines.nba.closed_loop import held_days, plot_policy_values, run_closed_loop
 
     days = held_days(held) if held.is_dir() else []
@@ -242,6 +240,9 @@ def _demo(args: argparse.Namespace) -> int:
     from pipelines.cli.demo_api import run_tour
 
     run_tour(spark, cfg, tables, step, table)
+    from pipelines.cli.demo_erasure import run_erasure
+
+    erased_cleanly = run_erasure(spark, cfg, step, table)
     step("done")
     console.print(
         "\nQuery it (any number of processes can share the catalog):\n"
@@ -262,8 +263,12 @@ def _demo(args: argparse.Namespace) -> int:
         '  .venv/bin/journeylake sql -e "SELECT * FROM gold.next_best_actions LIMIT 5"\n'
         "  .venv/bin/journeylake explain-decision <decision_id>\n"
         "  .venv/bin/journeylake evaluate-policy\n"
-        "Keep streaming new landing files: .venv/bin/journeylake ingest (and .venv/bin/journeylake decide)"
+        "Keep streaming new landing files: .venv/bin/journeylake ingest (and .venv/bin/journeylake decide)\n"
+        "Forget a customer (any of their ids): .venv/bin/journeylake erase-customer <id>"
     )
+    if not erased_cleanly:
+        console.print("demo: the erased customer's PII is still on disk (the hits above): a defect to report")
+        return 1
     return 0
 
 

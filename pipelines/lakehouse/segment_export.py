@@ -42,6 +42,7 @@ EXPORT_COLUMNS = (
     "customer_since",
 )
 MART = "segment_exports"
+EXPORT_FORMATS = ("csv", "parquet")  # each segment's files, in this order in the manifest
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,6 @@ def _write_date_folder(
 ) -> None:
     """Write every file into a scratch folder, then swap it in for ``out/<date>``."""
     import pyarrow.compute as pc
-    import pyarrow.csv as pa_csv
-    import pyarrow.parquet as pq
 
     day = export_date.isoformat()
     out.mkdir(parents=True, exist_ok=True)
@@ -220,12 +219,9 @@ def _write_date_folder(
                     f"segment {result.name}: {table.num_rows} rows to write but {result.exported} counted"
                 )
             files = {}
-            for kind in ("csv", "parquet"):
+            for kind in EXPORT_FORMATS:
                 path = scratch / f"{result.name}_{day}.{kind}"
-                if kind == "csv":
-                    pa_csv.write_csv(table, path)
-                else:
-                    pq.write_table(table, path)
+                path.write_bytes(file_bytes(table, kind))
                 files[kind] = {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
             manifest["segments"].append(
                 {
@@ -249,6 +245,20 @@ def _write_date_folder(
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+
+
+def file_bytes(table: pa.Table, kind: str) -> bytes:
+    """One segment file's bytes: ``kind`` is one of EXPORT_FORMATS (erasure rewrites files with it)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    if kind == "csv":
+        pa_csv.write_csv(table, sink)
+    else:
+        pq.write_table(table, sink)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def _sha256(path: Path) -> str:

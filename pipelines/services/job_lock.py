@@ -31,7 +31,20 @@ from pipelines.config import Config
 from pipelines.errors import SetupError, root_cause
 
 # the kinds of jobs that must not run twice on one home (a verb may take several: the demo)
-JOB_KINDS = ("ingest", "decide", "dbt", "train", "score", "online-store-sync", "export-segments")
+JOB_KINDS = ("ingest", "decide", "dbt", "train", "score", "online-store-sync", "export-segments", "erasure")
+
+
+# verbs whose arguments name people: their lock files record the verb alone (an erasure's ids
+# must not outlive it in a lock file)
+PERSONAL_ARGUMENTS = frozenset({"erase-customer"})
+
+
+def command_line() -> str:
+    """The running command as lock files record it."""
+    args = sys.argv[1:]
+    if args and args[0] in PERSONAL_ARGUMENTS:
+        return f"journeylake {args[0]} (arguments not recorded)"
+    return " ".join(["journeylake", *args])
 
 
 def lock_dir(cfg: Config) -> Path:
@@ -91,7 +104,7 @@ def _one(cfg: Config, kind: str) -> Iterator[None]:
                 {
                     "pid": os.getpid(),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "command": " ".join(["journeylake", *sys.argv[1:]]),
+                    "command": command_line(),
                 }
             )
         )
@@ -131,7 +144,7 @@ def _write_last(path: Path, started: float, outcome: str) -> None:
         "ended": time.time(),
         "outcome": outcome,
         "pid": os.getpid(),
-        "command": " ".join(["journeylake", *sys.argv[1:]]),
+        "command": command_line(),
     }
     tmp = path.with_suffix(".tmp")
     try:

@@ -540,6 +540,60 @@ class StoreWriter:
     def staleness(self) -> list[float]:
         return [float(v) for v in self.client.lrange(STALENESS, 0, -1)]
 
+    def erase(self, customer_numbers: Iterable[str], ids: Iterable[str]) -> dict[str, int]:
+        """Every key of these customers, the identity entries that lead to them and the decision
+        records naming them: how many of each went."""
+        numbers = sorted(set(customer_numbers))
+        keys = [k for cn in numbers for k in customer_keys(cn)]
+        removed = {"customer_keys": int(self.client.delete(*keys)) if keys else 0}
+        candidates = sorted(set(ids) | set(numbers))
+        owners = self.client.hmget(IDS, candidates) if candidates else []
+        leading = [
+            i for i, owner in zip(candidates, owners, strict=True) if owner and _text(owner) in numbers
+        ]
+        removed["identities"] = int(self.client.hdel(IDS, *leading)) if leading else 0
+        records = 0
+        for batch in _batched(self.client.scan_iter(match=decision_key("*"), count=1000), CHUNK):
+            values = self.client.mget(batch)
+            named = [
+                k
+                for k, v in zip(batch, values, strict=True)
+                if v and json.loads(v).get("customer_number") in numbers
+            ]
+            records += int(self.client.delete(*named)) if named else 0
+        removed["decision_records"] = records
+        return removed
+
+    def rewrite_persistence(self, timeout_s: float = 300.0) -> None:
+        """The server's files rewritten from what it holds now, so erased keys leave the disk too:
+        the append-only file (which logs every write ever made until rewritten) and the snapshot
+        file when there is one."""
+        self.client.bgrewriteaof()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.client.info("persistence")
+            if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+                break
+            if time.monotonic() > deadline:
+                raise SetupError(f"the online store's append-only file rewrite took over {timeout_s:.0f} s")
+            time.sleep(0.1)
+        if info.get("aof_last_bgrewrite_status") != "ok":
+            raise SetupError(
+                f"the online store's append-only file rewrite failed: {info.get('aof_last_bgrewrite_status')}"
+            )
+        self.client.save()
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
 
 # a consent state replaces the stored one if newer: KEYS consent, ver; ARGV field, value
 # ("<1|0>:<event ms>:<event id>"), event ms, event id

@@ -65,6 +65,7 @@ EMPTY_HOME = {
     "export-segments": (["export-segments"], 1),
     "online-store sync": (["online-store", "sync"], 1),
     "serve": (["serve"], 1),  # no bearer token configured
+    "erase-customer": (["erase-customer", "C00000001"], 1),
 }
 
 

@@ -1,0 +1,266 @@
+"""Erasing people from every Delta table of the lakehouse, their history included.
+
+For each table of the bronze, silver, gold and dbt work schemas (views are left: they hold no
+rows), the person's rows are those whose owner key (the strongest identifier column, or the
+identifier read from a raw JSON column) is one of theirs; a raw record that is not JSON at all is
+the person's when it holds one of their ids as a whole token. Then:
+
+1. **Delete** with a ``MERGE ... WHEN MATCHED THEN DELETE`` against a view of the ids: the commit
+   records the join condition, never the ids (a ``DELETE ... WHERE id IN ('...')`` would write them
+   into the table's history for as long as it is kept).
+2. **Purge**: with deletion vectors on, the rows are only marked deleted; ``REORG ... APPLY
+   (PURGE)`` rewrites the files without them.
+3. **Vacuum** with ``privacy.vacuum_retain_hours`` (0 by default): the data files that held the
+   rows are deleted from disk, so time travel to a version before the erasure cannot bring them
+   back (and, for the files it deleted, fails instead).
+4. **Scrub the log's statistics**: every commit names its data files with their min/max values
+   per column, and an erased id at a file's edge would stay in the log for as long as the log is
+   kept (``delta.logRetentionDuration``, 30 days). The statistics of entries that name an erased
+   id are dropped from the commit files and checkpoints (statistics only let readers skip files;
+   an entry without them is read). Checksum files (``.crc``, a cache of the table's state) that
+   name one are removed.
+
+The streams that read these tables skip commits that change rows instead of adding them
+(``skipChangeCommits``), so an erasure does not stop them, and does not bring the rows back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from pipelines.config import Config
+from pipelines.privacy.people import People
+from pipelines.tables import LAYERS, schema_name
+
+IDS_VIEW = "journeylake_erasure_ids"  # (key, pattern): what the MERGE joins the tables with
+
+
+@dataclass
+class TableErasure:
+    table: str
+    rows: int  # removed
+    files_vacuumed: int
+    log_files_scrubbed: int
+
+
+def erasable_tables(spark: SparkSession, cfg: Config) -> list[str]:
+    """Every Delta table of the lakehouse's schemas and dbt's work schema (not views)."""
+    from pipelines.services.dbt_runner import work_schema
+
+    names = []
+    for schema in [*(schema_name(cfg, layer) for layer in LAYERS), work_schema(cfg)]:
+        if not spark.catalog.databaseExists(schema):
+            continue
+        # SHOW rather than spark.catalog.listTables, whose row decoding fails on some tables here
+        views = {r["viewName"] for r in spark.sql(f"SHOW VIEWS IN {schema}").collect()}
+        for r in spark.sql(f"SHOW TABLES IN {schema}").collect():
+            if not r["isTemporary"] and r["tableName"] not in views:
+                names.append(f"{schema}.{r['tableName']}")
+    return sorted(names)
+
+
+def merge_condition(cfg: Config, columns: list[str], people: People) -> str | None:
+    """The MERGE's ON condition (SQL over ``t`` and the ids view ``s``), naming no id."""
+    raws = [c for c in cfg.privacy.raw_columns if c in columns]
+    candidates = []  # strongest identifier first, whether a column or a field of a raw record
+    for c in cfg.privacy.identifiers:
+        if c in columns:
+            candidates.append((c, f"CAST(t.`{c}` AS STRING)"))
+        candidates += [(c, f"get_json_object(t.`{raw}`, '$.{c}')") for raw in raws]
+    if not candidates:
+        return None
+    owner = (
+        "coalesce("
+        + ", ".join(
+            f"CASE WHEN {expr} IS NOT NULL AND {expr} != '' THEN concat('{name}:', {expr}) END"
+            for name, expr in candidates
+        )
+        + ")"
+    )
+    condition = f"({owner} = s.key)"
+    if raws and people.values():
+        # a raw record that is not JSON: the person's when it holds one of their ids as a token
+        unparsed = " OR ".join(f"t.`{raw}` RLIKE s.pattern" for raw in raws)
+        condition += f" OR ({owner} IS NULL AND s.pattern IS NOT NULL AND ({unparsed}))"
+    return condition
+
+
+def register_ids(spark: SparkSession, people: People) -> None:
+    """The ids view the conditions join with: one row per (identifier, value) key, and one row
+    with the people's ids as a pattern (Java's regex has no look-behind-free word boundary for
+    ids, so the boundaries are spelt out)."""
+    pattern = "(^|[^0-9A-Za-z_])(" + "|".join(_java_quote(v) for v in people.values()) + ")([^0-9A-Za-z_]|$)"
+    rows: list[tuple[str | None, str | None]] = [(f"{c}:{v}", None) for c, v in people.keys()]
+    rows.append((None, pattern))  # a key row never matches by pattern, nor the pattern row by key
+    spark.createDataFrame(rows, "key STRING, pattern STRING").createOrReplaceTempView(IDS_VIEW)
+
+
+def _java_quote(value: str) -> str:
+    return "\\Q" + value.replace("\\E", "\\E\\\\E\\Q") + "\\E"
+
+
+def record_ids(spark: SparkSession, cfg: Config, tables: list[str], people: People) -> set[str]:
+    """The silver record keys of the people's rows: what names them in silver.duplicates (read
+    before any row goes)."""
+    column = cfg.privacy.record_id_column
+    register_ids(spark, people)
+    found: set[str] = set()
+    for table in tables:
+        columns = spark.table(table).columns
+        condition = merge_condition(cfg, columns, people)
+        if column not in columns or condition is None:
+            continue
+        rows = spark.sql(f"SELECT DISTINCT t.`{column}` FROM {table} t JOIN {IDS_VIEW} s ON {condition}")
+        found.update(str(r[0]) for r in rows.collect() if r[0] is not None)
+    return found
+
+
+def erase_table(
+    spark: SparkSession,
+    cfg: Config,
+    table: str,
+    people: People,
+    progress: Callable[[str], None],
+    resumed: bool = False,
+) -> TableErasure:
+    """The people's rows out of ``table``, its files and its log (module docstring). ``resumed``:
+    a run that died may have deleted the rows but not yet their files, so every table is vacuumed
+    whether or not rows are found now."""
+    columns = spark.table(table).columns
+    condition = merge_condition(cfg, columns, people)
+    if condition is None:
+        return TableErasure(table, 0, 0, 0)
+    register_ids(spark, people)
+    found = spark.sql(f"SELECT count(*) FROM {table} t JOIN {IDS_VIEW} s ON {condition}").collect()[0][0]
+    location = Path(_location(spark, table))
+    scrubbed = scrub_log(location, people.values())  # a re-run after a crash finishes what was left
+    if not found and not resumed:
+        return TableErasure(table, 0, 0, scrubbed)
+    rows = 0
+    if found:
+        merge = f"MERGE INTO {table} t USING {IDS_VIEW} s ON {condition} WHEN MATCHED THEN DELETE"
+        result = spark.sql(merge).collect()
+        rows = int(result[0]["num_deleted_rows"]) if result else int(found)
+    properties = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+    if properties.get("delta.enableDeletionVectors", "false").lower() == "true":
+        spark.sql(f"REORG TABLE {table} APPLY (PURGE)")
+    before = _data_files(location)
+    hours = cfg.privacy.vacuum_retain_hours
+    check = "spark.databricks.delta.retentionDurationCheck.enabled"
+    previous = spark.conf.get(check, "true")
+    spark.conf.set(check, "false")  # a retention under the 7-day default is the point here
+    try:
+        spark.sql(f"VACUUM {table} RETAIN {hours:g} HOURS")
+    finally:
+        spark.conf.set(check, previous or "true")
+    vacuumed = len(before - _data_files(location))
+    scrubbed += scrub_log(location, people.values())
+    if rows or vacuumed or scrubbed:
+        progress(
+            f"{table}: {rows:,} row(s) removed, {vacuumed} file(s) vacuumed, {scrubbed} log file(s) scrubbed"
+        )
+    return TableErasure(table, rows, vacuumed, scrubbed)
+
+
+def _location(spark: SparkSession, table: str) -> str:
+    location = str(spark.sql(f"DESCRIBE DETAIL {table}").collect()[0]["location"])
+    return location.removeprefix("file:")
+
+
+def _data_files(location: Path) -> set[Path]:
+    return {p for p in location.rglob("*.parquet") if "_delta_log" not in p.parts}
+
+
+# ------------------------------------------------------------------------------------ the log
+
+
+def scrub_log(location: Path, values: list[str]) -> int:
+    """Statistics naming any of ``values`` dropped from the table's log (module docstring, 4)."""
+    log = location / "_delta_log"
+    if not log.is_dir() or not values:
+        return 0
+    needles = [v.encode() for v in values]
+    changed = 0
+    for path in sorted(log.iterdir()):
+        if not path.is_file():
+            continue
+        if path.suffix == ".json":
+            data = path.read_bytes()
+            if any(n in data for n in needles):
+                _replace(path, _scrub_commit(data.decode(), values).encode())
+                changed += 1
+        elif path.suffix == ".parquet" and ".checkpoint" in path.name:
+            if _scrub_checkpoint(path, values):
+                changed += 1
+        elif path.suffix == ".crc":
+            data = path.read_bytes()
+            if any(n in data for n in needles):
+                path.unlink()  # a cache of the table's state: readers recompute it
+                changed += 1
+    return changed
+
+
+def _names_any(text: str | None, values: list[str]) -> bool:
+    return text is not None and any(v in text for v in values)
+
+
+def _scrub_action(action: dict[str, Any], values: list[str]) -> None:
+    for kind in ("add", "remove"):
+        entry = action.get(kind)
+        if isinstance(entry, dict) and _names_any(entry.get("stats"), values):
+            entry.pop("stats", None)
+
+
+def _scrub_commit(text: str, values: list[str]) -> str:
+    out = []
+    for line in text.splitlines():
+        if line.strip() and _names_any(line, values):
+            action = json.loads(line)
+            _scrub_action(action, values)
+            line = json.dumps(action, separators=(",", ":"))
+        out.append(line)
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def _scrub_checkpoint(path: Path, values: list[str]) -> bool:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    changed = False
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if name in ("add", "remove") and pa.types.is_struct(column.type):
+            rows = column.to_pylist()
+            for row in rows:
+                if row is None:
+                    continue
+                if _names_any(row.get("stats"), values):
+                    row["stats"] = None
+                    changed = True
+                parsed = row.get("stats_parsed")
+                if parsed is not None and _names_any(json.dumps(parsed, default=str), values):
+                    row["stats_parsed"] = None
+                    changed = True
+            columns[name] = pa.array(rows, type=column.type)
+        else:
+            columns[name] = column
+    if changed:
+        tmp = path.with_name(path.name + ".scrub-tmp")
+        pq.write_table(pa.table(columns, schema=table.schema), tmp)
+        os.replace(tmp, path)
+    return changed
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".scrub-tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
