@@ -12,19 +12,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.config import PrivacyConfig
 from pipelines.privacy.erase_files import erase_exports, erase_jsonl, erase_spool
 from pipelines.privacy.erase_tables import scrub_log
 from pipelines.privacy.people import People
 from pipelines.privacy.scan import person_patterns, scan
 
-IDENTIFIERS = [
-    "unified_customer_id",
-    "customer_number",
-    "login_id",
-    "crm_contact_id",
-    "device_id",
-    "cookie_id",
-]
+IDENTIFIERS = PrivacyConfig().identifiers  # the shipped order: strongest first
 
 
 def _people() -> People:
