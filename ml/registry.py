@@ -116,6 +116,13 @@ class Registered:
     reason: str  # why it was (not) promoted, in words
 
 
+# MLflow infers a logged model's pip requirements by loading it in a new Python process (seconds
+# per model). Every model of a kind loads through the same SavedModel code, so the requirements
+# inferred for a process's first model of a kind are given to the next ones: the same
+# requirements.txt, one inference per kind instead of one per model.
+_REQUIREMENTS: dict[str, list[str]] = {}
+
+
 def log_model(model: Any, kind: str, example: pd.DataFrame) -> str:
     """Log ``model`` in the active run as a pyfunc model with signature and input example."""
     from mlflow.models import infer_signature
@@ -133,8 +140,19 @@ def log_model(model: Any, kind: str, example: pd.DataFrame) -> str:
             artifacts={"model": str(folder)},
             signature=infer_signature(example, output),
             input_example=example,
+            pip_requirements=_REQUIREMENTS.get(kind),  # None: inferred
         )
+        if kind not in _REQUIREMENTS:
+            _REQUIREMENTS[kind] = logged_requirements(info.model_uri, Path(tmp) / "logged")
     return info.model_uri
+
+
+def logged_requirements(model_uri: str, folder: Path) -> list[str]:
+    """The pip requirements a logged model was saved with (its requirements.txt), one per line;
+    the model's files are downloaded into ``folder``."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(folder)))
+    lines = (line.strip() for line in (local / "requirements.txt").read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def current_champion(client: MlflowClient, name: str) -> Any | None:
