@@ -5,10 +5,15 @@ Runs on the ML test bank after training (the session's ``ml_trained`` fixture).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import KernelManager
 
 pytestmark = pytest.mark.slow
 
@@ -115,8 +120,30 @@ def test_customer_360_carries_the_scores_after_dbt_runs(spark, ml_config, ml_ban
     assert (merged["model_segment_name"].fillna("") == merged["segment_name"].fillna("")).all()
 
 
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[KernelManager]:
+    """One Python kernel for the notebooks, shut down after them.
+
+    A kernel's first notebook starts its Spark session (a JVM of its own) and warms it up; the
+    next ones get that session from ``get_spark``, as notebooks opened one after another in one
+    Jupyter server do. Each notebook still starts from an empty namespace (see ``FRESH``).
+    """
+    from jupyter_client.manager import KernelManager
+
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=str(NOTEBOOKS), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+    try:
+        yield manager
+    finally:
+        manager.shutdown_kernel()
+
+
+# run before each notebook: nothing an earlier notebook defined or imported is left to lean on
+FRESH = "%reset -f"
+
+
 @pytest.mark.parametrize("name", ["01_segments", "02_propensity_review", "03_journeys"])
-def test_notebook_runs_top_to_bottom(name, ml_overrides, jl_config, scored, built):
+def test_notebook_runs_top_to_bottom(name, ml_overrides, jl_config, scored, built, kernel):
     import nbformat
     from nbclient import NotebookClient
 
@@ -128,9 +155,19 @@ def test_notebook_runs_top_to_bottom(name, ml_overrides, jl_config, scored, buil
         overrides = {**ml_overrides, "spark.driver_memory": "1g"}
     (params,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     params.source = f"target = None\noverrides = {overrides!r}"  # a Python literal (None, not null)
-    NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
-    ).execute()
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(FRESH))
+    client = NotebookClient(
+        notebook,
+        km=kernel,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    try:
+        client.execute()
+    finally:
+        if client.kc is not None:
+            client.kc.stop_channels()
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any(o.get("output_type") in ("execute_result", "display_data") for o in outputs)
