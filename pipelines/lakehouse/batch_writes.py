@@ -12,10 +12,12 @@ the query), so only then is the table asked whether the tag is there already.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import pandas as pd
 from pyspark.sql import DataFrame
@@ -32,17 +34,59 @@ def batch_tag(checkpoint: str | Path, batch_id: int) -> str:
     return f"{checkpoint_id(checkpoint)}/{batch_id}"
 
 
+class _TableGate:
+    """Replay checks of one table and appends to it never run at the same time in this process;
+    checks overlap each other, and so do appends."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = {"check": 0, "append": 0}
+
+    @contextmanager
+    def entered(self, kind: Literal["check", "append"]) -> Iterator[None]:
+        other = "append" if kind == "check" else "check"
+        with self._changed:
+            self._changed.wait_for(lambda: self._running[other] == 0)
+            self._running[kind] += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running[kind] -= 1
+                self._changed.notify_all()
+
+
+_GATES: dict[str, _TableGate] = {}
+_GATES_GUARD = threading.Lock()
+
+
+def _table_gate(table: str) -> _TableGate:
+    with _GATES_GUARD:
+        return _GATES.setdefault(table, _TableGate())
+
+
 def append_once(df: DataFrame, table: str, tag_column: str, tag: str, *, maybe_replay: bool) -> None:
     """Append a batch's rows unless an earlier attempt of the same batch already did.
 
     ``maybe_replay`` is true for the first batch after a (re)start only; the check reads the
     tag column, which the tables keep min/max statistics for, so it skips every other file.
+
+    The check never runs while another thread of this process appends to the same table;
+    appends still overlap each other, so the batches that do not check never wait. Every source's
+    stream appends to the same quarantine and duplicates tables from its own thread, and a Delta
+    commit frees the cached state of the table's previous snapshot (``Snapshot.uncache``, without
+    waiting) while a check may still be reading it. The check then recomputes the state, so its
+    answer is right, but a block it was storing at that moment stays listed by Spark's block
+    master after it is gone, and the next read of it logs ``BlockNotFoundException`` as ERROR
+    (three lines) before recomputing it.
     """
+    gate = _table_gate(table)
     if maybe_replay:
-        spark = df.sparkSession
-        if spark.table(table).where(F.col(tag_column) == tag).limit(1).count():
-            return
-    df.write.format("delta").mode("append").saveAsTable(table)
+        with gate.entered("check"):
+            if df.sparkSession.table(table).where(F.col(tag_column) == tag).limit(1).count():
+                return
+    with gate.entered("append"):
+        df.write.format("delta").mode("append").saveAsTable(table)
 
 
 def run_together(writes: list[Callable[[], None]], name: str = "batch-write") -> None:
