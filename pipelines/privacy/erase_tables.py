@@ -39,7 +39,8 @@ from pipelines.config import Config
 from pipelines.privacy.people import People
 from pipelines.tables import LAYERS, schema_name
 
-IDS_VIEW = "journeylake_erasure_ids"  # (key, pattern): what the MERGE joins the tables with
+IDS_VIEW = "journeylake_erasure_ids"  # the people's (identifier:value) keys, what MERGE joins with
+PATTERN_VIEW = "journeylake_erasure_pattern"  # their ids as one regex, for raw records not JSON
 
 
 @dataclass
@@ -66,8 +67,11 @@ def erasable_tables(spark: SparkSession, cfg: Config) -> list[str]:
     return sorted(names)
 
 
-def merge_condition(cfg: Config, columns: list[str], people: People) -> str | None:
-    """The MERGE's ON condition (SQL over ``t`` and the ids view ``s``), naming no id."""
+def merge_conditions(cfg: Config, columns: list[str], people: People) -> list[tuple[str, str]]:
+    """(view, ON condition) pairs, SQL over ``t`` and the view ``s``, naming no id; empty when the
+    table names nobody. The owner key is matched by equality (a hash join); a raw record that is
+    not JSON is matched by the people's ids as tokens, in a join of its own with the one-row
+    pattern view (in one condition with the keys, the OR made every row meet every key)."""
     raws = [c for c in cfg.privacy.raw_columns if c in columns]
     candidates = []  # strongest identifier first, whether a column or a field of a raw record
     for c in cfg.privacy.identifiers:
@@ -75,7 +79,7 @@ def merge_condition(cfg: Config, columns: list[str], people: People) -> str | No
             candidates.append((c, f"CAST(t.`{c}` AS STRING)"))
         candidates += [(c, f"get_json_object(t.`{raw}`, '$.{c}')") for raw in raws]
     if not candidates:
-        return None
+        return []
     owner = (
         "coalesce("
         + ", ".join(
@@ -84,22 +88,21 @@ def merge_condition(cfg: Config, columns: list[str], people: People) -> str | No
         )
         + ")"
     )
-    condition = f"({owner} = s.key)"
+    conditions = [(IDS_VIEW, f"{owner} = s.key")]
     if raws and people.values():
-        # a raw record that is not JSON: the person's when it holds one of their ids as a token
         unparsed = " OR ".join(f"t.`{raw}` RLIKE s.pattern" for raw in raws)
-        condition += f" OR ({owner} IS NULL AND s.pattern IS NOT NULL AND ({unparsed}))"
-    return condition
+        conditions.append((PATTERN_VIEW, f"{owner} IS NULL AND ({unparsed})"))
+    return conditions
 
 
 def register_ids(spark: SparkSession, people: People) -> None:
-    """The ids view the conditions join with: one row per (identifier, value) key, and one row
-    with the people's ids as a pattern (Java's regex has no look-behind-free word boundary for
-    ids, so the boundaries are spelt out)."""
+    """The views the conditions join with: one row per (identifier, value) key, and one row with
+    the people's ids as a pattern (Java's regex has no look-behind-free word boundary for ids, so
+    the boundaries are spelt out)."""
     pattern = "(^|[^0-9A-Za-z_])(" + "|".join(_java_quote(v) for v in people.values()) + ")([^0-9A-Za-z_]|$)"
-    rows: list[tuple[str | None, str | None]] = [(f"{c}:{v}", None) for c, v in people.keys()]
-    rows.append((None, pattern))  # a key row never matches by pattern, nor the pattern row by key
-    spark.createDataFrame(rows, "key STRING, pattern STRING").createOrReplaceTempView(IDS_VIEW)
+    keys = [(f"{c}:{v}",) for c, v in people.keys()]
+    spark.createDataFrame(keys, "key STRING").createOrReplaceTempView(IDS_VIEW)
+    spark.createDataFrame([(pattern,)], "pattern STRING").createOrReplaceTempView(PATTERN_VIEW)
 
 
 def _java_quote(value: str) -> str:
@@ -114,10 +117,11 @@ def record_ids(spark: SparkSession, cfg: Config, tables: list[str], people: Peop
     found: set[str] = set()
     for table in tables:
         columns = spark.table(table).columns
-        condition = merge_condition(cfg, columns, people)
-        if column not in columns or condition is None:
+        conditions = merge_conditions(cfg, columns, people)
+        if column not in columns or not conditions:
             continue
-        rows = spark.sql(f"SELECT DISTINCT t.`{column}` FROM {table} t JOIN {IDS_VIEW} s ON {condition}")
+        view, condition = conditions[0]
+        rows = spark.sql(f"SELECT DISTINCT t.`{column}` FROM {table} t JOIN {view} s ON {condition}")
         found.update(str(r[0]) for r in rows.collect() if r[0] is not None)
     return found
 
@@ -134,20 +138,24 @@ def erase_table(
     a run that died may have deleted the rows but not yet their files, so every table is vacuumed
     whether or not rows are found now."""
     columns = spark.table(table).columns
-    condition = merge_condition(cfg, columns, people)
-    if condition is None:
+    conditions = merge_conditions(cfg, columns, people)
+    if not conditions:
         return TableErasure(table, 0, 0, 0)
     register_ids(spark, people)
-    found = spark.sql(f"SELECT count(*) FROM {table} t JOIN {IDS_VIEW} s ON {condition}").collect()[0][0]
+    found = {
+        (view, condition): spark.sql(f"SELECT t.* FROM {table} t JOIN {view} s ON {condition}").count()
+        for view, condition in conditions
+    }
     location = Path(_location(spark, table))
     scrubbed = scrub_log(location, people.values())  # a re-run after a crash finishes what was left
-    if not found and not resumed:
+    if not any(found.values()) and not resumed:
         return TableErasure(table, 0, 0, scrubbed)
     rows = 0
-    if found:
-        merge = f"MERGE INTO {table} t USING {IDS_VIEW} s ON {condition} WHEN MATCHED THEN DELETE"
-        result = spark.sql(merge).collect()
-        rows = int(result[0]["num_deleted_rows"]) if result else int(found)
+    for (view, condition), count in found.items():
+        if count:
+            merge = f"MERGE INTO {table} t USING {view} s ON {condition} WHEN MATCHED THEN DELETE"
+            result = spark.sql(merge).collect()
+            rows += int(result[0]["num_deleted_rows"]) if result else int(count)
     properties = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
     if properties.get("delta.enableDeletionVectors", "false").lower() == "true":
         spark.sql(f"REORG TABLE {table} APPLY (PURGE)")
