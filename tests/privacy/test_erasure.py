@@ -117,7 +117,7 @@ def test_the_streams_go_on_after_an_erasure_and_do_not_bring_the_rows_back(
     }
     land_known("consent", "9999-after-erasure.jsonl", [event])
     ingest.run(spark, jl_config, until_idle=True, tables=tables, progress=lambda _m: None)
-    assert consent.where("event_id = 'AFTER-ERASURE-1'").count() == 1
+    assert spark.table(tables.silver("consent")).where("event_id = 'AFTER-ERASURE-1'").count() == 1
     numbers = [p["customer_number"] for p in erased["chosen"]]
     for source in ("customers", "transactions", "consent"):
         assert spark.table(tables.silver(source)).where(F.col("customer_number").isin(numbers)).count() == 0
