@@ -83,13 +83,21 @@ def token_pattern(values: Sequence[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<![0-9A-Za-z_])(?:{alternatives})(?![0-9A-Za-z_])")
 
 
-def owns_line(line: str, people: People, identifiers: Sequence[str]) -> bool:
-    """Whether a JSON-lines record (a landing line) is one of the people's."""
+def json_record(line: str | bytes) -> dict[str, Any] | None:
+    """A JSON-lines line as a record, or None when it is not a JSON object: malformed, another JSON
+    value, or nested deeper than Python's parser goes (a source may deliver any of these, and
+    ingest quarantines them, so they stay in landing files that erasure and scans read)."""
     try:
         record = json.loads(line)
-    except ValueError:
-        record = None
-    if isinstance(record, dict):
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def owns_line(line: str, people: People, identifiers: Sequence[str]) -> bool:
+    """Whether a JSON-lines record (a landing line) is one of the people's."""
+    record = json_record(line)
+    if record is not None:
         key = owner_key(record, identifiers)
         if key is not None:
             return value_in(key, people)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.privacy.people import json_record
+
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
 UNSCANNABLE = {b"LZ4Block": "Spark LZ4 stream", b"\x28\xb5\x2f\xfd": "zstd"}
@@ -117,11 +119,8 @@ def landed_people(
     records: list[dict[str, Any]] = []
     for path in sorted(landing.rglob("*.jsonl")):
         for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict):
+            record = json_record(line)
+            if record is None:
                 continue
             records.append(record)
             cn = record.get("customer_number")

@@ -44,14 +44,16 @@ def test_landing_lines_of_the_person_go_and_every_other_line_stays_in_a_file_of_
         {"event_id": "E4", "login_id": "ob200", "device_id": "D100"},  # someone else logged in on it
         {"event_id": "E5", "login_id": None, "device_id": "D100"},  # anonymous on their device
     ]
+    deep = '{"a":' * 5000 + "1" + "}" * 5000  # valid JSON deeper than Python's parser goes
     text = "".join(json.dumps(r) + "\n" for r in lines) + "not json, mentions C100 here\nnot json, C1000\n"
+    text += deep + "\n" + '{"customer_number":"C100","x":' + "[" * 5000 + "]" * 5000 + "}\n"
     path = landing / "2026-01-01.jsonl"
     path.write_text(text)
     done = erase_jsonl([tmp_path / "landing"], _people(), IDENTIFIERS)
     kept = path.read_text().splitlines()
     assert [json.loads(k)["event_id"] for k in kept[:2]] == ["E2", "E4"]
-    assert kept[2:] == ["not json, C1000"]
-    assert (done.files, done.rows) == (1, 4)
+    assert kept[2:] == ["not json, C1000", deep]  # the deep line of theirs goes by its mention
+    assert (done.files, done.rows) == (1, 5)
     assert erase_jsonl([tmp_path / "landing"], _people(), IDENTIFIERS).rows == 0  # a re-run finds nothing
 
 
