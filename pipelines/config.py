@@ -158,13 +158,49 @@ class OnlineStoreConfig(ConfigSection):
     write_through: bool = True  # the streams write what they commit to the store when it runs
 
 
+SqlRoleName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+SETTING_KEY = r"^[A-Za-z0-9_.-]+$"
+
+
+class SqlRoleConfig(ConfigSection):
+    """What an SQL endpoint user of this role may do (`sql_endpoint.roles`).
+
+    ``layers`` are the medallion layers it reads (their schemas by ``catalog.schemas``); every
+    statement is analyzed and refused when it touches anything else, by any route: a table's
+    name, a view over another layer, SHOW/DESCRIBE, EXPLAIN.
+    """
+
+    layers: tuple[Literal["bronze", "silver", "gold"], ...] = Field(min_length=1)
+    path_queries: bool = False  # delta.`/path`, parquet.`/path`: files read around the catalog
+    read_only: bool = True  # queries, SHOW, DESCRIBE, EXPLAIN, USE, SET only (no DDL, DML, ADD JAR)
+    settable: tuple[Annotated[str, StringConstraints(pattern=SETTING_KEY)], ...] = ()  # SET k=v allowed
+
+
+def _default_roles() -> dict[str, SqlRoleConfig]:
+    return {
+        "analyst": SqlRoleConfig(layers=("silver", "gold")),
+        "engineer": SqlRoleConfig(layers=("bronze", "silver", "gold"), path_queries=True),
+    }
+
+
 class SqlEndpointConfig(ConfigSection):
-    """The analysts' SQL endpoint (`journeylake sql`): Spark's Thrift server, users by password."""
+    """The analysts' SQL endpoint (`journeylake sql`): Spark's Thrift server, users by password,
+    each user with a role."""
 
     port: int = Field(10015, ge=1, le=65535)  # on loopback; `journeylake sql --port` overrides
     users_file: Path = Path("sql_endpoint/users")  # relative to paths.home; `journeylake sql-user` edits it
     default_user: str = Field("analyst", pattern=r"^[A-Za-z_][\w.-]{0,63}$")  # made when no user exists
     password_env: str = "JOURNEYLAKE_SQL_PASSWORD"  # the default user's; unset: made and kept in the home
+    roles: dict[SqlRoleName, SqlRoleConfig] = Field(default_factory=_default_roles, min_length=1)
+    default_role: SqlRoleName = "analyst"  # the default user's, and a users-file line's without a role
+
+    @model_validator(mode="after")
+    def _default_role_is_defined(self) -> SqlEndpointConfig:
+        if self.default_role not in self.roles:
+            raise ValueError(
+                f"default_role {self.default_role!r} is not one of roles ({', '.join(sorted(self.roles))})"
+            )
+        return self
 
 
 SegmentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]

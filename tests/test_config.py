@@ -94,6 +94,22 @@ def test_an_interval_spark_cannot_read_names_its_key(conf: Path, key: str) -> No
         load_config()
 
 
+def test_a_default_role_the_sql_roles_do_not_define_is_refused(conf: Path) -> None:
+    (conf / "targets" / "local.yml").write_text(
+        "sql_endpoint:\n  default_role: auditor\n  roles:\n    viewer: {layers: [gold]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"default_role 'auditor' is not one of roles \(viewer\)"):
+        load_config()
+
+
+def test_a_sql_role_reading_an_unknown_layer_is_refused(conf: Path) -> None:
+    (conf / "targets" / "local.yml").write_text(
+        "sql_endpoint:\n  roles:\n    analyst: {layers: [platinum]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"sql_endpoint\.roles\.analyst\.layers\.0: expected one of"):
+        load_config()
+
+
 def test_error_blames_the_layer_that_set_the_key(conf: Path) -> None:
     (conf / "base.yml").write_text("catalog:\n  metastore:\n    kind: sqlite\n")
     with pytest.raises(ConfigError, match=r"base\.yml: catalog\.metastore\.kind: expected one of"):

@@ -1,8 +1,10 @@
-"""``journeylake sql-user add|remove|list [NAME]``: who may log in to the SQL endpoint.
+"""``journeylake sql-user add|role|remove|list [NAME] [--role R]``: who may log in to the SQL
+endpoint, and with which of ``sql_endpoint.roles``.
 
 ``add`` reads the password from standard input (one line; ``--password-env VAR`` reads it from
 an environment variable instead), never from the command line, where other users of the machine
-could see it. A running endpoint takes the change at the next login.
+could see it. ``role NAME --role R`` changes a user's role. A running endpoint takes a password
+change at the next login and a role change at the next statement.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from pipelines.errors import InputError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("add", "remove", "list"))
-    parser.add_argument("name", nargs="?", help="the user (add, remove)")
+    parser.add_argument("action", choices=("add", "role", "remove", "list"))
+    parser.add_argument("name", nargs="?", help="the user (add, role, remove)")
+    parser.add_argument(
+        "--role", help="add, role: one of sql_endpoint.roles (add's default: sql_endpoint.default_role)"
+    )
     parser.add_argument(
         "--password-env",
         metavar="VAR",
@@ -33,13 +38,19 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         users = sql_users.read_users(cfg)
         print(
-            "\n".join(users)
+            "\n".join(f"{name}\t{user.role}" for name, user in users.items())
             if users
             else f"no users yet (the endpoint's first start adds {cfg.sql_endpoint.default_user})"
         )
         return 0
     if not args.name:
         raise InputError(f"sql-user {args.action}: name the user")
+    if args.action == "role":
+        if not args.role:
+            raise InputError("sql-user role: give the new role with --role")
+        sql_users.set_role(cfg, args.name, args.role)
+        print(f"{args.name} now has role {args.role}")
+        return 0
     if args.action == "remove":
         sql_users.remove_user(cfg, args.name)
         print(f"removed {args.name} from {sql_users.users_file(cfg)}")
@@ -50,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--password-env {args.password_env}: that environment variable is not set")
     else:
         password = sys.stdin.readline().rstrip("\n")
-    new = sql_users.set_user(cfg, args.name, password)
-    print(f"{'added' if new else 'changed the password of'} {args.name} in {sql_users.users_file(cfg)}")
+    if args.role:
+        sql_users.check_role(cfg, args.role)
+    new = sql_users.set_user(cfg, args.name, password, args.role)
+    role = sql_users.read_users(cfg)[args.name].role
+    print(
+        f"{'added' if new else 'changed the password of'} {args.name} ({role}) in {sql_users.users_file(cfg)}"
+    )
     return 0

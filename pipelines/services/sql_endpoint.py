@@ -7,9 +7,12 @@ another JDBC tool, PyHive, ODBC drivers. It reads the tables the streaming job i
 
 Every connection logs in with a user name and password (HiveServer2's ``CUSTOM``
 authentication, SASL PLAIN): our ``SqlEndpointAuth`` class checks them against the users file of
-:mod:`pipelines.services.sql_users`. The class is compiled from
-``pipelines/services/jvm/SqlEndpointAuth.java`` into the jar cache the first time it is needed
-(and again when its source changes), with the JDK's ``javac``.
+:mod:`pipelines.services.sql_users`. Every statement is then checked against the user's role
+(``sql_endpoint.roles``) by ``SqlEndpointAccess``, a Spark SQL extension that analyzes the
+statement as the session's user and refuses it when it touches a schema the role does not read
+(by any route: name, view, SHOW/DESCRIBE, EXPLAIN), reads files by path, or writes. Both classes
+are compiled from ``pipelines/services/jvm/*.java`` into the jar cache the first time they are
+needed (and again when a source changes), with the JDK's ``javac``.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from pipelines.errors import SetupError
 
 HOST = "127.0.0.1"
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
-AUTH_SOURCE = Path(__file__).resolve().parent / "jvm" / "SqlEndpointAuth.java"
+JVM_SOURCES = Path(__file__).resolve().parent / "jvm"
 AUTH_CLASS = "journeylake.SqlEndpointAuth"
+ACCESS_EXTENSION = "journeylake.SqlEndpointAccess"
 EXAMPLE_QUERY = "SELECT * FROM gold.customer_360 LIMIT 5"  # the start message's, tested as it is
-AUTH_INTERFACE_JAR = "spark-hive-thriftserver_*.jar"  # PasswdAuthenticationProvider, in pyspark
 
 
 def spark_home() -> Path:
@@ -39,14 +42,16 @@ def spark_home() -> Path:
 
 
 def auth_jar() -> Path:
-    """The login check's jar, compiled into the jar cache when missing or when its source changed."""
+    """The login and access checks' jar, compiled into the jar cache when missing or when a
+    source changed."""
     import hashlib
     import shutil
     import tempfile
 
     from pipelines.services.jars import cache_dir
 
-    digest = hashlib.sha256(AUTH_SOURCE.read_bytes()).hexdigest()[:12]
+    sources = sorted(JVM_SOURCES.glob("*.java"))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sources)).hexdigest()[:12]
     jar = cache_dir() / "sql-endpoint" / f"journeylake-sql-auth-{digest}.jar"
     if jar.is_file():
         return jar
@@ -56,18 +61,19 @@ def auth_jar() -> Path:
             "the SQL endpoint's login check is compiled with the JDK's javac and jar, which are not on "
             "PATH; install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)"
         )
-    interface = sorted((spark_home() / "jars").glob(AUTH_INTERFACE_JAR))
-    if not interface:
-        raise SetupError(f"no {AUTH_INTERFACE_JAR} in {spark_home() / 'jars'}: is pyspark complete?")
+    spark_jars = sorted((spark_home() / "jars").glob("*.jar"))
+    if not any(j.name.startswith("spark-hive-thriftserver_") for j in spark_jars):
+        raise SetupError(f"no spark-hive-thriftserver jar in {spark_home() / 'jars'}: is pyspark complete?")
     jar.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=jar.parent) as work:
+        class_path = os.pathsep.join(str(j) for j in spark_jars)
         compiled = subprocess.run(
-            [javac, "--release", "17", "-cp", str(interface[0]), "-d", work, str(AUTH_SOURCE)],
+            [javac, "--release", "17", "-nowarn", "-cp", class_path, "-d", work, *map(str, sources)],
             capture_output=True,
             text=True,
         )
         if compiled.returncode != 0:
-            raise SetupError(f"compiling {AUTH_SOURCE.name} failed: {compiled.stderr.strip()[:500]}")
+            raise SetupError(f"compiling {JVM_SOURCES}/*.java failed: {compiled.stderr.strip()[:800]}")
         staged = Path(work) / jar.name
         packed = subprocess.run(
             [jar_tool, "cf", str(staged), "-C", work, "journeylake"], capture_output=True, text=True
@@ -76,6 +82,32 @@ def auth_jar() -> Path:
             raise SetupError(f"packing {jar.name} failed: {packed.stderr.strip()[:500]}")
         staged.replace(jar)  # whole or not at all: another process may be compiling it too
     return jar
+
+
+def roles_file(cfg: Config) -> Path:
+    from pipelines.services.sql_users import users_file
+
+    return users_file(cfg).with_name("roles.properties")
+
+
+def write_roles(cfg: Config) -> Path:
+    """``sql_endpoint.roles`` as the access check reads them (Java properties), each role's layers
+    named by their schemas; the session's starting schema (``default``, empty) is readable by all."""
+    from pipelines.tables import schema_name
+
+    lines = ["# written by `journeylake sql` from conf/ at each start: edit sql_endpoint.roles instead"]
+    for name, role in cfg.sql_endpoint.roles.items():
+        schemas = ["default", *(schema_name(cfg, layer) for layer in role.layers)]
+        lines += [
+            f"role.{name}.schemas={','.join(schemas)}",
+            f"role.{name}.path_queries={str(role.path_queries).lower()}",
+            f"role.{name}.read_only={str(role.read_only).lower()}",
+            f"role.{name}.settable={','.join(role.settable)}",
+        ]
+    path = roles_file(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def command(cfg: Config, port: int) -> list[str]:
@@ -92,7 +124,12 @@ def command(cfg: Config, port: int) -> list[str]:
     added = [jar for jar in settings.pop("spark.jars", "").split(",") if jar]
     own = [jar for jar in settings.get("spark.driver.extraClassPath", "").split(os.pathsep) if jar]
     settings["spark.driver.extraClassPath"] = os.pathsep.join([*own, *added, str(auth_jar())])
-    settings["spark.driver.extraJavaOptions"] += f" -Djourneylake.sql.users={users_file(cfg)}"
+    settings["spark.driver.extraJavaOptions"] += (
+        f" -Djourneylake.sql.users={users_file(cfg)} -Djourneylake.sql.roles={roles_file(cfg)}"
+        f" -Djourneylake.sql.roles.default={cfg.sql_endpoint.default_role}"
+    )
+    extensions = [e for e in settings.get("spark.sql.extensions", "").split(",") if e]
+    settings["spark.sql.extensions"] = ",".join([*extensions, ACCESS_EXTENSION])
     args = [str(submit), "--class", THRIFT_SERVER_CLASS, "--name", settings.pop("spark.app.name")]
     for key, value in settings.items():
         args += ["--conf", f"{key}={value}"]
@@ -106,6 +143,8 @@ def command(cfg: Config, port: int) -> list[str]:
         "hive.server2.authentication=CUSTOM",
         "--hiveconf",
         f"hive.server2.custom.authentication.class={AUTH_CLASS}",
+        "--hiveconf",
+        "hive.server2.enable.doAs=true",  # statements run as the session's user: the role check's
     ]
     return args
 
@@ -145,6 +184,7 @@ def start(cfg: Config, port: int | None = None, timeout_s: float = 180.0) -> sub
     cfg.paths.logs.mkdir(parents=True, exist_ok=True)
     log_path = cfg.paths.logs / "sql-endpoint.log"
     ensure_a_user(cfg)  # nobody could log in otherwise
+    write_roles(cfg)
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "PYSPARK_PYTHON": sys.executable}
     env.setdefault("SPARK_LOCAL_IP", HOST)
     with log_path.open("ab") as log:

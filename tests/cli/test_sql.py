@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.errors import InputError
+
 pytestmark = pytest.mark.slow
 
 
@@ -64,7 +66,12 @@ def test_the_sql_endpoint_runs_sparks_thrift_server_on_loopback_with_the_shared_
     assert "hive.server2.thrift.port=12345" in command
     assert f"hive.server2.thrift.bind.host={sql_endpoint.HOST}" in command
     conf = [command[i + 1] for i, arg in enumerate(command) if arg == "--conf"]
-    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in conf
+    # Delta's extension, then the role check that analyzes each statement as its session's user
+    assert (
+        f"spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension,{sql_endpoint.ACCESS_EXTENSION}"
+        in conf
+    )
+    assert "hive.server2.enable.doAs=true" in command
     assert any(c.startswith("spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby://") for c in conf), conf
     # logins are checked by our class; every jar is on the JVM's own class path (none in a loader
     # that a closing session can close)
@@ -73,3 +80,23 @@ def test_the_sql_endpoint_runs_sparks_thrift_server_on_loopback_with_the_shared_
     assert not any(c.startswith("spark.jars=") for c in conf), conf
     class_path = next(c for c in conf if c.startswith("spark.driver.extraClassPath="))
     assert "delta-spark" in class_path and "journeylake-sql-auth" in class_path
+
+
+def test_roles_reach_the_endpoint_as_schemas_and_a_users_line_without_a_role_gets_the_default(
+    jl_config, tmp_path
+) -> None:
+    from pipelines.services import sql_endpoint, sql_users
+
+    cfg = jl_config.model_copy(update={"paths": jl_config.paths.model_copy(update={"home": tmp_path})})
+    written = sql_endpoint.write_roles(cfg).read_text()
+    assert "role.analyst.schemas=default,silver,gold\n" in written
+    assert "role.analyst.path_queries=false\n" in written
+    assert "role.engineer.schemas=default,bronze,silver,gold\n" in written
+    assert sql_users.set_user(cfg, "ops", "a-long-enough-password", role="engineer")
+    key = sql_users.read_users(cfg)["ops"].key
+    users = sql_users.users_file(cfg)
+    users.write_text(users.read_text() + f"old_style {key}\n")  # as written before roles existed
+    roles = {name: u.role for name, u in sql_users.read_users(cfg).items()}
+    assert roles == {"ops": "engineer", "old_style": cfg.sql_endpoint.default_role}
+    with pytest.raises(InputError, match="role 'auditor'"):
+        sql_users.set_role(cfg, "ops", "auditor")

@@ -18,7 +18,8 @@ import org.apache.hive.service.auth.PasswdAuthenticationProvider;
  * The SQL endpoint's user check (hive.server2.authentication=CUSTOM).
  *
  * Users live in the file named by the system property journeylake.sql.users, one per line:
- * {@code <user> pbkdf2_sha256$<iterations>$<salt, base64>$<key, base64>}, written by
+ * {@code <user> <role> pbkdf2_sha256$<iterations>$<salt, base64>$<key, base64>} (the role is
+ * optional here; SqlEndpointAccess reads it), written by
  * journeylake (pipelines/services/sql_users.py). The file is read at every login, so a user added
  * or removed counts from the next connection without a restart. Passwords are never stored.
  */
@@ -42,10 +43,10 @@ public final class SqlEndpointAuth implements PasswdAuthenticationProvider {
     }
     for (String line : lines) {
       String[] parts = line.trim().split("\\s+");
-      if (parts.length != 2 || parts[0].startsWith("#") || !parts[0].equals(user)) {
+      if (parts.length < 2 || parts.length > 3 || parts[0].startsWith("#") || !parts[0].equals(user)) {
         continue;
       }
-      if (matches(parts[1], password)) {
+      if (matches(parts[parts.length - 1], password)) {
         return;
       }
       break;
