@@ -12,6 +12,7 @@ local target's default key is for development only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -31,6 +32,11 @@ _NORMALISE = {
 _REDACT_PATTERNS = (
     (r"[\w.+-]+@[\w-]+\.[\w.]+", "[email]"),
     (r"\+?\d[\d \-]{6,}\d", "[number]"),
+    # UK postcodes (the outward code alone too, "SW1A"): an address in a note is a person's
+    (r"\b[A-Z]{1,2}[0-9][A-Z0-9]?(?: ?[0-9][A-Z]{2})?\b", "[postcode]"),
+    # a capitalised word after a lower-case word or a comma is a proper noun (a name, a street, a
+    # town) in agents' notes; sentence-initial words are matched against given names below
+    (r"(?<=[a-z0-9,;:)] )[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?\b", "[name]"),
 )
 FREE_TEXT_FIELDS = frozenset({"note"})
 
@@ -76,11 +82,33 @@ def token(column: Column | str, key: bytes, field: str | None = None) -> Column:
 
 
 def redact(column: Column | str) -> Column:
-    """Free text with email addresses and long digit runs (phones, card numbers) masked."""
+    """Free text with email addresses, long digit runs (phones, card numbers), postcodes and
+    names masked: proper nouns inside a sentence, and a sentence's first word when it is a given
+    name. A name missing from the given-name list that opens a sentence stays (measured in
+    bench/README.md); over-masking a word that is also a name ("Will") is the price of the rest."""
     col = F.col(column) if isinstance(column, str) else column
     for pattern, replacement in _REDACT_PATTERNS:
         col = F.regexp_replace(col, pattern, replacement)
-    return col
+    return F.regexp_replace(col, _sentence_initial_names(), "$1[name]")
+
+
+@functools.cache
+def given_names() -> frozenset[str]:
+    """Given names, title-cased: the US census lists shipped in the ``names`` package."""
+    from importlib.resources import files
+
+    out: set[str] = set()
+    for part in ("dist.female.first", "dist.male.first"):
+        for line in files("names").joinpath(part).read_text().splitlines():
+            if line.strip():
+                out.add(line.split()[0].title())
+    return frozenset(out)
+
+
+@functools.cache
+def _sentence_initial_names() -> str:
+    alternatives = "|".join(sorted(given_names(), key=len, reverse=True))
+    return rf"(^|[.!?;]\s+)(?:{alternatives})\b"
 
 
 def pseudonymize(df: DataFrame, pii_fields: tuple[str, ...], key: bytes) -> DataFrame:
