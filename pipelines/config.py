@@ -144,6 +144,13 @@ class KafkaConfig(ConfigSection):
     # sasl.mechanism, sasl.jaas.config, ssl.truststore.location (a bank's own cluster)
     options: dict[str, str] = Field(default_factory=dict)
     broker: KafkaBrokerConfig = Field(default_factory=KafkaBrokerConfig)
+    # How long topics keep records: the bound on how long an erased person stays in Kafka, which
+    # cannot be rewritten. Topics journeylake creates get it; erase-customer reports every topic's.
+    retention_days: int = Field(30, ge=1, le=3650)
+
+    @property
+    def retention_ms(self) -> int:
+        return self.retention_days * 86_400_000
 
 
 class OnlineStoreConfig(ConfigSection):

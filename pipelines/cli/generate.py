@@ -83,6 +83,7 @@ def _sink(args: argparse.Namespace) -> AbstractContextManager[KafkaWriter | None
         args.bootstrap or cfg.kafka.bootstrap_servers,
         topic_prefix=cfg.kafka.topic_prefix,
         partitions=cfg.kafka.broker.partitions,
+        retention_ms=cfg.kafka.retention_ms,
         options=cfg.kafka.options,
     )
 

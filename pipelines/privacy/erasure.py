@@ -243,11 +243,11 @@ def _erase_store(cfg: Config, people: People, progress: Callable[[str], None]) -
 
 
 def _not_reached(cfg: Config) -> list[str]:
+    from pipelines.services.kafka_topics import retention_note
+
     notes = []
     if cfg.ingest.source == "kafka" or (cfg.paths.home / "kafka").is_dir():
-        notes.append(
-            "kafka: records already in the source topics stay until the topics' retention removes them"
-        )
+        notes.append(retention_note(cfg, datetime.now(UTC)))
     return notes
 
 

@@ -161,8 +161,8 @@ def _properties(cfg: Config) -> str:
         "group.initial.rebalance.delay.ms=0",
         "num.network.threads=2",
         "num.io.threads=2",
-        # the local source is replayed from the earliest offset: keep everything until `make clean`
-        "log.retention.ms=-1",
+        # what erasure cannot rewrite leaves with the topics' retention (kafka.retention_days)
+        f"log.retention.ms={cfg.kafka.retention_ms}",
     ]
     return "\n".join(lines) + "\n"
 

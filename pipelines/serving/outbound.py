@@ -34,6 +34,7 @@ def kafka_writer(cfg: Config) -> Any:
         kafka.bootstrap_servers,
         topic_prefix=kafka.topic_prefix,
         partitions=kafka.broker.partitions,
+        retention_ms=kafka.retention_ms,
         options=kafka_options(cfg),
     )
 

@@ -8,7 +8,9 @@ import pytest
 
 NOTES = {
     "Helped Priya set up a standing order to landlord": "Helped [name] set up a standing order to landlord",
-    "Margaret called, card declined at till; checked limit": "[name] called, card declined at till; checked limit",
+    "Margaret called, card declined at till; checked limit": (
+        "[name] called, card declined at till; checked limit"
+    ),
     "Address change requested, DOB verified, new address SW1A 1AA": (
         "Address change requested, DOB verified, new address [postcode]"
     ),

@@ -293,6 +293,38 @@ def test_a_closed_writer_releases_its_clients_and_refuses_more_batches(kafka_bro
     writer.close()  # closing twice is harmless
 
 
+def test_topics_keep_records_for_the_retention_and_the_erasure_note_says_until_when(
+    kafka_broker: str, jl_config
+) -> None:
+    """What erasure cannot rewrite leaves with the retention: topics the writer creates carry it,
+    and a topic that keeps records forever is named as such."""
+    import datetime as dt
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from pipelines.services.kafka_topics import retention_note, topic_retention
+    from pipelines.sources.simulator.kafka_writer import KafkaWriter
+
+    cfg = jl_config.model_copy(
+        update={
+            "kafka": jl_config.kafka.model_copy(
+                update={"bootstrap_servers": kafka_broker, "topic_prefix": "keep."}
+            )
+        }
+    )
+    with KafkaWriter(
+        kafka_broker, topic_prefix="keep.", partitions=1, retention_ms=cfg.kafka.retention_ms
+    ) as writer:
+        writer.write_batch("transactions", "b1", b'{"customer_number": "C1"}\n')
+    assert topic_retention(cfg) == {"keep.transactions": cfg.kafka.retention_ms}
+    now = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    until = (now + dt.timedelta(days=cfg.kafka.retention_days)).date().isoformat()
+    assert retention_note(cfg, now).endswith(f"at most {cfg.kafka.retention_days} days (by {until})")
+    forever = NewTopic("keep.forever", num_partitions=1, config={"retention.ms": "-1"})
+    AdminClient({"bootstrap.servers": kafka_broker}).create_topics([forever])["keep.forever"].result(30)
+    assert "keep.forever keep records forever" in retention_note(cfg, now)
+
+
 def test_down_is_idempotent_and_a_restart_keeps_the_topics(published: Published, jl_config) -> None:
     # last in this file: it leaves the broker running again for whoever uses it next
     before = sorted((m.topic, m.partition, m.offset, m.value) for m in published.messages)

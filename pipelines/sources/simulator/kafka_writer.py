@@ -67,6 +67,7 @@ class KafkaWriter:
         *,
         topic_prefix: str,
         partitions: int,
+        retention_ms: int | None = None,
         options: Mapping[str, str] | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_S,
     ) -> None:
@@ -76,6 +77,7 @@ class KafkaWriter:
         self.bootstrap = bootstrap
         self.topic_prefix = topic_prefix
         self.partitions = partitions
+        self.retention_ms = retention_ms  # for topics it creates; None: the cluster's default
         self.messages: dict[str, int] = {}  # per topic, produced (acknowledged once closed)
         self._failures: list[str] = []
         self._failed = 0
@@ -188,7 +190,9 @@ class KafkaWriter:
         from confluent_kafka.admin import NewTopic
 
         assert self._admin is not None, "write_batch checks that the writer is open"
-        future = self._admin.create_topics([NewTopic(topic, num_partitions=self.partitions)])[topic]
+        settings = {"retention.ms": str(self.retention_ms)} if self.retention_ms else {}
+        new = NewTopic(topic, num_partitions=self.partitions, config=settings)
+        future = self._admin.create_topics([new])[topic]
         try:
             future.result(timeout=60)
         except KafkaException as exc:
