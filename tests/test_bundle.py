@@ -72,8 +72,14 @@ def var_refs(node: Any) -> set[str]:
     return set()
 
 
-def wheel_task_problems(task: dict[str, Any]) -> list[str]:
-    """What is wrong with a task's ``python_wheel_task`` (empty list: it runs a real journeylake verb)."""
+def job_parameters(job: dict[str, Any]) -> dict[str, str]:
+    """A job's declared parameters as ``{{job.parameters.<name>}}`` references, with their defaults."""
+    return {f"job.parameters.{p['name']}": str(p.get("default", "")) for p in job.get("parameters") or []}
+
+
+def wheel_task_problems(task: dict[str, Any], parameters: dict[str, str] | None = None) -> list[str]:
+    """What is wrong with a task's ``python_wheel_task`` (empty list: it runs a real journeylake verb);
+    ``parameters``: the job's own (see job_parameters), filled in like the run's values."""
     wheel = task.get("python_wheel_task")
     if wheel is None:
         return []
@@ -83,10 +89,11 @@ def wheel_task_problems(task: dict[str, Any]) -> list[str]:
     if wheel.get("entry_point") != ENTRY_POINT:
         problems.append(f"entry_point is {wheel.get('entry_point')!r}, expected {ENTRY_POINT!r}")
     params = [str(p) for p in wheel.get("parameters") or []]
-    unknown_refs = sorted({ref for p in params for ref in DYNAMIC_REF.findall(p)} - set(DYNAMIC_SAMPLES))
+    samples = {**DYNAMIC_SAMPLES, **(parameters or {})}
+    unknown_refs = sorted({ref for p in params for ref in DYNAMIC_REF.findall(p)} - set(samples))
     if unknown_refs:
         problems.append(f"unknown dynamic value reference {', '.join(unknown_refs)}")
-    params = [DYNAMIC_REF.sub(lambda m: DYNAMIC_SAMPLES.get(m.group(1), m.group(0)), p) for p in params]
+    params = [DYNAMIC_REF.sub(lambda m: samples.get(m.group(1), m.group(0)), p) for p in params]
     if not params:
         return [*problems, "no parameters: the first parameter must be a journeylake verb"]
     verb = params[0]
@@ -178,9 +185,10 @@ def test_every_job_runs_one_run_at_a_time_as_the_home_locks_do_locally(bundle) -
 
 def test_every_wheel_task_runs_a_real_verb_with_accepted_arguments(bundle) -> None:
     problems = [
-        f"{path.name}: {where}: {problem}"
-        for path, where, task in iter_tasks(bundle[1])
-        for problem in wheel_task_problems(task)
+        f"{path.name}: {key}.{task.get('task_key', '?')}: {problem}"
+        for path, key, job in iter_jobs(bundle[1])
+        for task in job.get("tasks") or []
+        for problem in wheel_task_problems(task, job_parameters(job))
     ]
     assert not problems, "\n".join(problems)
 
@@ -280,6 +288,10 @@ def test_checker_fills_in_run_dates_and_rejects_unknown_dynamic_references() -> 
     assert wheel_task_problems(task("{{job.start_time.iso_date}}")) == []
     assert any("job.no_such_value" in p for p in wheel_task_problems(task("{{job.no_such_value}}")))
     assert any("rejected" in p for p in wheel_task_problems(task("yesterday")))
+    # a job parameter counts only where the job declares it
+    declared = job_parameters({"parameters": [{"name": "day", "default": "2026-01-02"}]})
+    assert wheel_task_problems(task("{{job.parameters.day}}"), declared) == []
+    assert any("job.parameters.day" in p for p in wheel_task_problems(task("{{job.parameters.day}}")))
 
 
 def test_segment_exports_are_scheduled_daily_by_default(bundle) -> None:
