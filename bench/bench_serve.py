@@ -31,9 +31,10 @@
 Every process it starts (store, metastore, API, ingest, SQL endpoint) is stopped at the end, also
 on Ctrl-C or an error; the home (a temporary folder) is removed unless ``--keep``.
 
-    .venv/bin/python bench/bench_serve.py [--workers 2] [--customers 100000] [--seconds 20]
-        [--rates 250,500,1000] [--search-seconds 10] [--search-steps 5] [--no-ingest]
-        [--ingest-rate 200] [--sql-reads 50] [--bank-customers 2000] [--days 6] [--keep]
+    .venv/bin/python bench/bench_serve.py [--workers 2] [--server uvicorn|granian]
+        [--customers 100000] [--seconds 20] [--rates 250,500,1000] [--search-seconds 10]
+        [--search-steps 5] [--no-ingest] [--ingest-rate 200] [--sql-reads 50]
+        [--bank-customers 2000] [--days 6] [--keep]
 """
 
 from __future__ import annotations
@@ -112,11 +113,11 @@ def stop_group(process: subprocess.Popen[bytes], first: int, grace_s: float) -> 
         process.wait(timeout=10)
 
 
-def group_cpu_seconds(pgid: int | None) -> float:
-    """CPU seconds (user + system) of the live processes of a process group."""
+def group_cpu_by_pid(pgid: int | None) -> dict[int, float]:
+    """CPU seconds (user + system) of each live process of a process group."""
     if pgid is None:
-        return 0.0
-    total = 0
+        return {}
+    out: dict[int, float] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -126,8 +127,40 @@ def group_cpu_seconds(pgid: int | None) -> float:
         except OSError:
             continue
         if int(fields[2]) == pgid:  # fields: state, ppid, pgrp, ..., utime (12th), stime (13th)
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def group_cpu_seconds(pgid: int | None) -> float:
+    """CPU seconds (user + system) of the live processes of a process group."""
+    return sum(group_cpu_by_pid(pgid).values())
+
+
+def connections_by_pid(pids: list[int], port: int) -> dict[int, int]:
+    """Established TCP connections on ``port`` each process holds: how the workers shared the
+    generator's keep-alive connections (one listening socket: whichever worker accepts first)."""
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "01":  # 01: ESTABLISHED
+                inodes[cols[9]] = 0
+    out: dict[int, int] = {}
+    for pid in pids:
+        count = 0
+        try:
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                target = os.readlink(fd.path)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    count += 1
+        except OSError:
+            pass
+        out[pid] = count
+    return out
 
 
 def pid_cpu_seconds(pid: int | None) -> float:
@@ -684,6 +717,7 @@ def table_lines(results: list[StepResult]) -> Iterator[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="API worker processes (journeylake serve)")
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn", help="serve --server")
     parser.add_argument("--customers", type=int, default=100_000, help="customers in the store")
     parser.add_argument("--bank-customers", type=int, default=2000, help="customers generated and synced")
     parser.add_argument("--days", type=int, default=6, help="days generated (the last one is held back)")
@@ -753,7 +787,10 @@ def main() -> int:
         api_log = logs / "serve.log"
         with api_log.open("wb") as out:
             api = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.cli", "serve", "--workers", str(args.workers)],
+                [
+                    *(sys.executable, "-m", "pipelines.cli", "serve"),
+                    *("--workers", str(args.workers), "--server", args.server),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # its own group (uvicorn and its workers), in this session
@@ -761,7 +798,10 @@ def main() -> int:
         started.add("the API", lambda: stop_group(api, signal.SIGTERM, 45))
         api_url = f"http://127.0.0.1:{api_port}"
         wait_for_api(api_url, api, api_log)
-        print(f"API: journeylake serve --workers {args.workers} on {api_url} (log {api_log})")
+        print(
+            f"API: journeylake serve --workers {args.workers} --server {args.server} on {api_url} "
+            f"(log {api_log})"
+        )
 
         ingest: subprocess.Popen[bytes] | None = None
         feeder: Feeder | None = None
@@ -808,6 +848,7 @@ def main() -> int:
 
         def step(rate: int, seconds: float) -> StepResult:
             events = store_events()
+            per_pid = group_cpu_by_pid(api.pid)
             before = (
                 group_cpu_seconds(api.pid),
                 pid_cpu_seconds(store_pid),
@@ -828,6 +869,16 @@ def main() -> int:
                 for name, a, b in zip(("api", "store", "gen", "ingest"), after, before, strict=True)
             }
             print(list(table_lines([result]))[1], flush=True)
+            now_pid = group_cpu_by_pid(api.pid)
+            conns = connections_by_pid(list(now_pid), api_port)
+            print(
+                "        api processes (cpu %, connections): "
+                + ", ".join(
+                    f"{pid}: {100 * (now_pid[pid] - per_pid.get(pid, 0.0)) / wall:.0f}%/{conns.get(pid, 0)}"
+                    for pid in sorted(now_pid)
+                ),
+                flush=True,
+            )
             now_events = store_events()
             forks = now_events["total_forks"] - events["total_forks"]
             delayed = now_events["aof_delayed_fsync"] - events["aof_delayed_fsync"]

@@ -23,14 +23,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="processes (default: decisioning.api.workers)"
     )
     parser.add_argument(
+        "--server", choices=("uvicorn", "granian"), default=None, help="default: decisioning.api.server"
+    )
+    parser.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
     )
     add_config_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     if args.port is not None:
         if not 1 <= args.port <= 65535:
             raise InputError(f"--port {args.port}: expected 1-65535")
@@ -46,7 +47,15 @@ def run(args: argparse.Namespace) -> int:
 
     load_tokens(cfg)  # no token, no start: say so before uvicorn starts
     where = "loopback only" if api.host in LOOPBACK else f"on {api.host} (not loopback: put it behind TLS)"
-    print(f"decision API: http://{api.host}:{api.port} ({workers} worker(s), {where}); Ctrl-C stops it")
+    server = args.server or api.server
+    print(
+        f"decision API: http://{api.host}:{api.port} ({workers} {server} worker(s), {where}); Ctrl-C stops it"
+    )
+    if server == "granian":
+        _granian(api.host, api.port, workers, args.log_level)
+        return 0
+    import uvicorn
+
     uvicorn.run(
         "pipelines.serving.api:app_from_environment",
         factory=True,
@@ -60,3 +69,24 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _granian(host: str, port: int, workers: int, log_level: str) -> None:
+    """The same app in Granian: its HTTP/1.1 parsing and connection handling run in Rust, and each
+    worker process runs the app on one event loop (uvloop), as uvicorn's do."""
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        "pipelines.serving.api:app_from_environment",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        factory=True,
+        log_level=LogLevels(log_level),
+        log_access=False,
+        workers_kill_timeout=30,
+    ).serve()
