@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pipelines.privacy.erasure import Erasure, erase, records_table
-from pipelines.privacy.scan import Hit, landed_people, person_patterns, scan, unshared
+from pipelines.privacy.scan import Hit, anyones_patterns, landed_people, person_patterns, scan, unshared
 
 pytestmark = [pytest.mark.slow, pytest.mark.erases]
 
@@ -82,6 +82,29 @@ def test_the_record_names_nobody_and_a_repeat_says_already_erased(
     ]
     assert sorted(again.already) == sorted(erased["asked"])
     assert again.unknown == ["C-NOBODY-0"] and again.persons == 0
+
+
+def test_outside_bronze_no_file_holds_any_customers_raw_email_phone_name_or_postcode(jl_config) -> None:
+    """Raw PII stays in bronze: everything else under the home (silver, gold, dbt's tables, their
+    logs and checkpoints, MLflow, exports, the store, the API's spool, logs) is searched for every
+    generated customer's email, phone, full name and postcode as the sources delivered them.
+    Bronze's equivalents are left out: its tables, the landing and held-back files, the Kafka
+    topics (the sources' own copies) and the simulator's answer key."""
+    home = Path(jl_config.paths.home)
+    people: dict[str, dict[str, Any]] = {}
+    for landing in (Path(jl_config.paths.landing), home / "ml_bank" / "landing"):
+        people.update(landed_people(landing)[0])
+    assert len(people) > 100
+    patterns = anyones_patterns(list(people.values()))
+    in_landing, _ = scan(Path(jl_config.paths.landing), patterns)
+    assert {h.label for h in in_landing} >= {"email", "phone", "postcode"}  # the search finds them
+    warehouse = home / jl_config.paths.warehouse
+    bronze = [warehouse / "bronze.db", warehouse / "ml_bronze.db", home / "kafka"]
+    raw = [Path(jl_config.paths.landing), Path(jl_config.paths.held), home / "truth"]
+    raw += [home / "ml_bank" / "landing", home / "ml_bank" / "truth"]
+    hits, files = scan(home, patterns, skip=[*bronze, *raw])
+    assert files > 100
+    assert hits == [], "\n".join(_show(h, home) for h in hits[:30])
 
 
 def _show(hit: Hit, home: Path) -> str:

@@ -321,7 +321,8 @@ def test_topics_keep_records_for_the_retention_and_the_erasure_note_says_until_w
     until = (now + dt.timedelta(days=cfg.kafka.retention_days)).date().isoformat()
     assert retention_note(cfg, now).endswith(f"at most {cfg.kafka.retention_days} days (by {until})")
     forever = NewTopic("keep.forever", num_partitions=1, config={"retention.ms": "-1"})
-    AdminClient({"bootstrap.servers": kafka_broker}).create_topics([forever])["keep.forever"].result(30)
+    admin = AdminClient({"bootstrap.servers": kafka_broker})  # kept: its futures die with it
+    admin.create_topics([forever])["keep.forever"].result(30)
     assert "keep.forever keep records forever" in retention_note(cfg, now)
 
 
