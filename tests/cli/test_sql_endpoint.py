@@ -179,7 +179,8 @@ def test_an_analyst_reads_silver_and_gold_and_reaches_bronze_by_no_route(
             "SELECT * FROM bronze.customers LIMIT 1",
             "SELECT * FROM spark_catalog.bronze.customers LIMIT 1",
             "SELECT * FROM silver.pii_peek LIMIT 1",  # a view another user made over bronze
-            "SELECT count(*) FROM gold.customer_360 WHERE customer_number IN (SELECT raw FROM bronze.customers)",
+            "SELECT count(*) FROM gold.customer_360 "
+            "WHERE customer_number IN (SELECT raw FROM bronze.customers)",
             "WITH b AS (SELECT * FROM bronze.customers) SELECT * FROM b LIMIT 1",
             f"SELECT * FROM delta.`{bronze}` LIMIT 1",
             f"SELECT * FROM parquet.`{data_file}` LIMIT 1",
