@@ -130,10 +130,9 @@ public final class SqlEndpointAccess extends AbstractFunction1<SparkSessionExten
 
     private LogicalPlan checked(LogicalPlan parsed) {
       Role role = sessionRole();
-      if (role != null) {
-        new Check(session, role).statement(parsed);
-      }
-      return parsed;
+      // the analyzed plan goes on: Spark's own analysis returns a plan marked analyzed as it is,
+      // so the statement is analyzed once, not twice
+      return role == null ? parsed : new Check(session, role).statement(parsed);
     }
 
     @Override
@@ -273,7 +272,7 @@ public final class SqlEndpointAccess extends AbstractFunction1<SparkSessionExten
       this.role = role;
     }
 
-    void statement(LogicalPlan parsed) {
+    LogicalPlan statement(LogicalPlan parsed) {
       SessionState state = session.sessionState();
       LogicalPlan analyzed =
           state.analyzer().executeAndCheck(parsed, new QueryPlanningTracker(Option.empty()));
@@ -285,6 +284,7 @@ public final class SqlEndpointAccess extends AbstractFunction1<SparkSessionExten
         setting(analyzed);
       }
       plan(analyzed);
+      return analyzed;
     }
 
     /** Every node of the plan and of its subqueries, and the plans commands hold unanalyzed. */
