@@ -51,42 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"decision API: http://{api.host}:{api.port} ({workers} {server} worker(s), {where}); Ctrl-C stops it"
     )
-    if server == "granian":
-        _granian(api.host, api.port, workers, args.log_level)
-        return 0
-    import uvicorn
+    from pipelines.services import api_workers
 
-    uvicorn.run(
-        "pipelines.serving.api:app_from_environment",
-        factory=True,
-        host=api.host,
-        port=api.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
-    return 0
-
-
-def _granian(host: str, port: int, workers: int, log_level: str) -> None:
-    """The same app in Granian: its HTTP/1.1 parsing and connection handling run in Rust, and each
-    worker process runs the app on one event loop (uvloop), as uvicorn's do."""
-    from granian.constants import Interfaces, Loops
-    from granian.log import LogLevels
-    from granian.server import Server
-
-    Server(
-        "pipelines.serving.api:app_from_environment",
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        loop=Loops.uvloop,
-        factory=True,
-        log_level=LogLevels(log_level),
-        log_access=False,
-        workers_kill_timeout=30,
-    ).serve()
+    launch = api_workers.run_granian if server == "granian" else api_workers.run_uvicorn
+    return launch(api.host, api.port, workers, args.log_level)
