@@ -136,33 +136,6 @@ def group_cpu_seconds(pgid: int | None) -> float:
     return sum(group_cpu_by_pid(pgid).values())
 
 
-def connections_by_pid(pids: list[int], port: int) -> dict[int, int]:
-    """Established TCP connections on ``port`` each process holds: how the workers shared the
-    generator's keep-alive connections (one listening socket: whichever worker accepts first)."""
-    inodes: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "01":  # 01: ESTABLISHED
-                inodes[cols[9]] = 0
-    out: dict[int, int] = {}
-    for pid in pids:
-        count = 0
-        try:
-            for fd in os.scandir(f"/proc/{pid}/fd"):
-                target = os.readlink(fd.path)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    count += 1
-        except OSError:
-            pass
-        out[pid] = count
-    return out
-
-
 def pid_cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
@@ -717,7 +690,7 @@ def table_lines(results: list[StepResult]) -> Iterator[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="API worker processes (journeylake serve)")
-    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn", help="serve --server")
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="granian", help="serve --server")
     parser.add_argument("--customers", type=int, default=100_000, help="customers in the store")
     parser.add_argument("--bank-customers", type=int, default=2000, help="customers generated and synced")
     parser.add_argument("--days", type=int, default=6, help="days generated (the last one is held back)")
@@ -870,11 +843,10 @@ def main() -> int:
             }
             print(list(table_lines([result]))[1], flush=True)
             now_pid = group_cpu_by_pid(api.pid)
-            conns = connections_by_pid(list(now_pid), api_port)
-            print(
-                "        api processes (cpu %, connections): "
+            print(  # how the workers shared the load (and their delivery processes their batches)
+                "        api processes, cpu % of a core: "
                 + ", ".join(
-                    f"{pid}: {100 * (now_pid[pid] - per_pid.get(pid, 0.0)) / wall:.0f}%/{conns.get(pid, 0)}"
+                    f"{pid}: {100 * (now_pid[pid] - per_pid.get(pid, 0.0)) / wall:.0f}"
                     for pid in sorted(now_pid)
                 ),
                 flush=True,

@@ -332,7 +332,7 @@ class ApiConfig(ConfigSection):
     host: str = "127.0.0.1"  # loopback locally; a deployment puts it behind the bank's gateway
     port: int = Field(18080, ge=1, le=65535)
     workers: int = Field(1, ge=1)  # processes; each runs the funnel on its own core
-    server: Literal["uvicorn", "granian"] = "uvicorn"  # the HTTP server the workers run in
+    server: Literal["uvicorn", "granian"] = "granian"  # the HTTP server the workers run in (bench/README.md)
     # a request's deadline; past it the answer is the catalog's default policy within consent
     timeout_ms: float = Field(50.0, gt=0)
     # the bearer token of the calling system(s): one token in this environment variable, and/or
