@@ -163,6 +163,10 @@ class OnlineStoreConfig(ConfigSection):
     contact_history_days: int = Field(120, ge=1)  # contacts kept per customer: >= every policy window
     socket_timeout_ms: float = Field(200.0, gt=0)
     write_through: bool = True  # the streams write what they commit to the store when it runs
+    # a bank's own server: an ACL user (default: Redis's "default") and TLS with the bank's CA
+    username: str | None = None
+    tls: bool = False
+    tls_ca_file: Path | None = None  # PEM; None: the system's CAs
 
 
 SqlRoleName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]

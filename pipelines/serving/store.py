@@ -292,18 +292,26 @@ def connection_kwargs(cfg: Config) -> dict[str, Any]:
     from pipelines.services.redis_server import store_password
 
     st = cfg.online_store
-    return {
+    out: dict[str, Any] = {
         "host": st.host,
         "port": st.port,
         "password": store_password(cfg),
         "socket_timeout": st.socket_timeout_ms / 1000,
         "socket_connect_timeout": st.socket_timeout_ms / 1000,
     }
+    if st.username:
+        out["username"] = st.username
+    if st.tls:
+        out["ssl_cert_reqs"] = "required"
+        out["ssl_check_hostname"] = True
+        if st.tls_ca_file:
+            out["ssl_ca_certs"] = str(st.tls_ca_file)
+    return out
 
 
 def connect(cfg: Config) -> redis.Redis:
     """A synchronous client (sync, write-through, tests), checked with a PING."""
-    client = redis.Redis(**connection_kwargs(cfg))
+    client = redis.Redis(**connection_kwargs(cfg), ssl=cfg.online_store.tls)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -319,9 +327,11 @@ def connect_async(cfg: Config, max_connections: int = 64) -> aioredis.Redis:
     """The API's client: a pool of connections for concurrent requests. A blocking pool: when
     every connection is busy a request waits for one (its deadline still bounds it) instead of
     failing with "Too many connections"."""
+    tls: dict[str, Any] = {"connection_class": aioredis.SSLConnection} if cfg.online_store.tls else {}
     pool = aioredis.BlockingConnectionPool(
         max_connections=max_connections,
         timeout=cfg.decisioning.api.timeout_ms / 1000,
+        **tls,
         **connection_kwargs(cfg),
     )
     return aioredis.Redis(connection_pool=pool)
