@@ -558,10 +558,16 @@ class StoreWriter:
         removed = {"customer_keys": int(self.client.delete(*keys)) if keys else 0}
         candidates = sorted(set(ids) | set(numbers))
         owners = self.client.hmget(IDS, candidates) if candidates else []
-        leading = [
+        leading = {
             i for i, owner in zip(candidates, owners, strict=True) if owner and _text(owner) in numbers
-        ]
-        removed["identities"] = int(self.client.hdel(IDS, *leading)) if leading else 0
+        }
+        # every other form of an id that leads to them too ("device_id:D1" from gold.identity_map's
+        # typed keys, an id the request did not name): the whole map is read once, by owner
+        wanted = set(numbers)
+        for key, owner in self.client.hscan_iter(IDS, count=5000):
+            if _text(owner) in wanted:
+                leading.add(_text(key))
+        removed["identities"] = int(self.client.hdel(IDS, *sorted(leading))) if leading else 0
         records = 0
         for batch in _batched(self.client.scan_iter(match=decision_key("*"), count=1000), CHUNK):
             values = self.client.mget(batch)
