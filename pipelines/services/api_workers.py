@@ -22,6 +22,8 @@ from typing import Any
 
 APP = "pipelines.serving.api:app_from_environment"
 RESTART_DELAY_S = 1.0
+QUICK_DEATH_S = 10.0  # a worker that dies this soon after its start is failing to start
+QUICK_DEATHS_TO_GIVE_UP = 3  # in a row: the API stops, with the worker's exit code
 
 
 def run_uvicorn(host: str, port: int, workers: int, log_level: str) -> int:
@@ -32,11 +34,14 @@ def run_uvicorn(host: str, port: int, workers: int, log_level: str) -> int:
         return 0
     context = multiprocessing.get_context("spawn")
     processes: list[Any] = []
+    started_at: dict[int, float] = {}
     stopping = False
+    quick_deaths = 0
 
     def start() -> Any:
         process = context.Process(target=_uvicorn_worker, args=(host, port, log_level), daemon=False)
         process.start()
+        started_at[id(process)] = time.monotonic()
         return process
 
     def stop(signum: int, _frame: object) -> None:
@@ -53,14 +58,27 @@ def run_uvicorn(host: str, port: int, workers: int, log_level: str) -> int:
     while not stopping:
         time.sleep(0.5)
         for i, process in enumerate(processes):
-            if not process.is_alive() and not stopping:
+            if process.is_alive() or stopping:
+                continue
+            quick = time.monotonic() - started_at.pop(id(process), 0.0) < QUICK_DEATH_S
+            quick_deaths = quick_deaths + 1 if quick else 0
+            if quick_deaths >= QUICK_DEATHS_TO_GIVE_UP:
                 print(
-                    f"decision API: worker {process.pid} exited with {process.exitcode}; restarting it",
+                    f"decision API: workers keep exiting at start (last: {process.exitcode}); stopping",
                     file=sys.stderr,
                     flush=True,
                 )
-                time.sleep(RESTART_DELAY_S)
-                processes[i] = start()
+                stop(signal.SIGTERM, None)
+                for other in processes:
+                    other.join(timeout=60)
+                return 1
+            print(
+                f"decision API: worker {process.pid} exited with {process.exitcode}; restarting it",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(RESTART_DELAY_S)
+            processes[i] = start()
     for process in processes:
         process.join(timeout=60)
     return 0
