@@ -102,14 +102,12 @@ def _scan_file(path: Path, patterns: Mapping[str, Searcher]) -> Iterator[Hit]:
 
 
 def _search(path: Path, data: Any, patterns: Mapping[str, Searcher], where: str) -> Iterator[Hit]:
+    text = data if isinstance(data, bytes) else bytes(data)  # one copy of a buffer, not one per pattern
     for label, pattern in patterns.items():
         needle = _needle(pattern)
-        if (
-            needle is not None
-            and (data.find(needle) if isinstance(data, bytes) else bytes(data).find(needle)) < 0
-        ):
+        if needle is not None and text.find(needle) < 0:
             continue  # the literal every match holds is absent: no regex pass over the file
-        if pattern.search(data):
+        if pattern.search(text):
             yield Hit(path, label, where)
 
 
