@@ -1,9 +1,9 @@
 """Erasing people from every Delta table of the lakehouse, their history included.
 
-For each table of the bronze, silver, gold and dbt work schemas (views are left: they hold no
-rows), the person's rows are those whose owner key (the strongest identifier column, or the
-identifier read from a raw JSON column) is one of theirs; a raw record that is not JSON at all is
-the person's when it holds one of their ids as a whole token. Then:
+For each Delta table of the catalog (views are left: they hold no rows), the person's rows are
+those whose owner key (the strongest identifier column, or the identifier read from a raw JSON
+column) is one of theirs; a raw record that is not JSON at all is the person's when it holds one
+of their ids as a whole token. Then:
 
 1. **Delete** with a ``MERGE ... WHEN MATCHED THEN DELETE`` against a view of the ids: the commit
    records the join condition, never the ids (a ``DELETE ... WHERE id IN ('...')`` would write them
@@ -17,8 +17,10 @@ the person's when it holds one of their ids as a whole token. Then:
    per column, and an erased id at a file's edge would stay in the log for as long as the log is
    kept (``delta.logRetentionDuration``, 30 days). The statistics of entries that name an erased
    id are dropped from the commit files and checkpoints (statistics only let readers skip files;
-   an entry without them is read). Checksum files (``.crc``, a cache of the table's state) that
-   name one are removed.
+   an entry without them is read). A commit's own description (``commitInfo``: the predicate of
+   an ``UPDATE ... WHERE customer_number = '...'`` someone ran, for one) has the ids replaced
+   with ``<erased>``; ``DESCRIBE HISTORY`` shows that. Checksum files (``.crc``, a cache of the
+   table's state) that name one are removed.
 
 The streams that read these tables skip commits that change rows instead of adding them
 (``skipChangeCommits``), so an erasure does not stop them, and does not bring the rows back.
@@ -37,7 +39,6 @@ from pyspark.sql import SparkSession
 
 from pipelines.config import Config
 from pipelines.privacy.people import People
-from pipelines.tables import LAYERS, schema_name
 
 IDS_VIEW = "journeylake_erasure_ids"  # the people's (identifier:value) keys, what MERGE joins with
 PATTERN_VIEW = "journeylake_erasure_pattern"  # their ids as one regex, for raw records not JSON
@@ -52,19 +53,28 @@ class TableErasure:
 
 
 def erasable_tables(spark: SparkSession, cfg: Config) -> list[str]:
-    """Every Delta table of the lakehouse's schemas and dbt's work schema (not views)."""
-    from pipelines.services.dbt_runner import work_schema
-
+    """Every Delta table of every schema in the catalog (not views): the lakehouse's layers and
+    dbt's work schema, and whatever else a team created beside them (a sandbox, a lane's own
+    schema). A person's rows are wherever someone wrote them, not only where the layout says."""
+    prefix = f"{cfg.catalog.name}." if cfg.catalog.name else ""
+    listing = f"SHOW SCHEMAS IN {cfg.catalog.name}" if cfg.catalog.name else "SHOW SCHEMAS"
+    schemas = [f"{prefix}{r[0]}" for r in spark.sql(listing).collect() if r[0] != "information_schema"]
     names = []
-    for schema in [*(schema_name(cfg, layer) for layer in LAYERS), work_schema(cfg)]:
-        if not spark.catalog.databaseExists(schema):
-            continue
+    for schema in schemas:
         # SHOW rather than spark.catalog.listTables, whose row decoding fails on some tables here
         views = {r["viewName"] for r in spark.sql(f"SHOW VIEWS IN {schema}").collect()}
         for r in spark.sql(f"SHOW TABLES IN {schema}").collect():
-            if not r["isTemporary"] and r["tableName"] not in views:
-                names.append(f"{schema}.{r['tableName']}")
+            name = f"{schema}.{r['tableName']}"
+            if not r["isTemporary"] and r["tableName"] not in views and _is_delta(spark, name):
+                names.append(name)
     return sorted(names)
+
+
+def _is_delta(spark: SparkSession, table: str) -> bool:
+    """Delta tables only: another format (a CSV table someone registered) has no history to purge,
+    and erasing from it is not this module's to promise."""
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
+    return any(r["col_name"] == "Provider" and str(r["data_type"]).lower() == "delta" for r in rows)
 
 
 def merge_conditions(cfg: Config, columns: list[str], people: People) -> list[tuple[str, str]]:
@@ -219,11 +229,29 @@ def _names_any(text: str | None, values: list[str]) -> bool:
     return text is not None and any(v in text for v in values)
 
 
+ERASED = "<erased>"  # what an id becomes in a commit's description
+
+
 def _scrub_action(action: dict[str, Any], values: list[str]) -> None:
     for kind in ("add", "remove"):
         entry = action.get(kind)
         if isinstance(entry, dict) and _names_any(entry.get("stats"), values):
             entry.pop("stats", None)
+    if "commitInfo" in action:
+        action["commitInfo"] = _redact(action["commitInfo"], values)
+
+
+def _redact(value: Any, values: list[str]) -> Any:
+    """``value`` with every id in its strings replaced, longest first (an id may hold another)."""
+    if isinstance(value, str):
+        for v in sorted(values, key=len, reverse=True):
+            value = value.replace(v, ERASED)
+        return value
+    if isinstance(value, dict):
+        return {k: _redact(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, values) for v in value]
+    return value
 
 
 def _scrub_commit(text: str, values: list[str]) -> str:

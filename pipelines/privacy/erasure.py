@@ -243,12 +243,27 @@ def _erase_store(cfg: Config, people: People, progress: Callable[[str], None]) -
 
 
 def _not_reached(cfg: Config) -> list[str]:
+    """What the erasure leaves to time: Kafka's topics. This home's own broker, when it holds
+    topics and is down, is started to be asked (and stopped again), as the store is above."""
+    from pipelines.services import kafka_broker
     from pipelines.services.kafka_topics import retention_note
 
-    notes = []
-    if cfg.ingest.source == "kafka" or (cfg.paths.home / "kafka").is_dir():
-        notes.append(retention_note(cfg, datetime.now(UTC)))
-    return notes
+    local = kafka_broker.data_dir(cfg).is_dir()
+    if cfg.ingest.source != "kafka" and not local:
+        return []
+    from pipelines.errors import SetupError
+
+    started = False
+    if local and cfg.kafka.bootstrap_servers == kafka_broker.bootstrap(cfg):
+        try:
+            _state, started = kafka_broker.up(cfg)
+        except SetupError as exc:  # the rows are gone already: the record says what is unknown
+            return [f"kafka: this home's broker could not be started to read retention ({exc})"]
+    try:
+        return [retention_note(cfg, datetime.now(UTC))]
+    finally:
+        if started:
+            kafka_broker.down(cfg)
 
 
 def _append_record(spark: SparkSession, cfg: Config, erasure: Erasure) -> None:

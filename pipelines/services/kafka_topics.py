@@ -14,8 +14,9 @@ from pipelines.config import Config
 KEEP_FOREVER = -1  # retention.ms of a topic that never deletes by age
 
 
-def topic_retention(cfg: Config, timeout: float = 10.0) -> dict[str, int]:
-    """retention.ms per topic under ``kafka.topic_prefix``; raises when the cluster cannot be asked."""
+def topic_retention(cfg: Config, timeout: float = 10.0, prefix: str | None = None) -> dict[str, int]:
+    """retention.ms per topic under ``prefix`` (``kafka.topic_prefix`` when None; Kafka's internal
+    ``__*`` topics never); raises when the cluster cannot be asked."""
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
     from pipelines.lakehouse.bronze import kafka_options
@@ -23,8 +24,9 @@ def topic_retention(cfg: Config, timeout: float = 10.0) -> dict[str, int]:
     admin = AdminClient(
         {"bootstrap.servers": cfg.kafka.bootstrap_servers, **kafka_options(cfg), "log_level": 0}
     )
+    start = cfg.kafka.topic_prefix if prefix is None else prefix
     topics = sorted(
-        t for t in admin.list_topics(timeout=timeout).topics if t.startswith(cfg.kafka.topic_prefix)
+        t for t in admin.list_topics(timeout=timeout).topics if t.startswith(start) and not t.startswith("__")
     )
     if not topics:
         return {}

@@ -154,3 +154,28 @@ def test_the_scan_reads_inside_parquet_and_gzip_and_names_what_it_cannot_open(tm
     assert ("events.json.gz", "name", "gzip") in found
     assert ("state.delta", "unscanned", "Spark") in found
     assert files == 4 and not any(h.path.name == "clean.txt" for h in hits)
+
+
+def test_an_erased_id_in_a_commits_description_is_replaced_and_other_ids_kept(tmp_path: Path) -> None:
+    """``UPDATE t SET ... WHERE customer_number IN ('C100', 'C1000')`` keeps its predicate, ids
+    included, in the commit's ``commitInfo`` (what DESCRIBE HISTORY shows)."""
+    log = tmp_path / "_delta_log"
+    log.mkdir()
+    predicate = "(customer_number IN ('C100', 'C1000', 'C200'))"
+    commit = [
+        {
+            "commitInfo": {
+                "operation": "UPDATE",
+                "operationParameters": {"predicate": json.dumps([predicate])},
+            }
+        },
+        {"remove": {"path": "a.parquet", "dataChange": True}},
+    ]
+    (log / "00000000000000000003.json").write_text("".join(json.dumps(a) + "\n" for a in commit))
+    assert scrub_log(tmp_path, ["C100", "C1000"]) == 1
+    text = (log / "00000000000000000003.json").read_text()
+    info = json.loads(text.splitlines()[0])["commitInfo"]
+    assert json.loads(info["operationParameters"]["predicate"]) == [
+        "(customer_number IN ('<erased>', '<erased>', 'C200'))"
+    ]
+    assert "C100" not in text and json.loads(text.splitlines()[1]) == commit[1]
