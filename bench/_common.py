@@ -44,10 +44,13 @@ def ensure_bank(spark: SparkSession, cfg: Config, tables: Tables, home: Path, si
     """
     if (home / "truth").exists():
         return None
+    from ml.registry import configure
+    from ml.text import train_text_model
     from pipelines.lakehouse import ingest
     from pipelines.sources.simulator import generate
 
     started = time.perf_counter()
     generate(sim, home, overwrite=True)
+    train_text_model(cfg, configure(cfg))  # silver reads what customers said with it
     ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda _m: None)
     return time.perf_counter() - started

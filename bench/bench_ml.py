@@ -83,6 +83,28 @@ def main() -> int:
         print(f"training every model (with MLflow logging): {time.perf_counter() - started:.1f} s")
         print(format_reports(reports, cfg.ml.propensity.enough_positive_customers))
 
+        # what the text features add to churn: the same training rows without them
+        settings_without = cfg.ml.propensity.model_copy(update={"text_features": False})
+        without = cfg.model_copy(update={"ml": cfg.ml.model_copy(update={"propensity": settings_without})})
+        churn_without = train_all(
+            spark,
+            without,
+            tables,
+            home / "truth",
+            ["churn"],
+            segmentation=False,
+            progress=lambda _m: None,
+            training=training,
+        )
+        with_text = next(r for r in reports if r.target == "churn")
+        print("churn with and without what customers said (intent and sentiment features):")
+        for label, report in (("with", with_text), ("without", churn_without[0])):
+            auc, ceiling = (
+                report.metrics.get("roc_auc", float("nan")),
+                report.metrics.get("ceiling_auc", float("nan")),
+            )
+            print(f"  {label:<8} holdout AUC {auc:.4f}   truth ceiling {ceiling:.4f}")
+
         # 2. at bank scale
         frame = training.frame
         rng = np.random.default_rng(0)

@@ -97,6 +97,8 @@ def _features() -> tuple[Feature, ...]:
         Feature("atm_visits_30d", "ATM visits in the last 30 days"),
         Feature("calls_30d", "calls to the contact centre in the last 30 days"),
         Feature("contact_sentiment_30d", "mood in contact-centre conversations"),
+        Feature("leaving_intents_30d", "times the customer said they want to close their account"),
+        Feature("problem_intents_30d", "problems reported to the contact centre (declines, charges, ...)"),
         Feature("offers_seen_30d", "offers shown in the last 30 days"),
         Feature("offers_clicked_30d", "offers clicked in the last 30 days"),
         Feature("offers_dismissed_30d", "offers dismissed in the last 30 days"),
@@ -199,8 +201,21 @@ def _visit_aggs() -> list[Column]:
     ]
 
 
+# What customers said in the contact centre, as the text model read it (silver's intent column):
+# features a bank can leave out of its models (ml.propensity.text_features) to see what they add.
+TEXT_FEATURES: tuple[str, ...] = ("contact_sentiment_30d", "leaving_intents_30d", "problem_intents_30d")
+LEAVING_INTENTS: tuple[str, ...] = ("terminate_account",)
+
+
 def _call_aggs() -> list[Column]:
-    return [F.count(F.lit(1)).alias("calls_30d"), F.avg("sentiment").alias("contact_sentiment_30d")]
+    from ml.text import PROBLEM_INTENTS
+
+    return [
+        F.count(F.lit(1)).alias("calls_30d"),
+        F.avg("sentiment").alias("contact_sentiment_30d"),
+        _count(F.col("intent").isin(*LEAVING_INTENTS)).alias("leaving_intents_30d"),
+        _count(F.col("intent").isin(*sorted(PROBLEM_INTENTS))).alias("problem_intents_30d"),
+    ]
 
 
 def _offer_aggs() -> list[Column]:

@@ -2,8 +2,9 @@
 
 - Tracking defaults to a sqlite store under ``paths.mlflow`` (MLflow's file store does not hold
   a model registry); ``ml.tracking_uri`` points a team at a shared server instead.
-- Models are logged as pyfunc models whose artifacts are our own files (LightGBM's text format
-  and JSON), so loading a model never unpickles anything.
+- Models are logged as pyfunc models whose artifacts are our own files (LightGBM's text format,
+  JSON, and ``.npz`` arrays read with ``allow_pickle=False``), so loading a model never unpickles
+  anything.
 - A new version gets the ``@champion`` alias only when it beats the current champion **on the
   same holdout rows**: the champion is re-scored on the new holdout rather than trusting a
   number it logged on other data. Everything downstream loads ``models:/<name>@champion``.
@@ -79,9 +80,10 @@ def champion_uri(name: str) -> str:
 class SavedModel(PythonModel):
     """A pyfunc wrapper around one of our models saved with its own ``save(path)``.
 
-    ``kind`` picks the loader (``propensity`` or ``segmentation``); ``predict`` returns the
-    calibrated probability or the segment id, so the model also works through MLflow's generic
-    tools (``mlflow.pyfunc.spark_udf``, model serving).
+    ``kind`` picks the loader (``propensity``, ``segmentation`` or ``text``); ``predict`` returns
+    the calibrated probability, the segment id, or (text: from a frame with a ``text`` column)
+    the ``intent``, ``intent_confidence`` and ``sentiment`` columns, so the model also works
+    through MLflow's generic tools (``mlflow.pyfunc.spark_udf``, model serving).
     """
 
     def __init__(self, kind: str) -> None:
@@ -92,6 +94,8 @@ class SavedModel(PythonModel):
         self.model = load_native(self.kind, Path(context.artifacts["model"]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> Any:
+        if self.kind == "text":
+            return self.model.predict(model_input["text"].tolist())
         frame = model_input[self.model.feature_names].astype("float64")
         if self.kind == "propensity":
             return pd.Series(self.model.predict_proba(frame), name="probability")
@@ -99,6 +103,10 @@ class SavedModel(PythonModel):
 
 
 def load_native(kind: str, path: Path) -> Any:
+    if kind == "text":
+        from ml.text import TextModel
+
+        return TextModel.load(path)
     if kind == "propensity":
         from ml.propensity import PropensityModel
 
@@ -130,7 +138,7 @@ def log_model(model: Any, kind: str, example: pd.DataFrame) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         model.save(folder)
-        example = example[model.feature_names].astype("float64").head(5)
+        example = model_input_example(model, kind, example)
         wrapper = SavedModel(kind)
         wrapper.model = model
         output = wrapper.predict(None, example)
@@ -145,6 +153,14 @@ def log_model(model: Any, kind: str, example: pd.DataFrame) -> str:
         if kind not in _REQUIREMENTS:
             _REQUIREMENTS[kind] = logged_requirements(info.model_uri, Path(tmp) / "logged")
     return info.model_uri
+
+
+def model_input_example(model: Any, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The first rows of ``frame`` as the logged model takes them: its features as floats, or
+    for the text model its ``text`` column as strings."""
+    if kind == "text":
+        return frame[["text"]].astype(str).head(5)
+    return frame[model.feature_names].astype("float64").head(5)
 
 
 def logged_requirements(model_uri: str, folder: Path) -> list[str]:

@@ -82,6 +82,9 @@ class PropensityModelConfig(ConfigSection):
     )
     early_stopping_rounds: int = Field(50, ge=0)  # 0: no early stopping, all n_estimators trees kept
     calibration: Calibration = "isotonic"
+    # what customers said (intents and sentiment read by the text model: ml.features.TEXT_FEATURES);
+    # false trains without them, to measure what they add (bench/bench_ml.py prints both)
+    text_features: bool = True
     min_positives: int = Field(30, ge=1)  # fewer in the training set: the model is not trained
     folds: int = Field(5, ge=2)  # cross-validation folds (by customer): trees and calibration
     # The ceiling target (AUC within 0.03 of the truth) applies from this many customers with a
@@ -167,16 +170,61 @@ class FairnessConfig(ConfigSection):
     bootstrap_draws: int = Field(300, ge=0)
 
 
+NgramRange = tuple[int, int]
+
+
+class TextModelConfig(ConfigSection):
+    """The intent and sentiment model of what customers say (ml.text; ml/text.py).
+
+    The intent classifier is TF-IDF over word and character n-grams with a linear SVM, its
+    decision scores turned into a confidence by a softmax whose temperature is fitted on
+    out-of-fold scores (bench/bench_text.py compares it with the alternatives).
+    """
+
+    # The top intent is reported only when its confidence reaches this; below, the text is
+    # labelled unrecognised_label (kept, never dropped). 0.4 recognised 96.9% of BANKING77's
+    # held-out queries (8.8% of them wrong, against 10.7% of all) and refused 85% of
+    # bench/bench_text.py's off-topic and gibberish texts; 0.5: 94.8%, 7.8% and 90%.
+    min_confidence: float = Field(0.4, ge=0, le=1)
+    unrecognised_label: str = Field("unrecognised", min_length=1)
+    word_ngrams: NgramRange = (1, 2)
+    char_ngrams: NgramRange = (2, 5)  # within word boundaries (char_wb): robust to typos and shorthand
+    min_df: int = Field(2, ge=1)  # an n-gram seen in fewer training texts is not a feature
+    svm_c: float = Field(0.5, gt=0)  # the linear SVM's C (inverse regularisation)
+    calibration_folds: int = Field(3, ge=2)  # out-of-fold scores the confidence's temperature is fitted on
+
+    @field_validator("word_ngrams", "char_ngrams")
+    @classmethod
+    def _ngram_range(cls, value: NgramRange) -> NgramRange:
+        low, high = value
+        if not 1 <= low <= high:
+            raise PydanticCustomError("ngram_range", "expected [low, high] with 1 <= low <= high")
+        return value
+
+    @field_validator("unrecognised_label")
+    @classmethod
+    def _not_an_intent(cls, label: str) -> str:
+        from pipelines.sources import banking77
+
+        if label in banking77.intents():
+            raise PydanticCustomError(
+                "label_is_an_intent",
+                "expected a label that is not one of the intents ({label})",
+                {"label": label},
+            )
+        return label
+
+
 class MlConfig(ConfigSection):
-    """Models: tracking, training sets, propensity, segmentation, explanations and fairness."""
+    """Models: tracking, training sets, propensity, segmentation, text, explanations and fairness."""
 
     tracking_uri: str | None = None  # None: a sqlite store under paths.mlflow; a server URI for teams
-    model_prefix: str = (
-        "journeylake"  # registered models: <prefix>_propensity_<target>, <prefix>_segmentation
-    )
+    # registered models: <prefix>_propensity_<target>, <prefix>_segmentation, <prefix>_text_intent
+    model_prefix: str = "journeylake"
     champion_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
     reason_codes: int = Field(4, ge=1, le=10)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     propensity: PropensityModelConfig = Field(default_factory=PropensityModelConfig)
     segmentation: SegmentationModelConfig = Field(default_factory=SegmentationModelConfig)
+    text: TextModelConfig = Field(default_factory=TextModelConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)

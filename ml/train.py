@@ -35,7 +35,7 @@ from pyspark.sql import SparkSession
 from sklearn.metrics import roc_auc_score
 
 from ml import registry
-from ml.features import DESCRIPTIONS, FEATURE_NAMES, MONEY_FEATURES, PROTECTED
+from ml.features import DESCRIPTIONS, FEATURE_NAMES, MONEY_FEATURES, PROTECTED, TEXT_FEATURES
 from ml.training_set import TrainingSet, build_training_set, eligible, label_column
 from pipelines.config import Config
 from pipelines.tables import Tables
@@ -63,6 +63,14 @@ class ModelReport:
 def segmentation_features(cfg: Config) -> list[str]:
     chosen = cfg.ml.segmentation.features
     return list(chosen) if chosen else [f for f in FEATURE_NAMES if f not in PROTECTED]
+
+
+def propensity_features(cfg: Config) -> list[str]:
+    """The propensity and churn models' inputs: every feature, or all but what customers said
+    (``ml.propensity.text_features: false``)."""
+    if cfg.ml.propensity.text_features:
+        return list(FEATURE_NAMES)
+    return [f for f in FEATURE_NAMES if f not in TEXT_FEATURES]
 
 
 def log_scaled_features(columns: list[str]) -> tuple[str, ...]:
@@ -108,7 +116,7 @@ def train_propensity_target(
     report.positive_customers = int(train.loc[train[label] == 1, "customer_number"].nunique())
     try:
         model = train_propensity(
-            train[FEATURE_NAMES],
+            train[propensity_features(cfg)],
             y_train,
             target,
             cfg.ml.propensity,
@@ -121,7 +129,7 @@ def train_propensity_target(
     if y_hold.sum() == 0 or y_hold.sum() == len(y_hold):
         report.outcome = f"skipped: the holdout has {int(y_hold.sum())} positives of {len(y_hold)} rows"
         return report
-    x_hold = hold[FEATURE_NAMES]
+    x_hold = hold[propensity_features(cfg)]
     p_hold = model.predict_proba(x_hold)
     ceiling = hold[ceiling_column(target)].to_numpy() if truth_known else None
     if ceiling is not None and np.isnan(ceiling).any():
@@ -353,14 +361,16 @@ def format_reports(reports: list[ModelReport], enough_positive_customers: int = 
     """The table ``journeylake train`` prints: metrics next to the ceiling, and registry outcomes.
 
     ``pos`` counts training and holdout rows with a positive label, ``cust+`` the distinct
-    customers among the training positives (a customer is a row at every cut-off).
+    customers among the training positives (a customer is a row at every cut-off). The text
+    model's line gives its held-out accuracy next to the majority baseline (ml/text.py).
     """
     lines = []
     header = (
         f"{'model':<26}{'rows':>8}{'pos':>6}{'cust+':>6}{'AUC':>8}{'ceiling':>9}{'gap':>7}"
         f"{'(95% interval)':>17}{'PR-AUC':>8}{'Brier':>8}{'lift10':>8}  target"
     )
-    lines.append(header)
+    if any(r.family == "propensity" for r in reports):
+        lines.append(header)
     any_ceiling = False
     for r in reports:
         if r.family != "propensity":
@@ -411,8 +421,28 @@ def format_reports(reports: list[ModelReport], enough_positive_customers: int = 
                 f"segmentation: {int(m['segments'])} segments over {r.rows:,} customers, stability ARI "
                 f"{m['stability_ari']:.3f}, surrogate accuracy {m['surrogate_accuracy']:.3f}{persona}"
             )
+    for r in reports:
+        if r.family == "text":
+            lines.append(format_text_report(r))
     lines.append("registry:")
     for r in reports:
         fairness = ", ".join(f"{k} {v:.3f}" for k, v in r.fairness.items())
         lines.append(f"  {r.family} {r.target}: {r.outcome}" + (f" [{fairness}]" if fairness else ""))
     return "\n".join(lines)
+
+
+def format_text_report(report: ModelReport) -> str:
+    """One line: the text model's held-out accuracy and macro-F1 next to the majority baseline,
+    how much its confidence floor recognises, its speed and training time."""
+    m = report.metrics
+    if not m:
+        return f"text {report.target}: {report.outcome}"
+    return (
+        f"text {report.target}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} on "
+        f"{int(m['held_out_queries']):,} held-out BANKING77 queries (majority baseline "
+        f"{m['majority_baseline']:.3f}); {m['recognised_share']:.1%} recognised, accuracy "
+        f"{m['accuracy_recognised']:.3f} among them; sentiment problem vs how-to "
+        f"{m['sentiment_problem_mean']:+.3f} vs {m['sentiment_how_to_mean']:+.3f}; "
+        f"{m['texts_per_second']:,.0f} texts/s on one core; trained on {report.rows:,} queries in "
+        f"{m['train_seconds']:.1f} s"
+    )

@@ -237,6 +237,7 @@ TriggerType = Literal[
     "low_balance",
     "failed_payment",
     "complaint",
+    "intent",  # a customer said something the text model recognised (contact centre, app chat)
     "consent_change",
     "offer_response",
 ]

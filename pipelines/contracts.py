@@ -93,6 +93,9 @@ DIGITAL_EVENT_TYPES: tuple[str, ...] = (
     "application_step",
 )
 CONTACT_TYPES: tuple[str, ...] = ("call", "service_request", "complaint")
+# the contact centre's wrap-up codes: coarse, chosen by the agent (and sometimes wrongly)
+CONTACT_TOPICS: tuple[str, ...] = ("cards", "payments", "fees", "account", "security", "complaint", "other")
+CHAT_DIRECTIONS: tuple[str, ...] = ("customer", "bot")
 VISIT_CHANNELS: tuple[str, ...] = ("atm", "branch")
 VISIT_TYPES: tuple[str, ...] = (
     "cash_withdrawal",
@@ -264,18 +267,22 @@ CONTRACTS: dict[str, Contract] = {
         ),
         Contract(
             source="contact_centre",
-            version=1,
+            version=2,  # 2: no sentiment field (no contact centre sends one; it is read from the note)
             kind="stream",
             key="event_id",
             event_time="event_time",
-            doc="Calls, service requests and complaints, with the agent's short note.",
+            doc=(
+                "Calls, service requests and complaints: the agent's note of what the customer said "
+                "(shorthand, personal details) and the agent's coarse, sometimes wrong, topic."
+            ),
             fields=(
                 *_common(*_EVENT),
                 Field("customer_number", "string", required=True),
                 Field("interaction_type", "string", required=True, allowed=CONTACT_TYPES),
-                Field("topic", "string", required=True),
+                Field(
+                    "topic", "string", required=True, allowed=CONTACT_TOPICS, doc="the agent's wrap-up code"
+                ),
                 Field("note", "string", pii=True, doc="free text; may mention personal details"),
-                Field("sentiment", "double", doc="-1 (angry) .. 1 (delighted)"),
                 Field("agent_id", "string"),
             ),
         ),
@@ -309,6 +316,26 @@ CONTRACTS: dict[str, Contract] = {
                 Field("action_id", "string", required=True),
                 Field("channel", "string", required=True, allowed=OFFER_CHANNELS),
                 Field("response", "string", required=True, allowed=OFFER_RESPONSES),
+            ),
+        ),
+        Contract(
+            source="app_chat",
+            version=1,
+            kind="stream",
+            key="event_id",
+            event_time="event_time",
+            customer_key=None,
+            doc=(
+                "The banking app's chat: what signed-in customers write (informal, typos, sometimes "
+                "card digits or an email) and the bot's replies, one message per record."
+            ),
+            fields=(
+                *_common(*_EVENT),
+                Field("login_id", "string", required=True, doc="online-banking login (the chat needs one)"),
+                Field("device_id", "string", required=True, doc="the app's device"),
+                Field("chat_session_id", "string", required=True),
+                Field("direction", "string", required=True, allowed=CHAT_DIRECTIONS),
+                Field("message", "string", required=True, pii=True, doc="free text as typed"),
             ),
         ),
         Contract(

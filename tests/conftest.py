@@ -225,9 +225,37 @@ def land_known(jl_config, world) -> Callable[[str, str, list[dict]], Path]:
     return land
 
 
+def register_text_model(cfg) -> str:
+    """Train the intent and sentiment model and make it the champion of ``cfg``'s registry, as a
+    bank does before its first ingest (silver reads intents with it); its version. MLflow's
+    process-wide URIs are put back after."""
+    import mlflow
+
+    from ml.registry import configure
+    from ml.text import train_text_model
+    from pipelines.lakehouse.intents import forget_scorers
+
+    kept = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        report = train_text_model(cfg, configure(cfg))
+    finally:
+        mlflow.set_tracking_uri(kept[0])
+        mlflow.set_registry_uri(kept[1])
+    forget_scorers()
+    assert report.champion, report.outcome
+    return str(report.registered)
+
+
 @pytest.fixture(scope="session")
-def ingested(spark, jl_config, world):
-    """The world ingested once, until idle; returns the table names."""
+def text_model(jl_config) -> str:
+    """The test home's champion text model; its registered version."""
+    return register_text_model(jl_config)
+
+
+@pytest.fixture(scope="session")
+def ingested(spark, jl_config, world, text_model):
+    """The world ingested once, until idle (what customers said scored by ``text_model``);
+    returns the table names."""
     from pipelines.lakehouse import ingest
     from pipelines.tables import Tables
 
@@ -286,6 +314,7 @@ def ml_bank(spark, ml_config, jl_home: Path):
     ensure_schemas(spark, ml_config)
     out = jl_home / "ml_bank"
     generate(SimConfig(**ML_BANK, faults=FaultRates.preset("default")), out, overwrite=True)
+    register_text_model(ml_config)  # the churn model reads what customers said
     tables = Tables.from_config(ml_config)
     ingest.run(spark, ml_config, until_idle=True, tables=tables, progress=lambda _m: None)
     return tables, out / "truth"
@@ -307,3 +336,16 @@ def ml_trained(spark, ml_config, ml_bank, ml_training_set):
 
     tables, truth = ml_bank
     return train_all(spark, ml_config, tables, truth, progress=lambda _m: None, training=ml_training_set)
+
+
+@pytest.fixture(scope="module")
+def mlflow_uris_kept() -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs put back after the module: a module that
+    points MLflow at a registry of its own (``ml.registry.configure``) does not move the registry
+    that later modules' session fixtures (``ml_trained``) configured."""
+    import mlflow
+
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)

@@ -28,9 +28,13 @@ VERBS: dict[str, tuple[str, str]] = {
     "dbt": ("pipelines.cli.dbt", "build, run or test the dbt models (unified customer, journeys, funnels)"),
     "train": (
         "pipelines.cli.train",
-        "train segmentation, propensity and churn models; register champions in MLflow",
+        "train segmentation, propensity, churn and text models; register champions in MLflow",
     ),
     "score": ("pipelines.cli.score", "score every customer with the champion models, with reason codes"),
+    "classify-text": (
+        "pipelines.cli.classify_text",
+        "score a CSV file of texts with the champion text model: intent, confidence, sentiment",
+    ),
     "decide": ("pipelines.cli.decide", "stream next-best-action decisions into gold.next_best_actions"),
     "online-store": (
         "pipelines.cli.online_store",

@@ -1,11 +1,21 @@
-"""``journeylake train``: fit segmentation, propensity and churn models; print them next to the truth."""
+"""``journeylake train``: fit segmentation, propensity, churn and text models; print them next to the truth.
+
+The text model (intent and sentiment of what customers say, ml/text.py) learns from BANKING77,
+which ships with the project, not from the lakehouse: ``--only text`` trains it on a home where
+nothing was ingested yet, ``--no-text`` leaves it out.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.config import add_config_arguments, config_from_args
+
+if TYPE_CHECKING:
+    from ml.train import ModelReport
+    from pipelines.config import Config
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +32,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="train only this propensity target (repeatable; default: ml.propensity.targets)",
     )
     parser.add_argument("--no-segmentation", action="store_true", help="skip the segmentation model")
+    parser.add_argument("--no-text", action="store_true", help="skip the text (intent and sentiment) model")
+    parser.add_argument(
+        "--only",
+        choices=["text"],
+        default=None,
+        help="train only this family: text (intent and sentiment, from BANKING77; needs no ingest)",
+    )
     add_config_arguments(parser)
 
 
@@ -30,12 +47,25 @@ def locks(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml.train import format_reports, train_all
+    from ml.train import format_reports
     from pipelines.errors import InputError
-    from pipelines.services.spark import get_spark
-    from pipelines.tables import Tables
 
     cfg = config_from_args(args)
+    if args.only == "text":
+        clashing = [
+            flag
+            for flag, given in (
+                ("--no-text", args.no_text),
+                ("--model", bool(args.model)),
+                ("--no-segmentation", args.no_segmentation),
+                ("--truth", bool(args.truth)),
+            )
+            if given
+        ]
+        if clashing:
+            raise InputError(f"--only text trains the text model alone: drop {', '.join(clashing)}")
+        print(format_reports([_train_text(cfg)], cfg.ml.propensity.enough_positive_customers))
+        return 0
     known = set(cfg.ml.propensity.targets)
     unknown = sorted(set(args.model or []) - known)
     if unknown:
@@ -49,10 +79,27 @@ def run(args: argparse.Namespace) -> int:
         )
     from pipelines.services.spark import require_lakehouse
 
-    require_lakehouse(cfg, "run `journeylake ingest` first (models train on silver's history)")
+    require_lakehouse(
+        cfg,
+        "run `journeylake ingest` first (models train on silver's history; "
+        "`journeylake train --only text` needs none)",
+    )
+    reports = [] if args.no_text else [_train_text(cfg)]
+    from ml.train import train_all
+    from pipelines.services.spark import get_spark
+    from pipelines.tables import Tables
+
     spark = get_spark(cfg, "journeylake-train")
-    reports = train_all(
+    reports += train_all(
         spark, cfg, Tables.from_config(cfg), truth_dir, args.model, segmentation=not args.no_segmentation
     )
     print(format_reports(reports, cfg.ml.propensity.enough_positive_customers))
     return 0
+
+
+def _train_text(cfg: Config) -> ModelReport:
+    from ml import registry
+    from ml.text import train_text_model
+
+    print("train: text intent and sentiment (BANKING77, held-out queries kept out) ...", flush=True)
+    return train_text_model(cfg, registry.configure(cfg))

@@ -31,7 +31,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from pipelines.config import Config
 from pipelines.contracts import SNAPSHOT_SOURCES, STREAM_SOURCES
 from pipelines.errors import InputError, JourneylakeError, root_cause
-from pipelines.lakehouse import bronze, gold, silver
+from pipelines.lakehouse import bronze, gold, intents, silver
 from pipelines.lakehouse.batch_writes import CommitListener, batch_tag, checkpoint_id, run_together
 from pipelines.lakehouse.compaction import PeriodicCompaction
 from pipelines.tables import Tables
@@ -357,6 +357,8 @@ def run(
     tables = tables or Tables.from_config(cfg)
     sources = present_sources(cfg)
     prepare(spark, tables, sources)
+    if any(s in intents.SPOKEN for s in sources):  # which model reads what customers say, or none
+        progress(intents.current_scorer(cfg).describe(cfg))
     catch_up(spark, cfg, tables, sources, progress, listener)
     if until_idle:
         return

@@ -38,7 +38,7 @@ _REDACT_PATTERNS = (
     # town) in agents' notes; sentence-initial words are matched against given names below
     (r"(?<=[a-z0-9,;:)] )[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?\b", "[name]"),
 )
-FREE_TEXT_FIELDS = frozenset({"note"})
+FREE_TEXT_FIELDS = frozenset({"note", "message"})  # contact-centre notes, app-chat messages
 
 
 def pii_key(env_var: str, default: str | None = None) -> bytes:

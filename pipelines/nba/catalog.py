@@ -9,6 +9,9 @@ agree on what a rule means::
     not_holding: <product>      the customer does not hold it
     open_application: true      an open (unsubmitted) application, for the action's product if it
                                 has one; ``false``: no such application
+    intent: [compromised_card, lost_or_stolen_card]   a trigger of the decision is the customer
+                                saying one of these (BANKING77's intents, read from what they
+                                said in the contact centre or the app chat)
     min_score: {column: churn_risk, value: 0.3}           a model score of at least value
     min_feature: {column: current_account_balance, value: 0}   a feature of at least value
     max_feature: {column: card_utilisation, value: 0.9}   a feature below value
@@ -36,8 +39,17 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from pipelines.config import conf_dir, describe_validation_error, display_path, dotted_location, read_yaml
 from pipelines.contracts import OFFER_CHANNELS, SCORED_PRODUCTS, OfferChannel, Product
@@ -60,6 +72,8 @@ FeatureColumn = Literal["current_account_balance", "card_utilisation", "failed_p
 FEATURE_COLUMNS: tuple[str, ...] = get_args(FeatureColumn)
 
 ActionId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+# the decision-context entry holding the intents the request's triggers carried (a list)
+TRIGGER_INTENTS = "trigger_intents"
 RuleName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_:.]{0,80}$")]
 
 
@@ -172,6 +186,45 @@ class OpenApplicationRule(_Rule):
         return Verdict(has_app == self.open_application, detail)
 
 
+class IntentRule(_Rule):
+    """The decision's triggers include the customer saying one of these intents (read by the text
+    model from a contact-centre note or an app-chat message): proactive service, e.g. a
+    card-security call-back right after "I think someone used my card"."""
+
+    kind: Literal["intent"]
+    intent: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("intent", mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        from pipelines.sources import banking77
+
+        said = [value] if isinstance(value, str) else value
+        known = set(banking77.intents())
+        unknown = [v for v in said if v not in known] if isinstance(said, list | tuple) else []
+        if unknown:
+            raise ValueError(
+                f"unknown intent {unknown[0]!r}: one of BANKING77's 77 intents is expected "
+                "(pipelines/sources/banking77/categories.json)"
+            )
+        return said
+
+    def default_name(self) -> str:
+        return "intent:" + "|".join(self.intent)
+
+    def columns(self) -> tuple[str, ...]:
+        return (TRIGGER_INTENTS,)
+
+    def evaluate(self, context: Mapping[str, Any], action: Action) -> Verdict:
+        value = context.get(TRIGGER_INTENTS)
+        said = [str(v) for v in value] if isinstance(value, list | tuple | np.ndarray) else []
+        matched = [i for i in said if i in self.intent]
+        if matched:
+            return Verdict(True, f"the customer said {matched[0]}")
+        heard = f"heard {', '.join(said)}" if said else "no intent among the triggers"
+        return Verdict(False, f"{heard}; the action answers {', '.join(self.intent)}")
+
+
 class _ThresholdRule(_Rule):
     column: str
     value: float
@@ -236,7 +289,7 @@ class MaxFeatureRule(_ThresholdRule):
         return "is below" if ok else "is at or above"
 
 
-_SCALAR_KINDS = ("holding", "not_holding", "open_application")
+_SCALAR_KINDS = ("holding", "not_holding", "open_application", "intent")
 _MAPPING_KINDS = ("min_score", "min_feature", "max_feature")
 RULE_KINDS: tuple[str, ...] = (*_SCALAR_KINDS, *_MAPPING_KINDS)
 
@@ -266,7 +319,13 @@ def _tag_rule(value: Any) -> Any:
 
 
 Rule = Annotated[
-    HoldingRule | NotHoldingRule | OpenApplicationRule | MinScoreRule | MinFeatureRule | MaxFeatureRule,
+    HoldingRule
+    | NotHoldingRule
+    | OpenApplicationRule
+    | IntentRule
+    | MinScoreRule
+    | MinFeatureRule
+    | MaxFeatureRule,
     Field(discriminator="kind"),
     BeforeValidator(_tag_rule),
 ]

@@ -46,6 +46,7 @@ from pipelines.contracts import PRODUCTS, SCORED_PRODUCTS
 from pipelines.lakehouse.batch_writes import CommitListener
 from pipelines.lakehouse.compaction import compact_table
 from pipelines.lakehouse.delta_appends import DeltaAppender, ddl_columns
+from pipelines.lakehouse.intents import SPOKEN
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.funnel import FEATURE_COLUMNS, FunnelResult, request_decision_ids, run_funnel
@@ -54,7 +55,9 @@ from pipelines.tables import STREAMED_TABLE_PROPERTIES, Tables, ensure_propertie
 
 log = logging.getLogger(__name__)
 
-TRIGGER_SOURCES = ("transactions", "digital", "contact_centre", "consent", "offer_responses")
+TRIGGER_SOURCES = ("transactions", "digital", "contact_centre", "app_chat", "consent", "offer_responses")
+# sources whose rows carry what the customer said, scored into an intent (pipelines/lakehouse/intents.py)
+SPOKEN_SOURCES: tuple[str, ...] = tuple(SPOKEN)
 BROWSE_EVENTS = ("product_view", "compare", "calculator")
 
 NEXT_BEST_ACTIONS_DDL = """
@@ -198,14 +201,23 @@ def compact_decision_log(spark: SparkSession, tables: Tables) -> int:
 
 
 def trigger_rows(source: str, events: DataFrame, cfg: Config, *keep: str) -> DataFrame:
-    """One trigger source's events (silver's columns, or a raw record parsed by its contract) in
-    the trigger shape: customer_number (null for digital rows: attributed later), session_id,
-    event_id, trigger_type (null when the event calls for nothing), trigger_product, event_time,
-    then the ``keep`` columns. The lakehouse job and the live lane share this mapping."""
+    """One trigger source's events (silver's columns, or a raw record parsed by its contract and
+    scored by :func:`pipelines.lakehouse.intents.with_scores`) in the trigger shape:
+    customer_number (null for digital and app-chat rows: attributed later by session or login),
+    session_id, trigger_login_id, event_id, trigger_type (null when the event calls for nothing),
+    trigger_product, trigger_intent, event_time, then the ``keep`` columns. The lakehouse job and
+    the live lane share this mapping.
+
+    A recognised intent in what a customer said is an ``intent`` trigger (a complaint call stays a
+    ``complaint`` trigger and still carries its intent), so actions with an ``intent:`` rule can
+    answer it at once."""
     none = F.lit(None).cast("string")
-    customer = F.col("customer_number") if source != "digital" else none
+    customer = F.col("customer_number") if source not in ("digital", "app_chat") else none
     session = F.col("session_id") if source == "digital" else none
+    login = F.col("login_id") if source == "app_chat" else none
     product = F.col("product") if source == "digital" else none
+    said = F.col("intent") if source in SPOKEN_SOURCES else none
+    recognised = said.isNotNull() & (said != F.lit(cfg.ml.text.unrecognised_label))
     if source == "transactions":
         low_balance = float(cfg.decisioning.triggers.low_balance_threshold)
         kind = (
@@ -218,7 +230,9 @@ def trigger_rows(source: str, events: DataFrame, cfg: Config, *keep: str) -> Dat
             (F.col("event_type") == "application_step") & (F.col("step") != "submit"), "application_step"
         )
     elif source == "contact_centre":
-        kind = F.when(F.col("interaction_type") == "complaint", "complaint")
+        kind = F.when(F.col("interaction_type") == "complaint", "complaint").when(recognised, "intent")
+    elif source == "app_chat":
+        kind = F.when(recognised, "intent")
     elif source == "consent":
         kind = F.lit("consent_change")
     elif source == "offer_responses":
@@ -228,9 +242,11 @@ def trigger_rows(source: str, events: DataFrame, cfg: Config, *keep: str) -> Dat
     return events.select(
         customer.alias("customer_number"),
         session.alias("session_id"),
+        login.alias("trigger_login_id"),
         "event_id",
         kind.cast("string").alias("trigger_type"),
         product.alias("trigger_product"),
+        F.when(recognised, said).alias("trigger_intent"),
         "event_time",
         *keep,
     )
@@ -268,16 +284,21 @@ def trigger_stream(
     return stream.select(
         "customer_number",
         "session_id",
+        "trigger_login_id",
         F.col("event_id").alias("trigger_event_id"),
         "trigger_type",
         "trigger_product",
+        "trigger_intent",
         "event_time",
         F.col("_ingested_at").alias("ingested_at"),
     )
 
 
 def attribute(spark: SparkSession, tables: Tables, triggers: DataFrame) -> DataFrame:
-    """Digital trigger rows get the customer who logged in during their session (gold's rule)."""
+    """Digital trigger rows get the customer who logged in during their session (gold's rule), and
+    app-chat rows the customer of their login."""
+    if "trigger_login_id" not in triggers.columns:  # trigger rows of an older shape name no login
+        triggers = triggers.withColumn("trigger_login_id", F.lit(None).cast("string"))
     sessions = triggers.where(F.col("session_id").isNotNull()).select("session_id").distinct()
     session_login = (
         spark.table(tables.silver("digital"))
@@ -294,11 +315,14 @@ def attribute(spark: SparkSession, tables: Tables, triggers: DataFrame) -> DataF
     )
     attributed = (
         triggers.join(session_login, "session_id", "left")
+        .withColumn("_login", F.coalesce("trigger_login_id", "_login"))
         .join(logins, "_login", "left")
         .withColumn("customer_number", F.coalesce("customer_number", "_by_login"))
     )
     # anonymous browsing belongs to nobody: no one to decide for
-    return attributed.where(F.col("customer_number").isNotNull()).drop("_login", "_by_login", "session_id")
+    return attributed.where(F.col("customer_number").isNotNull()).drop(
+        "_login", "_by_login", "session_id", "trigger_login_id"
+    )
 
 
 # ------------------------------------------------------------------------------------- context

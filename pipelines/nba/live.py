@@ -52,9 +52,11 @@ from pipelines.contracts import get_contract
 from pipelines.errors import InputError, first_line
 from pipelines.lakehouse.batch_writes import CommitListener
 from pipelines.lakehouse.bronze import read_kafka, read_landing
+from pipelines.lakehouse.intents import current_scorer, spoken_text, with_scores
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
 from pipelines.nba.decide import (
+    SPOKEN_SOURCES,
     TRIGGER_SOURCES,
     DecisionAppends,
     DecisionTableCompaction,
@@ -89,6 +91,7 @@ REQUEST_TRIGGER_COLUMNS = (
     "trigger_event_id",
     "trigger_type",
     "trigger_product",
+    "trigger_intent",
     "event_time",
     "ingested_at",
 )
@@ -109,6 +112,7 @@ def live_events(spark: SparkSession, cfg: Config) -> DataFrame:
     triggers plus the digital events that name a login (session attribution).
     """
     parts = []
+    scorer = current_scorer(cfg)
     for source in TRIGGER_SOURCES:
         contract = get_contract(source)
         raw = (
@@ -124,6 +128,8 @@ def live_events(spark: SparkSession, cfg: Config) -> DataFrame:
             if f.required:
                 parsed = parsed.where(F.col(f"e.{f.name}").isNotNull())
         events = parsed.select("e.*", "ingested_at")
+        if source in SPOKEN_SOURCES:  # what the customer said, read by the champion text model
+            events = with_scores(events, spoken_text(source), scorer)
         fields = {f.name for f in contract.fields}
         for name, kind in STATE_COLUMNS.items():
             if name not in fields:
@@ -301,10 +307,13 @@ class LiveContext:
         _apply(self.current, kind, row)
 
     # -- reads for one batch
-    def customer_of(self, customer_number: Any, session_id: Any) -> str | None:
+    def customer_of(self, customer_number: Any, session_id: Any, login_id: Any = None) -> str | None:
+        """A trigger's customer: named, or by the login of its session (digital) or its own (chat)."""
         if isinstance(customer_number, str):
             return customer_number
-        login = self.current.sessions.get(session_id) if isinstance(session_id, str) else None
+        login = login_id if isinstance(login_id, str) else None
+        if login is None and isinstance(session_id, str):
+            login = self.current.sessions.get(session_id)
         return self.current.logins.get(login) if login else None
 
     def consent_rows(self, customers: list[str]) -> pd.DataFrame:
@@ -413,8 +422,13 @@ class LiveDecider:
             triggers = triggers[triggers["event_time"] >= self.since]
         triggers = triggers.assign(
             customer_number=[
-                self.context.customer_of(c, s)
-                for c, s in zip(triggers["customer_number"], triggers["session_id"], strict=True)
+                self.context.customer_of(c, s, login)
+                for c, s, login in zip(
+                    triggers["customer_number"],
+                    triggers["session_id"],
+                    triggers["trigger_login_id"],
+                    strict=True,
+                )
             ]
         )
         known = triggers["customer_number"].isin(self.context.current.customers.index)

@@ -12,7 +12,9 @@ of their ids as a whole token. Then:
    (PURGE)`` rewrites the files without them.
 3. **Vacuum** with ``privacy.vacuum_retain_hours`` (0 by default): the data files that held the
    rows are deleted from disk, so time travel to a version before the erasure cannot bring them
-   back (and, for the files it deleted, fails instead).
+   back (and, for the files it deleted, fails instead). With 0 on a local disk, the files the
+   current version does not reference are deleted directly (:func:`delete_unreferenced`, what
+   ``VACUUM ... RETAIN 0 HOURS`` does, in milliseconds instead of seconds per table).
 4. **Scrub the log's statistics**: every commit names its data files with their min/max values
    per column, and an erased id at a file's edge would stay in the log for as long as the log is
    kept (``delta.logRetentionDuration``, 30 days). The statistics of entries that name an erased
@@ -169,16 +171,19 @@ def erase_table(
     properties = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
     if properties.get("delta.enableDeletionVectors", "false").lower() == "true":
         spark.sql(f"REORG TABLE {table} APPLY (PURGE)")
-    before = _data_files(location)
     hours = cfg.privacy.vacuum_retain_hours
-    check = "spark.databricks.delta.retentionDurationCheck.enabled"
-    previous = spark.conf.get(check, "true")
-    spark.conf.set(check, "false")  # a retention under the 7-day default is the point here
-    try:
-        spark.sql(f"VACUUM {table} RETAIN {hours:g} HOURS")
-    finally:
-        spark.conf.set(check, previous or "true")
-    vacuumed = len(before - _data_files(location))
+    if hours == 0 and location.is_dir():
+        vacuumed = delete_unreferenced(spark, location)
+    else:
+        before = _data_files(location)
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        previous = spark.conf.get(check, "true")
+        spark.conf.set(check, "false")  # a retention under the 7-day default is the point here
+        try:
+            spark.sql(f"VACUUM {table} RETAIN {hours:g} HOURS")
+        finally:
+            spark.conf.set(check, previous or "true")
+        vacuumed = len(before - _data_files(location))
     scrubbed += scrub_log(location, people.values())
     if rows or vacuumed or scrubbed:
         progress(
@@ -194,6 +199,24 @@ def _location(spark: SparkSession, table: str) -> str:
 
 def _data_files(location: Path) -> set[Path]:
     return {p for p in location.rglob("*.parquet") if "_delta_log" not in p.parts}
+
+
+def delete_unreferenced(spark: SparkSession, location: Path) -> int:
+    """``VACUUM ... RETAIN 0 HOURS`` for a table on a local disk, without its cost: every data file
+    the current version does not reference is deleted (the erased rows' old files among them);
+    files deleted. VACUUM lists and plans in Spark jobs, measured at 3.5-5.8 s per table on a
+    small bank; the current version's files are one read of the log. Deletion-vector files are
+    left: they hold row positions, not rows. Only safe with no writer committing meanwhile, as
+    VACUUM with no retention: erasure holds the job locks and refuses to run beside the API."""
+    from urllib.parse import unquote, urlparse
+
+    files = spark.read.format("delta").load(str(location)).inputFiles()
+    live = {Path(unquote(urlparse(f).path)) for f in files}
+    gone = 0
+    for path in sorted(_data_files(location) - live):
+        path.unlink(missing_ok=True)
+        gone += 1
+    return gone
 
 
 # ------------------------------------------------------------------------------------ the log

@@ -34,6 +34,7 @@ def dbt_vars(cfg: Config) -> dict[str, Any]:
         "silver_schema": schema_name(cfg, "silver"),
         "gold_schema": schema_name(cfg, "gold"),
         "work_schema": work_schema(cfg),
+        "unrecognised_intent": cfg.ml.text.unrecognised_label,
         "segments": [
             {"name": name, "where": segment.where, "channel": segment.channel}
             for name, segment in cfg.segments.items()

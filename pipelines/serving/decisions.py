@@ -29,7 +29,7 @@ import pandas as pd
 
 from pipelines.config import Config, DecisioningConfig
 from pipelines.nba.bandit import ThompsonChooser, empty_state
-from pipelines.nba.catalog import NO_ACTION, SCORE_COLUMNS, ActionCatalog
+from pipelines.nba.catalog import NO_ACTION, SCORE_COLUMNS, TRIGGER_INTENTS, ActionCatalog
 from pipelines.nba.decide import model_of
 from pipelines.nba.funnel import (
     Chooser,
@@ -244,6 +244,10 @@ class DecisionService:
         weight = self.policy.context_weight(trigger_type)
         context = dict(state.context)
         context["trigger_product"] = product
+        # what the channel says the customer came for: one of the text model's intents answers
+        # the catalog's `intent:` rules as a note or chat message saying it would
+        said = ask.context.get("intent")
+        context[TRIGGER_INTENTS] = [str(said)] if said else []
         shown = f"{trigger_type} ({product})" if product else trigger_type
         request = DecisionRequest(
             decision_id=decision_id_for(state.customer_number, [trigger_id]),

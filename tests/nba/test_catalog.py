@@ -297,3 +297,33 @@ def test_shipped_decisioning_settings_are_sensible() -> None:
         "app",
         "branch",
     }
+
+
+def test_an_intent_rule_passes_only_when_a_trigger_carries_one_of_its_intents() -> None:
+    data = _with(
+        "actions.card_security_callback",
+        {
+            "kind": "service",
+            "value": 2000,
+            "channels": ["phone"],
+            "eligibility": [{"intent": ["compromised_card", "lost_or_stolen_card"]}],
+            "default_rank": 3,
+        },
+    )
+    action = catalog_from_data(data)["card_security_callback"]
+    rule = action.eligibility[0]
+    assert rule.label == "intent:compromised_card|lost_or_stolen_card"
+    said = rule.evaluate(_context(trigger_intents=["card_arrival", "compromised_card"]), action)
+    assert said.passed and "the customer said compromised_card" in said.detail
+    other = rule.evaluate(_context(trigger_intents=["card_arrival"]), action)
+    assert not other.passed and "heard card_arrival" in other.detail
+    assert not rule.evaluate(_context(), action).passed  # no trigger said anything
+
+
+def test_an_intent_that_is_not_one_of_the_models_is_refused_naming_it(tmp_path: Path) -> None:
+    data = _with(
+        "actions.offer_savings.eligibility", [{"intent": ["stolen_card_typo"]}, {"not_holding": "savings"}]
+    )
+    with pytest.raises(ConfigError, match="unknown intent 'stolen_card_typo'") as caught:
+        load_catalog_file(_write(tmp_path, data))
+    assert "actions.yml" in str(caught.value) and "offer_savings" in str(caught.value)

@@ -92,6 +92,44 @@ service as (
     group by c.customer_number
 ),
 
+-- what the customer said, in the contact centre and the app chat: the intents the text model read
+said as (
+    select c.customer_number, c.interacted_at as said_at, c.intent, c.sentiment
+    from {{ ref('stg_contact_centre__interactions') }} as c
+    union all
+    select l.customer_number, m.sent_at, m.intent, m.sentiment
+    from {{ ref('stg_app_chat__messages') }} as m
+    inner join (
+        select id_value as login_id, min(customer_number) as customer_number
+        from identity
+        where id_type = 'login_id' and customer_number is not null
+        group by id_value
+    ) as l on m.login_id = l.login_id
+    where m.direction = 'customer'
+),
+
+voice as (
+    select
+        s.customer_number,
+        -- the five most recent distinct recognised intents of the last 30 days, newest first
+        slice(
+            array_distinct(transform(
+                sort_array(collect_list(case
+                    when s.said_at > a.as_of - interval 30 days
+                        and s.intent is not null and s.intent != '{{ var("unrecognised_intent") }}'
+                    then struct(s.said_at, s.intent) end), false),
+                x -> x.intent
+            )),
+            1, 5
+        ) as recent_intents,
+        avg(case when s.said_at > a.as_of - interval 30 days then s.sentiment end) as sentiment_30d,
+        avg(case when s.said_at <= a.as_of - interval 30 days and s.said_at > a.as_of - interval 90 days
+            then s.sentiment end) as sentiment_prior_60d
+    from said as s
+    cross join as_of as a
+    group by s.customer_number
+),
+
 consent as (
     select
         customer_number,
@@ -154,6 +192,9 @@ final as (
         coalesce(s.contacts_90d, 0) as contacts_90d,
         coalesce(s.complaints_90d, 0) as complaints_90d,
         s.average_sentiment,
+        coalesce(v.recent_intents, array()) as recent_intents,
+        v.sentiment_30d,
+        v.sentiment_30d - v.sentiment_prior_60d as sentiment_trend,
         b.bureau_score,
         b.credit_utilisation as bureau_credit_utilisation,
         b.delinquencies_12m,
@@ -177,6 +218,7 @@ final as (
     left join activity as act on c.customer_number = act.customer_number
     left join digital as d on c.customer_number = d.customer_number
     left join service as s on c.customer_number = s.customer_number
+    left join voice as v on c.customer_number = v.customer_number
     left join {{ ref('stg_bureau__reports') }} as b on c.customer_number = b.customer_number
     left join consent as cs on c.customer_number = cs.customer_number
     left join footprint as f on c.customer_number = f.customer_number

@@ -9,7 +9,10 @@ renamed as (
         customer_number,
         interaction_type,
         topic,
+        intent,
+        intent_confidence,
         sentiment,
+        intent_model_version,
         _ingested_at as ingested_at
     from source
 )

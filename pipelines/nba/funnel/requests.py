@@ -18,7 +18,7 @@ import pandas as pd
 from pipelines.config import DecisioningConfig
 from pipelines.contracts import PRODUCTS
 from pipelines.errors import InputError
-from pipelines.nba.catalog import SCORE_COLUMNS, missing
+from pipelines.nba.catalog import SCORE_COLUMNS, TRIGGER_INTENTS, missing
 from pipelines.nba.catalog import plain_number as num
 
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -41,9 +41,11 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "salary_received_7d",
     "last_product_viewed",
 )
-# Read when present (null when absent): the trigger's product, holdings, gold features, scores.
+# Read when present (null when absent): the trigger's product and intent, holdings, gold features,
+# scores. A request's context gathers its triggers' intents into TRIGGER_INTENTS (a list).
 CONTEXT_COLUMNS: tuple[str, ...] = (
     "trigger_product",
+    "trigger_intent",
     *(f"holds_{p}" for p in PRODUCTS),
     *FEATURE_COLUMNS,
     *SCORE_COLUMNS,
@@ -126,14 +128,17 @@ def request_for(
     best = int(np.argmax(weights))
     decided_at = max(r["decided_at"] for r in by_event.values())
     ttl = pd.Timedelta(hours=policy.contact_policy.decision_ttl_hours)
-    triggers_words = ", ".join(
-        t if missing(p) else f"{t} ({p})" for t, p in zip(types, products, strict=True)
-    )
+    about = [by_event[i].get("trigger_product") for i in ids]
+    about = [
+        p if not missing(p) else by_event[i].get("trigger_intent") for p, i in zip(about, ids, strict=True)
+    ]
+    triggers_words = ", ".join(t if missing(a) else f"{t} ({a})" for t, a in zip(types, about, strict=True))
     control = in_control_group(customer_number, policy.exploration.control_share)
+    said = [by_event[i].get("trigger_intent") for i in ids]
     return DecisionRequest(
         decision_id=decision_id_for(customer_number, ids),
         customer_number=customer_number,
-        context=freshest,
+        context={**freshest, TRIGGER_INTENTS: [str(i) for i in said if not missing(i)]},
         trigger_types=types,
         trigger_event_ids=ids,
         trigger_products=[str(p) for p in products if not missing(p)],

@@ -85,8 +85,10 @@ def _manifest(config: SimConfig, stats: RunStats, sim: Simulation) -> dict:
     from dataclasses import asdict
 
     from pipelines.contracts import SCHEMA_DRIFT_FIELD
+    from pipelines.sources import banking77
 
     from .codec import iso_date, iso_timestamp
+    from .texts import corpus
 
     drift = config.drift_ms
     return {
@@ -108,6 +110,14 @@ def _manifest(config: SimConfig, stats: RunStats, sim: Simulation) -> dict:
         },
         "lines": dict(sorted(stats.lines.items())),
         "files": dict(sorted(stats.files.items())),
+        "utterances": {
+            "corpus": "BANKING77, training split (pipelines/sources/banking77)",
+            "queries_said": len(
+                corpus().texts
+            ),  # the part kept for training, minus any holding a held-out one
+            "queries_held_out": len(banking77.split()[1]),  # never said
+            "topic_error_rate": config.topic_error_rate,
+        },
         "actions": {a.action_id: a.value for a in ACTIONS.values()},
         "complaint_cost": COMPLAINT_COST,
     }

@@ -35,6 +35,10 @@ ACTIONS: dict[str, Action] = {
         Action("retention_call", 1500.0),
         Action("help_finish_application", 400.0),
         Action("no_action", 0.0, contact=False),
+        # proactive service, answered when the customer says so (conf/actions.yml's `intent:` rules);
+        # never picked by the simulated campaigns
+        Action("card_security_callback", 2000.0),
+        Action("retention_on_leaving", 1500.0),
     )
 }
 ACTION_IDS: tuple[str, ...] = tuple(ACTIONS)
@@ -49,5 +53,7 @@ ACTION_CREDIT = np.array([ACTIONS[a].credit for a in ACTION_IDS])
 ACTION_CONTACT = np.array([ACTIONS[a].contact for a in ACTION_IDS])
 NO_ACTION = ACTION_IDS.index("no_action")
 RETENTION = ACTION_IDS.index("retention_call")
+# the actions a customer takes up as they would a retention call (at their retention probability)
+RETENTION_LIKE = np.array([RETENTION, ACTION_IDS.index("retention_on_leaving")])
 HELP_FINISH = ACTION_IDS.index("help_finish_application")
 CHANNEL_IDS: tuple[str, ...] = OFFER_CHANNELS

@@ -1,4 +1,4 @@
-"""Daily behaviour in event time: money movements, visits, calls, digital sessions and consent.
+"""Daily behaviour in event time: money movements, visits, calls, chats, digital sessions, consent.
 
 Each function draws one day of one kind of behaviour for every active customer at once and
 returns column arrays (``Events``) that the engine gives event ids, encodes and delivers.
@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.contracts import (
     APPLICATION_STEPS,
+    CHAT_DIRECTIONS,
     CONSENT_CHANNELS,
+    CONTACT_TOPICS,
     CONTACT_TYPES,
     DIGITAL_EVENT_TYPES,
     MERCHANT_CATEGORIES,
@@ -27,9 +30,10 @@ from pipelines.contracts import (
 
 from . import personas as P
 from . import rng as R
+from . import texts as T
 from .codec import Cat, Coded, prefixed, quoted
 from .identities import Identities
-from .names import CONTACT_TOPICS, COUNTERPARTIES
+from .names import COUNTERPARTIES
 from .population import CARD, CURRENT, LOAN, MORTGAGE, Population
 
 HOUR = 3_600_000
@@ -59,6 +63,9 @@ LOCATION_TABLE: tuple[str, ...] = tuple(
     + [f"BR-{r[:3].upper()}-{k:02d}" for r in REGIONS for k in range(BRANCHES_PER_REGION)]
 )
 AGENTS: tuple[str, ...] = tuple(f"AG{k:03d}" for k in range(120))
+# extra contacts (calls, chats) per unit of daily churn hazard: people about to leave get in touch
+LEAVING_CONTACTS_PER_HAZARD = 1.0
+CHAT_ANSWER_P = 0.45  # share of chat sessions where the customer answers the bot
 GENERAL_PAGES = ("/home", "/accounts", "/payments", "/cards", "/help", "/rates", "/offers", "/statements")
 PAGE_TABLE: tuple[str, ...] = tuple(
     list(GENERAL_PAGES)
@@ -370,50 +377,109 @@ def transactions(
     return Postings(ev, fee_person, product)
 
 
+@dataclass
+class Talk:
+    """One day of one talking source: its events, and for each customer message the truth of it."""
+
+    events: Events
+    said_rows: np.ndarray  # rows of ``events`` that are customer messages (the others: the bot)
+    said: T.Said  # per said row
+    states_intent: np.ndarray  # per said row: the words are a query of the intent (not a follow-up)
+    topic_correct: np.ndarray | None = None  # per said row: the agent's topic is right (contact centre)
+
+
 def contact_centre(
     rng: np.random.Generator,
+    words: np.random.Generator,
     pop: Population,
     active: np.ndarray,
     day_ms: int,
-    stress: np.ndarray,
-    recent_fees: np.ndarray,
-) -> Events:
-    """Calls, service requests and complaints with an agent's note and its sentiment."""
+    state: T.DayState,
+    people: T.Speakers,
+    topic_error_rate: float,
+) -> Talk:
+    """Calls, service requests and complaints, written up by agents (``words`` draws the text).
+
+    Stress brings calls and complaints, fees bring complaints, and a customer thinking of leaving
+    calls more (to ask how to close the account, or to complain on the way out)."""
     persona = pop.persona
-    calls = per_person(rng, P.CALLS[persona] * (1 + 2 * stress) * active)
+    call_rate = P.CALLS[persona] * (1 + 2 * state.stress) + LEAVING_CONTACTS_PER_HAZARD * state.hazard
+    calls = per_person(rng, call_rate * active)
     service = per_person(rng, P.SERVICE_REQUESTS[persona] * active)
     complaint_rate = (
-        P.COMPLAINTS[persona] * (1 + 3 * stress) * (1 + 0.5 * np.minimum(recent_fees, 4)) * active
+        P.COMPLAINTS[persona] * (1 + 3 * state.stress) * (1 + 0.5 * np.minimum(state.fees, 4)) * active
     )
     complaints = per_person(rng, complaint_rate)
     persons = np.concatenate([calls, service, complaints])
     itype = np.repeat(np.arange(3), [len(calls), len(service), len(complaints)])
     t = times_of_day(rng, day_ms, len(persons), CALL_HOURS)
-    topics, notes, sentiment = [], [], np.empty(len(persons))
-    u = rng.random((len(persons), 3))
-    for r, (i, k) in enumerate(zip(persons.tolist(), itype.tolist(), strict=True)):
-        options = CONTACT_TOPICS[CONTACT_TYPES[k]]
-        topic, template, lo, hi = options[int(u[r, 0] * len(options))]
-        topics.append(topic)
-        notes.append(
-            template.format(
-                first=pop.first_name[i],
-                postcode=pop.address.postcode[i],
-                product=PRODUCTS[int(u[r, 1] * len(PRODUCTS))].replace("_", " "),
-            )
-        )
-        sentiment[r] = round(lo + (hi - lo) * u[r, 2], 2)
-    return Events(
+    agent = rng.integers(len(AGENTS), size=len(persons))
+    said = T.what_is_said(words, persons, itype, pop, state, people)
+    topic, right = T.agent_topics(words, said.intent, itype, topic_error_rate)
+    note = T.agent_notes(words, said, itype, topic, T.details(words, pop, people, persons))
+    events = Events(
         persons,
         t,
         {
             "interaction_type": Cat(CONTACT_TYPES, itype),
-            "topic": np.array(topics, dtype=object),
-            "note": np.array(notes, dtype=object),
-            "sentiment": sentiment,
-            "agent_id": Cat(AGENTS, rng.integers(len(AGENTS), size=len(persons))),
+            "topic": Cat(CONTACT_TOPICS, topic),
+            "note": note,
+            "agent_id": Cat(AGENTS, agent),
         },
     )
+    every = np.arange(len(persons))
+    return Talk(events, every, said, np.ones(len(persons), dtype=bool), right)
+
+
+def app_chat(
+    rng: np.random.Generator,
+    words: np.random.Generator,
+    pop: Population,
+    ids: Identities,
+    active: np.ndarray,
+    day_ms: int,
+    state: T.DayState,
+    people: T.Speakers,
+    session_counter: int,
+) -> tuple[Talk, int]:
+    """The app's chat: a signed-in customer writes, the bot answers, the customer sometimes
+    answers back. Only app users chat; the same situations as calls give them something to say."""
+    has_app = ids.app_device >= 0
+    rate = P.CHATS[pop.persona] * (1 + 2 * state.stress) + LEAVING_CONTACTS_PER_HAZARD * state.hazard
+    who = per_person(rng, rate * (active & has_app))
+    m = len(who)
+    start = times_of_day(rng, day_ms, m, DAYTIME)
+    bot_at = start + rng.integers(2_000, 9_000, m)
+    answer_at = start + rng.integers(30_000, 300_000, m)
+    answers = np.flatnonzero(rng.random(m) < CHAT_ANSWER_P)
+    said = T.what_is_said(words, who, np.full(m, T.CHAT), pop, state, people)
+    opening = T.chat_openings(words, said, T.details(words, pop, people, who))
+    reply = T.bot_replies(words, said.intent)
+    answer = T.follow_ups(words, said.sentiment).take(pa.array(answers, pa.int64()))
+    # rows: each session's opening, the bot's reply, the customer's answer (ids in that order)
+    sess = np.concatenate([np.arange(m), np.arange(m), answers])
+    step = np.repeat(np.arange(3), [m, m, len(answers)])
+    order = np.lexsort((step, sess))
+    sess, step = sess[order], step[order]
+    t = np.concatenate([start, bot_at, answer_at[answers]])[order]
+    message = pa.concat_arrays([opening, reply, answer]).take(pa.array(order, pa.int64()))
+    person = who[sess]
+    session_codes = R.permuted_ids(
+        np.arange(session_counter, session_counter + m), 3_000_000_000, ids.seed, 11
+    )
+    events = Events(
+        person,
+        t,
+        {
+            "login_id": Coded(ids.login_table(pop), person),
+            "device_id": Coded(ids.device_table(), ids.app_device[person]),
+            "chat_session_id": Coded(prefixed("CS", session_codes, 10, quote=True), sess),
+            "direction": Cat(CHAT_DIRECTIONS, (step == 1).astype(np.int64)),
+            "message": message,
+        },
+    )
+    said_rows = np.flatnonzero(step != 1)
+    return Talk(events, said_rows, said.take(sess[said_rows]), step[said_rows] == 0), session_counter + m
 
 
 CONSENT_PAIRS = [(0, c) for c in range(len(CONSENT_CHANNELS))] + [(1, len(CONSENT_CHANNELS) - 1)]

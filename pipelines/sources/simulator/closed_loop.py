@@ -38,7 +38,7 @@ from .actions import (
     ACTION_VALUE,
     COMPLAINT_COST,
     HELP_FINISH,
-    RETENTION,
+    RETENTION_LIKE,
 )
 from .codec import Cat, Raw, encode, quoted
 from .config import DAY_MS, HOUR_MS
@@ -214,7 +214,7 @@ class World:
         """Channel-neutral P(accept) of ``action`` for ``person`` on ``day`` (0 if inactive)."""
         k = ACTION_PRODUCT[action]
         base = np.where(k >= 0, self.p_accept[day, person, np.maximum(k, 0)], 0.0)
-        base = np.where(action == RETENTION, self.p_retention[day, person], base)
+        base = np.where(np.isin(action, RETENTION_LIKE), self.p_retention[day, person], base)
         base = np.where(action == HELP_FINISH, self.p_help[day, person], base)
         return np.where(self.active[day, person], base, 0.0)
 

@@ -81,6 +81,8 @@ class SimConfig:
     # a small bank with busier demand, so that model tests see enough openings in a few weeks.
     demand_scale: float = 1.0
     churn_scale: float = 1.0
+    # share of contact-centre interactions whose agent picks a wrong topic (wrap-up code)
+    topic_error_rate: float = 0.15
 
     def __post_init__(self) -> None:
         if self.customers < 1:
@@ -105,6 +107,8 @@ class SimConfig:
         for name in ("demand_scale", "churn_scale"):
             if not 0.0 <= getattr(self, name) <= 50.0:
                 raise InputError(f"{name} must be within 0..50, got {getattr(self, name)}")
+        if not 0.0 <= self.topic_error_rate <= 1.0:
+            raise InputError(f"topic_error_rate must be within 0..1, got {self.topic_error_rate}")
         if self.label_days is not None and not 1 <= self.label_days <= self.days:
             raise InputError(f"label_days must be within 1..{self.days}, got {self.label_days}")
 

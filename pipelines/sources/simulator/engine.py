@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.contracts import (
+    CONTACT_TOPICS,
     CONTRACTS,
     OFFER_CHANNELS,
     PRODUCTS,
@@ -32,11 +33,12 @@ from . import life_events as L
 from . import personas as P
 from . import rng as R
 from . import snapshots as S
+from . import texts as T
 from .actions import ACTION_IDS, ACTION_PRODUCT, HELP_FINISH, RETENTION
-from .codec import Cat, Coded, Fixed, Raw, encode, fixed_ids, iso_date, line_bytes, quoted
+from .codec import Cat, Coded, Fixed, Raw, categorical, encode, fixed_ids, iso_date, line_bytes, quoted
 from .config import DAY_MS, SimConfig
 from .identities import build_identities, identity_truth, touch_crm
-from .population import N_PRODUCTS, Population, _addresses, build_population, open_accounts
+from .population import CARD, N_PRODUCTS, Population, _addresses, build_population, open_accounts
 from .response import (
     ABANDONED_DAYS,
     RESPONSES,
@@ -56,6 +58,7 @@ ID_PREFIX = {
     "contact_centre": "CC",
     "consent": "CN",
     "offer_responses": "OR",
+    "app_chat": "CH",
 }
 CAMPAIGN_CHANNELS = np.array([0, 1, 2, 4, 5])  # email, sms, push, web, app
 CAMPAIGN_REDRAWS, CAMPAIGN_REDRAW_P = 4, 0.97  # the campaign tool re-draws a channel without consent
@@ -92,6 +95,7 @@ class Simulation:
         self.ids = build_identities(self.pop, config.seed, config.start_ms)
         self.life = L.build_life_state(self.pop, config.seed, config.days)
         self.consent = B.initial_consent(self.pop, R.stream(config.seed, R.IDENTITIES, 1))
+        self.people = T.speakers(self.pop, R.stream(config.seed, R.TEXT))
         n = self.pop.n
         self.cust_arrow = pa.array(self.pop.customer_number.tolist(), pa.string())
         self.person_arrow = pa.array(self.pop.person_id.tolist(), pa.string())
@@ -103,6 +107,7 @@ class Simulation:
         self.pending_opens: list[tuple[np.ndarray, np.ndarray]] = []
         self.counters = {s: 0 for s in STREAM_SOURCES}
         self.session_counter = 0
+        self.chat_counter = 0
         self.app_counter = 0
         self.campaign_counter = 0
         self.deliveries = {s: Delivery(s, writer, self._ledger) for s in STREAM_SOURCES}
@@ -221,12 +226,33 @@ class Simulation:
         life.recent_fees = life.recent_fees * L.FEE_DECAY + np.bincount(postings.fee_person, minlength=pop.n)
         touched = np.unique(postings.events.person * N_PRODUCTS + postings.balance_product)
         self.changed_accounts.reshape(-1)[touched] = True
-        contact = B.contact_centre(rng, pop, active, day_ms, stress, life.recent_fees)
+        today = self._day_state(abs_day, postings, visits, hazard, stress, abandoned & active)
+        contact = B.contact_centre(
+            rng,
+            self._words(d, "contact_centre"),
+            pop,
+            active,
+            day_ms,
+            today,
+            self.people,
+            cfg.topic_error_rate,
+        )
         complained = np.zeros(pop.n, dtype=bool)
-        is_complaint = contact.cols["interaction_type"].is_("complaint")
-        complained[contact.person[is_complaint]] = True
+        is_complaint = contact.events.cols["interaction_type"].is_("complaint")
+        complained[contact.events.person[is_complaint]] = True
         dig_ev, self.session_counter = B.digital(
             rng, pop, self.ids, active, day_ms, home, stress, apps, self.session_counter
+        )
+        chat, self.chat_counter = B.app_chat(
+            rng,
+            self._words(d, "app_chat"),
+            pop,
+            self.ids,
+            active,
+            day_ms,
+            today,
+            self.people,
+            self.chat_counter,
         )
         offers, offer_complaints = self._campaigns(
             rng, d, day_ms, active, base, credit_stressed, approve, in_window
@@ -235,8 +261,8 @@ class Simulation:
         life.last_complaint[complained] = d
         consent = B.consent_events(rng, self.consent, active, day_ms, d == 0, complained)
         in_branch = visits.events.cols["channel"].is_("branch")
-        crm_touch = np.concatenate([contact.person, visits.events.person[in_branch]])
-        crm_t = np.concatenate([contact.t, visits.events.t[in_branch]])
+        crm_touch = np.concatenate([contact.events.person, visits.events.person[in_branch]])
+        crm_t = np.concatenate([contact.events.t, visits.events.t[in_branch]])
         touch_crm(self.ids, pop, crm_touch, crm_t, rng)
 
         # life-event truth: onsets today, and complaints (churn risk)
@@ -261,18 +287,55 @@ class Simulation:
         self._consent_truth(consent)
 
         # deliver streams (due micro-batches only) and write the day's snapshot extracts
+        talks = {"contact_centre": contact, "app_chat": chat}
         for source, ev in (
             ("transactions", postings.events),
             ("visits", visits.events),
-            ("contact_centre", contact),
+            ("contact_centre", contact.events),
             ("digital", dig_ev),
             ("consent", consent),
             ("offer_responses", offers),
+            ("app_chat", chat.events),
         ):
+            first_id = self.counters[source]
             self._emit(source, ev, d)
+            if source in talks:
+                self._utterance_truth(source, first_id, talks[source])
         for delivery in self.deliveries.values():
             delivery.flush(day_ms + DAY_MS)
         self._snapshots(d, abs_day, date)
+
+    # ------------------------------------------------------------------ what people say
+    def _words(self, d: int, source: str) -> np.random.Generator:
+        """The random stream of a talking source's words on day ``d`` (apart from behaviour)."""
+        return R.stream(self.cfg.seed, R.TEXT, d, STREAM_SOURCES.index(source))
+
+    def _day_state(
+        self,
+        abs_day: int,
+        postings: B.Postings,
+        visits: B.Visits,
+        hazard: np.ndarray,
+        stress: np.ndarray,
+        abandoned: np.ndarray,
+    ) -> T.DayState:
+        """What gives each person something to say today (see ``texts.what_is_said``)."""
+        pop, life, n = self.pop, self.life, self.pop.n
+        ev = postings.events
+        txn = ev.cols["txn_type"]
+        failed = ev.person[txn.is_("failed_payment")]
+        life.recent_declines = life.recent_declines * L.DECLINE_DECAY + np.bincount(failed, minlength=n)
+        travel = ev.person[txn.is_("card_spend") & ev.cols["merchant_category"].is_("travel")]
+        return T.DayState(
+            hazard=hazard,
+            stress=stress,
+            fees=life.recent_fees,
+            declines=life.recent_declines,
+            new_card=pop.holds[:, CARD] & (pop.opened_day[:, CARD] >= abs_day - 14),
+            abandoned=abandoned,
+            cash=np.bincount(visits.cash_person[visits.cash_amount < 0], minlength=n),
+            travel=np.bincount(travel, minlength=n),
+        )
 
     # ------------------------------------------------------------------ state changes
     def _schedule_open(self, persons: np.ndarray, products: np.ndarray, in_window: bool) -> None:
@@ -673,6 +736,35 @@ class Simulation:
                     "last_step": pa.array(np.array(APPLICATION_STEPS)[reached].tolist(), pa.string()),
                     "submitted": pa.array(submitted),
                     "approved": pa.array(approved),
+                }
+            ),
+        )
+
+    def _utterance_truth(self, source: str, first_id: int, talk: B.Talk) -> None:
+        """What each customer message truly says; event ids as ``_emit`` gave them."""
+        rows = talk.said_rows
+        if not len(rows):
+            return
+        said = talk.said
+        pid, num = self._persons(talk.events.person[rows])
+        correct = talk.topic_correct
+        self.truth.append(
+            "utterances",
+            pa.table(
+                {
+                    "event_id": fixed_ids(ID_PREFIX[source], first_id + rows, 12).strings(strip=1),
+                    "source": pa.array([source] * len(rows), pa.string()),
+                    "person_id": pid,
+                    "customer_number": num,
+                    "event_time": pa.array(talk.events.t[rows], TS),
+                    "situation": categorical(T.SITUATIONS, said.situation),
+                    "true_intent": categorical(T.INTENTS, said.intent),
+                    "true_topic": categorical(CONTACT_TOPICS, T.TOPIC_OF_INTENT[said.intent]),
+                    "true_sentiment": pa.array(said.sentiment),
+                    "states_intent": pa.array(talk.states_intent),
+                    "topic_correct": pa.nulls(len(rows), pa.bool_())
+                    if correct is None
+                    else pa.array(correct),
                 }
             ),
         )

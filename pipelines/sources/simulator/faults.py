@@ -52,6 +52,7 @@ WRONG_TYPE_FIELD = {
     "contact_centre": "event_time",
     "digital": "event_time",
     "offer_responses": "event_time",
+    "app_chat": "event_time",
 }
 LINE_FAULTS = ("malformed_json", "missing_required", "wrong_type")
 # one encoder/decoder for every corrupted line (json.dumps with options builds a new one per call)

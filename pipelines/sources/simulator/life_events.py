@@ -20,6 +20,7 @@ HOME_LIFT, HOME_DECAY_DAYS = 12.0, 12.0
 STRESS_LIFT, STRESS_DECAY_DAYS = 6.0, 15.0
 COMPLAINT_LIFT, COMPLAINT_DECAY_DAYS = 5.0, 10.0
 FEE_DECAY = float(np.exp(-1 / 7))
+DECLINE_DECAY = float(np.exp(-1 / 3))  # a declined payment is on the mind for a few days
 NEVER = -(10**6)
 
 FITTING_ACTION = {
@@ -37,6 +38,7 @@ class LifeState:
     stress_onset: np.ndarray
     last_complaint: np.ndarray
     recent_fees: np.ndarray  # exponentially decayed count of fees (one-week time constant)
+    recent_declines: np.ndarray  # the same for failed payments (three-day time constant)
     retained_until: np.ndarray  # a successful retention call calms churn risk until this day
 
 
@@ -54,6 +56,7 @@ def build_life_state(pop: Population, seed: int, days: int) -> LifeState:
         stress_onset=np.where(stress, onset_stress, NEVER),
         last_complaint=np.full(n, NEVER, dtype=np.int64),
         recent_fees=np.zeros(n),
+        recent_declines=np.zeros(n),
         retained_until=np.full(n, NEVER, dtype=np.int64),
     )
 

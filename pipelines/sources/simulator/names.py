@@ -1,4 +1,4 @@
-"""Word lists for people, places and agent notes, with the nicknames CRM staff really type."""
+"""Word lists for people, places, agents' notes and the app chat, with the nicknames CRM staff really type."""
 
 from __future__ import annotations
 
@@ -325,28 +325,176 @@ EMAIL_DOMAINS: tuple[str, ...] = (
     "hotmail.co.uk",
     "btinternet.com",
 )
-# contact-centre topics per contracts.CONTACT_TYPES, with note templates and sentiment ranges
-CONTACT_TOPICS: dict[str, tuple[tuple[str, str, float, float], ...]] = {
-    "call": (
-        ("card_declined", "{first} called, card declined at till; checked limit and unblocked", -0.4, 0.3),
-        ("balance_query", "Balance query from {first}, explained pending transactions", -0.1, 0.6),
-        ("product_info", "{first} asked about {product} rates and eligibility", 0.0, 0.7),
-        ("payment_help", "Helped {first} set up a standing order to landlord", 0.1, 0.7),
-        ("fraud_check", "Fraud check on recent card payment, customer confirmed genuine", -0.2, 0.5),
+# How agents write a contact up (contracts.CONTACT_TYPES order): an opening, per type, as
+# (text before, name, text after) with name 0 none, 1 first name, 2 full name. A name follows a
+# lower-case word, as agents type it (and as silver's redaction expects proper nouns).
+NOTE_OPENINGS: tuple[tuple[tuple[str, int, str], ...], ...] = (
+    (
+        ("cust ", 1, " called"),
+        ("cx called", 0, ""),
+        ("IB call, cust ", 1, ""),
+        ("spoke to ", 1, ""),
+        ("cust ", 2, " rang in"),
+        ("inbound call", 0, ""),
+        ("call from ", 2, ""),
     ),
-    "service_request": (
-        ("address_change", "Address change requested, DOB verified, new address {postcode}", 0.0, 0.5),
-        ("new_card", "Replacement card ordered for {first}, old one damaged", 0.0, 0.5),
-        ("statement_copy", "Statement copies for last 3 months requested", 0.0, 0.4),
-        ("limit_change", "{first} requested a credit limit review", -0.2, 0.4),
+    (
+        ("SR raised, cust ", 1, ""),
+        ("svc req", 0, ""),
+        ("cust ", 1, " requests"),
+        ("req from ", 2, ""),
+        ("service request", 0, ""),
     ),
-    "complaint": (
-        ("fees", "{first} unhappy about overdraft fees charged this month, wants refund", -0.9, -0.4),
-        ("service", "Complaint: waited 40 minutes on hold, {first} very frustrated", -0.9, -0.5),
-        ("marketing", "{first} complained about too many marketing messages, asks to stop", -0.8, -0.3),
-        ("failed_payment", "Direct debit bounced, {first} says salary was in, escalated", -1.0, -0.5),
+    (
+        ("COMPLAINT logged, cust ", 1, ""),
+        ("cmplt", 0, ""),
+        ("formal complaint from ", 2, ""),
+        ("complaint, cx", 0, ""),
+        ("cust ", 1, " complaining"),
     ),
-}
+)
+NOTE_SAYS: tuple[str, ...] = (" says: ", " re: ", " - ", ": ", " asks: ", " saying ")
+NOTE_SEPARATORS: tuple[str, ...] = (". ", " / ", " - ", "; ", " ")
+# what the agent did, per contracts.CONTACT_TOPICS
+NOTE_ACTIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "adv 5-7 wd for new card",
+        "card blocked + reissued",
+        "adv to activate in app",
+        "new PIN sent",
+        "ordered replacement",
+    ),
+    (
+        "checked txn, adv to wait 24h",
+        "pmt traced",
+        "adv 3-5 wd",
+        "raised chargeback",
+        "adv merchant to refund",
+    ),
+    (
+        "fee refunded as gesture",
+        "explained T&Cs",
+        "fee stands, explained charges",
+        "refund req passed to team",
+    ),
+    (
+        "sent closure form",
+        "transferred to retentions",
+        "adv re: ID docs",
+        "details updated",
+        "retention offer made",
+    ),
+    (
+        "card frozen + new card ordered",
+        "fraud team notified",
+        "adv to change passcode",
+        "disputed txn raised",
+    ),
+    (
+        "complaint ref raised",
+        "escalated to TL",
+        "passed to complaints team",
+        "FRL to follow",
+        "goodwill offered",
+    ),
+    ("info given", "adv via app", "sent link to help pg", "no further action", "cb booked"),
+)
+# the customer's mood as agents note it: angry, unhappy, (neutral: nothing), pleased
+NOTE_MOODS: tuple[tuple[str, ...], ...] = (
+    ("cust v upset", "very unhappy", "cust irate", "cust angry, raised voice", "extremely frustrated"),
+    ("cust frustrated", "not happy", "cust annoyed", "disappointed w/ service", "unhappy"),
+    (),
+    ("thanked agent", "cust happy w/ outcome", "cust pleased", "grateful for help", "cust satisfied"),
+)
+# security checks and contact details, as (text, detail) with detail 0 none, 1 phone, 2 postcode,
+# 3 email, 4 the card's last four digits
+NOTE_CHECKS: tuple[tuple[str, int], ...] = (
+    ("verified DOB+PC ", 2),
+    ("ID&V ok", 0),
+    ("DPA passed", 0),
+    ("ph ", 1),
+    ("cb req on ", 1),
+    ("email ", 3),
+    ("card ending ", 4),
+    ("2FA sent to ", 1),
+)
+# shorthand agents use for the customer's words, as (regular expression, replacement)
+NOTE_ABBREVIATIONS: tuple[tuple[str, str], ...] = (
+    (r"(?i)\bplease\b", "pls"),
+    (r"(?i)\baccount\b", "acct"),
+    (r"(?i)\btransfer\b", "trf"),
+    (r"(?i)\bpayment\b", "pmt"),
+    (r"(?i)\btransaction\b", "txn"),
+    (r"(?i)\bstatement\b", "stmt"),
+    (r"(?i)\bwithdrawal\b", "w/d"),
+    (r"(?i)\bbecause\b", "bc"),
+    (r"(?i)\bdirect debit\b", "DD"),
+)
+# the app chat: how people open, what they add, their mood, the bot and what they answer it
+CHAT_GREETINGS: tuple[str, ...] = ("hi ", "hello, ", "hey ", "hi there ", "quick question - ")
+CHAT_DETAILS: tuple[tuple[str, int], ...] = (  # detail as in NOTE_CHECKS
+    (" my card ending ", 4),
+    (" card ending in ", 4),
+    (" my email is ", 3),
+    (" you can reach me on ", 1),
+)
+CHAT_MOODS: tuple[tuple[str, ...], ...] = (
+    (" this is ridiculous", "!!!", " sort it out now", " absolutely useless", " so angry"),
+    (" not happy", "??", " really annoying", " seriously?", " still waiting"),
+    (),
+    (" thanks!", " thx :)", " cheers", " thank you so much", " love the app btw"),
+)
+CHAT_ABBREVIATIONS: tuple[tuple[str, str], ...] = (
+    (r"(?i)\byou\b", "u"),
+    (r"(?i)\byour\b", "ur"),
+    (r"(?i)\bplease\b", "pls"),
+    (r"(?i)\bthanks\b", "thx"),
+    (r"(?i)\bbecause\b", "cos"),
+    ("['\u2019]", ""),
+)
+# the bot's answer per contracts.CONTACT_TOPICS (it recognises the topic most of the time)
+CHAT_BOT_REPLIES: tuple[tuple[str, ...], ...] = (
+    (
+        "I can help with cards. You can freeze, replace or activate a card under Cards in the app.",
+        "Card deliveries take 3-5 working days. You can track yours under Cards > Delivery.",
+    ),
+    (
+        "Most payments show within 2 hours. You can check a payment under Payments > Activity.",
+        "Transfers between UK banks are usually instant, but some take up to one working day.",
+    ),
+    (
+        "Every fee and the reason for it is listed under Account > Statements.",
+        "I'm sorry about the charge. An agent will review it and reply within 24 hours.",
+    ),
+    (
+        "I can help with your account. Some changes need an agent, so I'm connecting you now.",
+        "You can update your details or upload documents under Profile in the app.",
+    ),
+    (
+        "If you think your card is at risk, freeze it now under Cards > Freeze. An agent will call you.",
+        "For your security, I've passed this to our fraud team. Please don't share your passcode.",
+    ),
+    (
+        "I'm sorry to hear that. I've passed this to our team, who will reply within 24 hours.",
+        "I understand. An agent will look into this for you.",
+    ),
+    (
+        "Here's what I found in our help centre. Did that answer your question?",
+        "Thanks for your question. You'll find the answer under Help in the app.",
+    ),
+)
+CHAT_BOT_FALLBACK = "Thanks for your message. An agent will be with you shortly."
+CHAT_FOLLOW_UPS: tuple[tuple[str, ...], ...] = (  # by mood, as CHAT_MOODS
+    (
+        "this is useless, i want to speak to a real person",
+        "still not sorted!!",
+        "not good enough, i want to complain",
+        "ridiculous. get me an agent",
+    ),
+    ("thats not what i asked", "that doesnt help", "agent please", "still waiting..."),
+    ("ok", "ok will try that", "right ok", "ok"),
+    ("thanks that helped!", "great thx", "perfect, sorted :)", "brilliant thank you"),
+)
 COUNTERPARTIES: dict[str, tuple[str, ...]] = {
     "salary": ("ACME LTD PAYROLL", "NHS TRUST", "COUNCIL PAYROLL", "RETAIL GROUP PLC", "TECH LTD"),
     "rent": ("LETTINGS AGENT", "PROPERTY MGMT LTD", "LANDLORD"),

@@ -108,6 +108,7 @@ TRANSFER_OUT = np.array([0.30, 0.15, 0.30, 1.2, 0.20, 0.03])
 CALLS = np.array([0.005, 0.015, 0.02, 0.03, 0.04, 0.004])
 SERVICE_REQUESTS = np.array([0.005, 0.008, 0.01, 0.02, 0.015, 0.002])
 COMPLAINTS = np.array([0.0008, 0.001, 0.001, 0.0015, 0.004, 0.002])
+CHATS = np.array([0.012, 0.006, 0.003, 0.008, 0.012, 0.002])  # app chat sessions, app users
 FAILED_PAYMENTS = np.array([0.001, 0.002, 0.0, 0.005, 0.06, 0.004])
 FEES = np.array([0.002, 0.003, 0.001, 0.02, 0.05, 0.005])
 SPEND_SCALE = np.array([0.7, 1.0, 2.5, 1.3, 0.6, 0.7])

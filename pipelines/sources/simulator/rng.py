@@ -21,6 +21,7 @@ FAULTS = 20
 SNAPSHOT_FAULTS = 21
 CLOSED_LOOP = 30
 POLICY = 31
+TEXT = 40  # what people say (situations, intents, words): apart from what they do
 
 
 def stream(seed: int, *keys: int) -> np.random.Generator:

@@ -91,6 +91,21 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("approved", pa.bool_()),
         ]
     ),
+    "utterances": pa.schema(
+        [
+            ("event_id", pa.string()),
+            ("source", pa.string()),  # contact_centre or app_chat
+            ("person_id", pa.string()),
+            ("customer_number", pa.string()),
+            ("event_time", TS),
+            ("situation", pa.string()),  # what gave the customer something to say (texts.SITUATIONS)
+            ("true_intent", pa.string()),  # a BANKING77 intent
+            ("true_topic", pa.string()),  # the coarse topic of the intent (contracts.CONTACT_TOPICS)
+            ("true_sentiment", pa.float32()),  # -1 angry .. 1 delighted
+            ("states_intent", pa.bool_()),  # the words are a query of the intent (not a chat follow-up)
+            ("topic_correct", pa.bool_()),  # the agent's topic is the true one (null for app_chat)
+        ]
+    ),
     "life_events": pa.schema(
         [
             ("person_id", pa.string()),
@@ -118,6 +133,9 @@ _DICTIONARY_COLUMNS = {
     "event",
     "fitting_action",
     "last_step",
+    "situation",
+    "true_intent",
+    "true_topic",
 }
 
 
