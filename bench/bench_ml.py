@@ -67,6 +67,12 @@ def main() -> int:
                 f"in {seconds:.0f} s"
             )
 
+        from pipelines.lakehouse.intents import agreement_with_truth
+
+        agreement = agreement_with_truth(spark, cfg, tables, home / "truth")
+        if agreement is not None:
+            print(agreement.line())
+
         # 1. the real pipeline
         from ml.train import train_all
 

@@ -166,10 +166,21 @@ def _demo(args: argparse.Namespace) -> int:
             held_files = hold_back(cfg.paths.landing, cfg.paths.held, first_live)
             step(f"held back {held_files:,} files from {first_live} on: the live days, played by decisions")
 
+    step("train the intent and sentiment model (BANKING77) that silver reads what customers say with")
+    from ml.registry import configure
+    from ml.text import train_text_model
+    from ml.train import format_reports, train_all
+
+    table(format_reports([train_text_model(cfg, configure(cfg))], 0))
     ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda m: step(f"ingest {m}"))
     print_layer_counts(spark, cfg, tables)
 
     truth = home / "truth"
+    from pipelines.lakehouse.intents import agreement_with_truth
+
+    agreement = agreement_with_truth(spark, cfg, tables, truth)
+    if agreement is not None:
+        console.print(agreement.line())
     step("dbt build: staging -> identity resolution -> customer_360, sessions, funnels")
     from pipelines.services.dbt_runner import run_dbt
 
@@ -190,7 +201,6 @@ def _demo(args: argparse.Namespace) -> int:
         )
     step("train: segmentation, propensity and churn models (MLflow), each next to the truth ceiling")
     from ml.score import write_scores
-    from ml.train import format_reports, train_all
 
     reports = train_all(spark, cfg, tables, truth if truth.is_dir() else None, progress=lambda m: step(m))
     table(format_reports(reports, cfg.ml.propensity.enough_positive_customers))

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config
+from pipelines.tables import Tables
 
 if TYPE_CHECKING:
     from ml.text import TextModel
@@ -198,3 +199,58 @@ def with_scores(df: DataFrame, text: Column, scorer: Scorer) -> DataFrame:
 def _types() -> dict[str, str]:
     pairs = (part.strip().split(" ", 1) for part in SCORED_DDL.split(","))
     return {name: kind for name, kind in pairs}
+
+
+# ------------------------------------------------------------------------------------ the truth
+
+
+@dataclass(frozen=True)
+class TruthAgreement:
+    """How silver's intents compare with what the simulator's customers meant (its truth)."""
+
+    utterances: int  # customer messages and notes that state an intent
+    recognised: int  # of those, labelled with an intent (not unrecognised, not null)
+    correct: int  # of those, the true intent
+    sentiment_correlation: float  # Pearson's r of the read and the true sentiment
+
+    def line(self) -> str:
+        share = self.recognised / self.utterances if self.utterances else 0.0
+        accuracy = self.correct / self.recognised if self.recognised else 0.0
+        return (
+            f"intents in silver vs the simulator's truth: {self.utterances:,} notes and chat messages, "
+            f"{share:.1%} recognised, {accuracy:.1%} of those right; sentiment r = "
+            f"{self.sentiment_correlation:.2f}"
+        )
+
+
+def agreement_with_truth(
+    spark: SparkSession, cfg: Config, tables: Tables, truth_dir: Path
+) -> TruthAgreement | None:
+    """Silver's intent and sentiment next to ``truth/utterances.parquet`` (None without it)."""
+    import numpy as np
+
+    path = truth_dir / "utterances.parquet"
+    if not path.exists():
+        return None
+    truth = pd.read_parquet(path, columns=["event_id", "true_intent", "true_sentiment", "states_intent"])
+    read = pd.concat(
+        [
+            spark.table(tables.silver(source)).select("event_id", "intent", "sentiment").toPandas()
+            for source in SPOKEN
+            if spark.catalog.tableExists(tables.silver(source))
+        ]
+    )
+    both = truth[truth["states_intent"]].merge(read, on="event_id")
+    recognised = both["intent"].notna() & (both["intent"] != cfg.ml.text.unrecognised_label)
+    labelled = both[both["intent"].notna()]
+    r = (
+        float(np.corrcoef(labelled["sentiment"], labelled["true_sentiment"])[0, 1])
+        if len(labelled) > 2
+        else float("nan")
+    )
+    return TruthAgreement(
+        utterances=len(both),
+        recognised=int(recognised.sum()),
+        correct=int((recognised & (both["intent"] == both["true_intent"])).sum()),
+        sentiment_correlation=r,
+    )

@@ -213,7 +213,7 @@ class IntentRule(_Rule):
         return "intent:" + "|".join(self.intent)
 
     def columns(self) -> tuple[str, ...]:
-        return (TRIGGER_INTENTS,)
+        return ()  # reads the triggers' intents, which every request gathers (none: an empty list)
 
     def evaluate(self, context: Mapping[str, Any], action: Action) -> Verdict:
         value = context.get(TRIGGER_INTENTS)

@@ -52,6 +52,7 @@ from pipelines.contracts import get_contract
 from pipelines.errors import InputError, first_line
 from pipelines.lakehouse.batch_writes import CommitListener
 from pipelines.lakehouse.bronze import read_kafka, read_landing
+from pipelines.lakehouse.ingest import present_sources
 from pipelines.lakehouse.intents import current_scorer, spoken_text, with_scores
 from pipelines.nba.bandit import ThompsonChooser, state_from_history
 from pipelines.nba.catalog import ActionCatalog, load_catalog
@@ -113,7 +114,8 @@ def live_events(spark: SparkSession, cfg: Config) -> DataFrame:
     """
     parts = []
     scorer = current_scorer(cfg)
-    for source in TRIGGER_SOURCES:
+    present = set(present_sources(cfg))  # a bank without an app chat, say, has no such source
+    for source in (s for s in TRIGGER_SOURCES if s in present):
         contract = get_contract(source)
         raw = (
             read_kafka(spark, cfg, source)

@@ -151,7 +151,9 @@ def published(kafka_broker: str, jl_config, tmp_path_factory: pytest.TempPathFac
         files_out,
         overwrite=True,
     )
-    topics = [f"{jl_config.kafka.topic_prefix}{source}" for source in CONTRACTS]
+    # a source that delivered nothing in so small a world (the app chat, say) has no topic
+    landed = [source for source in CONTRACTS if (files_out / "landing" / source).is_dir()]
+    topics = [f"{jl_config.kafka.topic_prefix}{source}" for source in landed]
     since = _watermarks(kafka_broker, topics)
     result = _cli(
         "generate",
