@@ -282,7 +282,13 @@ def trigger_stream(
     stream = stream.where(F.col("trigger_type").isNotNull())
     if since is not None:
         stream = stream.where(F.col("event_time") >= F.lit(since))
-    return stream.select(
+    return as_triggers(stream)
+
+
+def as_triggers(rows: DataFrame) -> DataFrame:
+    """Silver rows in the trigger shape (:func:`trigger_rows`, kept ``_ingested_at``) as the
+    decision job takes them: event id and ingest time under their trigger names."""
+    return rows.select(
         "customer_number",
         "session_id",
         "trigger_login_id",

@@ -97,21 +97,11 @@ def test_an_intent_in_a_note_triggers_its_service_action(spark, jl_config, inges
     from pyspark.sql import functions as F
 
     from pipelines.nba.catalog import load_catalog
-    from pipelines.nba.decide import decide_batch, ensure_decision_tables, trigger_rows
+    from pipelines.nba.decide import as_triggers, decide_batch, ensure_decision_tables, trigger_rows
 
     _, customer = said
     events = spark.table(ingested.silver("contact_centre")).where(F.col("event_id") == "SAID-STOLEN-1")
-    triggers = trigger_rows("contact_centre", events, jl_config, "_ingested_at").select(
-        "customer_number",
-        "session_id",
-        "trigger_login_id",
-        F.col("event_id").alias("trigger_event_id"),
-        "trigger_type",
-        "trigger_product",
-        "trigger_intent",
-        "event_time",
-        F.col("_ingested_at").alias("ingested_at"),
-    )
+    triggers = as_triggers(trigger_rows("contact_centre", events, jl_config, "_ingested_at"))
     assert [r["trigger_type"] for r in triggers.collect()] == ["intent"]
     ensure_decision_tables(spark, ingested)
     result = decide_batch(spark, jl_config, ingested, load_catalog(jl_config), triggers, maybe_replay=True)

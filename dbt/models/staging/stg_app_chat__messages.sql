@@ -10,10 +10,7 @@ renamed as (
         device_id,
         chat_session_id,
         direction,
-        intent,
-        intent_confidence,
-        sentiment,
-        intent_model_version,
+        {{ said_columns() }},
         _ingested_at as ingested_at
     from source
 )

@@ -9,10 +9,7 @@ renamed as (
         customer_number,
         interaction_type,
         topic,
-        intent,
-        intent_confidence,
-        sentiment,
-        intent_model_version,
+        {{ said_columns() }},
         _ingested_at as ingested_at
     from source
 )
