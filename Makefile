@@ -6,6 +6,7 @@
 #   make venv   (re)install only when pyproject.toml changed
 #   make jars   resolve JVM jars once into .cache/jars (no-op when done)
 #   make redis  install redis-server (the online store) from the OS packages when missing
+#   make chromium  install Debian's chromium (the Data Docs test's headless browser) when missing
 #   make clean  remove venv, jar cache and local state (.journeylake/)
 
 PYTHON ?= python3
@@ -16,7 +17,7 @@ JARS_STAMP := .cache/jars/manifest.json
 PIP_QUIET := --quiet --disable-pip-version-check --no-input
 PYTEST_ARGS ?=
 
-.PHONY: venv jars redis test test-fast fuzz demo bench lint format clean
+.PHONY: venv jars redis chromium test test-fast fuzz demo bench lint format clean
 
 venv: $(VENV_STAMP)
 
@@ -30,7 +31,7 @@ $(VENV_STAMP): pyproject.toml
 
 jars: $(JARS_STAMP)
 
-$(JARS_STAMP): conf/jvm/pom.xml conf/jvm/kafka-broker.pom.xml $(VENV_STAMP)
+$(JARS_STAMP): conf/jvm/pom.xml conf/jvm/kafka-broker.pom.xml conf/jvm/data-docs.pom.xml $(VENV_STAMP)
 	@$(PY) -m pipelines.services.jars
 
 # The online store runs the OS's redis-server (no Python wheel ships one): installed here with
@@ -52,7 +53,23 @@ redis:
 		exit 1; \
 	fi
 
-test: venv jars redis
+# Tests open the Data Docs in a real headless browser: Debian's chromium, installed the same way
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "chromium: installing chromium with apt-get (the Data Docs test's headless browser) ..."; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium >/dev/null 2>&1 \
+			|| { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+			|| { echo "chromium: apt-get install chromium failed" >&2; exit 1; }; \
+		command -v chromium >/dev/null || { echo "chromium: chromium still not on PATH" >&2; exit 1; }; \
+	else \
+		echo "chromium: chromium is missing (a test opens the Data Docs in it). Install it, then rerun make:" >&2; \
+		echo "  Debian/Ubuntu: sudo apt-get install chromium" >&2; \
+		exit 1; \
+	fi
+
+test: venv jars redis chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # tests/fuzz with the long example counts (make test runs a few of each): tens of minutes

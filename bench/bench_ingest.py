@@ -178,7 +178,17 @@ def main() -> None:
                 bare = text.select(F.from_json("raw", contract.spark_schema()).alias("r")).select("r.*")
                 for kind, frame in (
                     ("text", text),
-                    ("parsed", silver.checked_rows(spark, text, silver.SILVER_TABLES[s], tables, scorer(s))),
+                    (
+                        "parsed",
+                        silver.checked_rows(
+                            spark,
+                            text,
+                            silver.SILVER_TABLES[s],
+                            tables,
+                            silver.SILVER_TABLES[s].rules(cfg),
+                            scorer(s),
+                        ),
+                    ),
                     ("bare", bare),
                 ):
                     name = f"floor_silver.{kind}_{s}"
@@ -208,7 +218,7 @@ def main() -> None:
                 )
                 table = silver.SILVER_TABLES[s]
                 for kind, model in (("without", intents.NO_MODEL), ("with", scorer(s))):
-                    frame = silver.checked_rows(spark, lines, table, tables, model)
+                    frame = silver.checked_rows(spark, lines, table, tables, table.rules(cfg), model)
                     name = f"floor_silver.scored_{kind}_{s}"
                     spark.sql(f"DROP TABLE IF EXISTS {name}")
                     started = time.perf_counter()

@@ -38,6 +38,7 @@ from ml.settings import MlConfig
 from pipelines.config_section import ConfigSection
 from pipelines.contracts import MarketingChannel, OfferChannel
 from pipelines.errors import ConfigError
+from pipelines.quality.settings import QualityConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TARGET = "local"
@@ -67,6 +68,7 @@ class PathsConfig(ConfigSection):
     mlflow: Path = Path("mlflow")
     exports: Path = Path("exports")
     logs: Path = Path("logs")
+    gx: Path = Path("gx")  # Great Expectations' project: validation results, Data Docs
 
 
 class SparkConfig(ConfigSection):
@@ -407,6 +409,7 @@ class Config(ConfigSection):
     online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
     sql_endpoint: SqlEndpointConfig = Field(default_factory=SqlEndpointConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     segments: dict[SegmentName, SegmentConfig] = Field(default_factory=dict)
     ml: MlConfig = Field(default_factory=MlConfig)
     decisioning: DecisioningConfig = Field(default_factory=DecisioningConfig)

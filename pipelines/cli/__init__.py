@@ -26,6 +26,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "generate": ("pipelines.cli.generate", "write a synthetic bank's landing files and hidden truth"),
     "ingest": ("pipelines.cli.ingest", "stream landing files into bronze / silver / gold Delta tables"),
     "dbt": ("pipelines.cli.dbt", "build, run or test the dbt models (unified customer, journeys, funnels)"),
+    "validate": (
+        "pipelines.cli.validate",
+        "run the Great Expectations suites on silver and gold; results, Data Docs and gates",
+    ),
     "train": (
         "pipelines.cli.train",
         "train segmentation, propensity, churn and text models; register champions in MLflow",

@@ -77,6 +77,7 @@ def _reset(spark: SparkSession, cfg: Config) -> None:
         cfg.paths.home / "truth",
         cfg.paths.held,
         cfg.paths.mlflow,
+        cfg.paths.gx,  # validation results and Data Docs of the tables just dropped
     )
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
@@ -216,6 +217,14 @@ def _demo(args: argparse.Namespace) -> int:
     from ml.registry import tracking_uri
     from pipelines.lakehouse.segment_export import export_segments
 
+    step("validate: the Great Expectations suites on silver and gold (checkpoints, results, Data Docs)")
+    from pipelines.quality.checkpoints import validate
+    from pipelines.quality.gates import check_gate
+
+    validation = validate(spark, cfg)
+    table("\n".join(validation.summary()))
+    for note in check_gate(spark, cfg, "export-segments"):  # the export is gated as when run alone
+        console.print(note)
     today = datetime.now(UTC).date()
     manifest = export_segments(spark, cfg, today, cfg.paths.exports)
     step(f"segment export for marketing -> {cfg.paths.exports / today.isoformat()}")

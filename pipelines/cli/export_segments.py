@@ -11,6 +11,7 @@ import argparse
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from pipelines.cli.quality_gate import add_force_argument, pass_quality_gate
 from pipelines.config import add_config_arguments, config_from_args
 from pipelines.errors import InputError
 
@@ -41,6 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="rebuild gold.segment_exports with dbt first (picks up changed segment definitions)",
     )
+    add_force_argument(parser)
     add_config_arguments(parser)
 
 
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_lakehouse(cfg, "run `journeylake ingest`, `journeylake dbt build` and `journeylake score` first")
     spark = get_spark(cfg, "journeylake-export")
+    pass_quality_gate(spark, cfg, "export-segments", args.force)
     if args.build:
         from pipelines.services.dbt_runner import run_dbt
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
+from pipelines.cli.quality_gate import add_force_argument, pass_quality_gate
 from pipelines.config import add_config_arguments, config_from_args
 
 
@@ -22,6 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="compute features as of this time (default: the newest event in silver)",
     )
+    add_force_argument(parser)
     add_config_arguments(parser)
 
 
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_lakehouse(cfg, "run `journeylake ingest` and `journeylake train` first")
     spark = get_spark(cfg, "journeylake-score")
+    pass_quality_gate(spark, cfg, "score", args.force)
     tables = Tables.from_config(cfg)
     started = time.perf_counter()
     result = write_scores(spark, cfg, tables, args.as_of)

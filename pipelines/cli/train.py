@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.cli.quality_gate import add_force_argument, pass_quality_gate
 from pipelines.config import add_config_arguments, config_from_args
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="train only this family: text (intent and sentiment, from BANKING77; needs no ingest)",
     )
+    add_force_argument(parser)
     add_config_arguments(parser)
 
 
@@ -84,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
         "run `journeylake ingest` first (models train on silver's history; "
         "`journeylake train --only text` needs none)",
     )
-    reports = [] if args.no_text else [_train_text(cfg)]
     from ml.train import train_all
     from pipelines.services.spark import get_spark
     from pipelines.tables import Tables
 
     spark = get_spark(cfg, "journeylake-train")
+    pass_quality_gate(spark, cfg, "train", args.force)
+    reports = [] if args.no_text else [_train_text(cfg)]
     reports += train_all(
         spark, cfg, Tables.from_config(cfg), truth_dir, args.model, segmentation=not args.no_segmentation
     )

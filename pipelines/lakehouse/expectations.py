@@ -1,28 +1,35 @@
-"""Data-quality expectations evaluated inside the stream, on every micro-batch.
+"""A silver table's Great Expectations suite, compiled to rules the stream evaluates on every row.
 
-An expectation is a named boolean Spark expression that is true for a good row, in the spirit
-of Great Expectations' ``expect_column_values_to_...`` vocabulary but compiled to one Spark
-projection, so that checking costs a column per rule rather than a job per rule. Each silver
-table lists its expectations next to its definition (``pipelines/silver.py``); the generic ones
-below are derived from the event contract (required fields, types, allowed values).
+The suites (:mod:`pipelines.quality.suites`, files under ``conf/gx/expectations/``) are the one
+source of the checks; here each critical, row-level expectation becomes a named boolean Spark
+expression that is true for a good row, and all of a table's together one projection per
+micro-batch, so that checking costs a column per rule rather than a Spark job per rule (GX
+running each expectation as its own job per micro-batch would not keep up with the stream).
+``journeylake validate`` runs the same suites through GX itself.
 
-A row failing any expectation goes to ``silver.quarantine`` with every rule it failed; the first
-failed rule (in declaration order) is its headline ``rule``.
+A row failing any expectation goes to ``silver.quarantine`` with every rule it failed, by the
+expectation's name (``meta.name``); the first failed rule (in the suite's order) is its headline
+``rule``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipelines.config import display_path
 from pipelines.contracts import Contract
+from pipelines.errors import ConfigError, first_line
+from pipelines.quality.suites import IN_SET, NOT_NULL, OF_TYPE, UNEXPECTED_ROWS, Rule, Suite
 
-# Typed column name for contract field ``f`` after parsing (see silver.parse_records).
+# The fields of a parsed line as text, by name (see silver.parse_records)
 RAW_MAP = "_fields"
+# set by the join with silver.customers before checking (silver._with_customer_flag)
+KNOWN_CUSTOMER_FLAG = "_known_customer"
 
 
 @dataclass(frozen=True)
@@ -81,88 +88,102 @@ def json_nesting(raw: Column) -> Column:
     )
 
 
-# The contract rules' checks, bound to one field each with functools.partial (a lambda with
-# default arguments would do the same, but its type cannot be checked).
-def _present(raw: Column) -> Column:
-    return raw.isNotNull()
+def compile_suite(suite: Suite, contract: Contract, columns: Collection[str]) -> list[Expectation]:
+    """The suite's critical expectations as stream rules, in the suite's order.
 
-
-def _typed(raw: Column, name: str) -> Column:  # absent, or parsed to the contract's type
-    return raw.isNull() | F.col(name).isNotNull()
-
-
-def _in_set(name: str, allowed: list[str]) -> Column:
-    return F.col(name).isNull() | F.col(name).isin(allowed)
-
-
-def contract_expectations(contract: Contract) -> list[Expectation]:
-    """Rules every record of ``contract`` must meet: required present, types, allowed values."""
-    rules: list[Expectation] = [json_parseable()]
-    for f in contract.fields:
-        raw = F.col(RAW_MAP)[f.name]
-        if f.required:
-            rules.append(
-                Expectation(
-                    f"missing_required:{f.name}",
-                    f"expect_column_values_to_not_be_null({f.name})",
-                    partial(_present, raw),
-                )
+    ``columns`` are the columns of a checked batch (contract fields, derived and scored columns,
+    lineage): an expectation naming another column is an error naming the suite and rule.
+    """
+    rules = []
+    for rule in suite.rules:
+        if rule.severity != "critical":
+            continue  # measured by the checkpoints, never quarantined
+        at = f"suite {suite.name} ({display_path(suite.path) if suite.path else 'contract'}): {rule.name}"
+        column = rule.column
+        if column is not None and rule.in_stream == "predicate" and column not in columns:
+            raise ConfigError(
+                f"{at}: no column {column!r} in {suite.name}; columns: {', '.join(sorted(columns))}"
             )
-        if f.type != "string":
-            rules.append(
-                Expectation(
-                    f"wrong_type:{f.name}",
-                    f"expect_column_values_to_be_of_type({f.name}, {f.type})",
-                    partial(_typed, raw, f.name),
-                )
-            )
-        if f.allowed:
-            allowed = list(f.allowed)
-            rules.append(
-                Expectation(
-                    f"not_allowed:{f.name}",
-                    f"expect_column_values_to_be_in_set({f.name}, {allowed})",
-                    partial(_in_set, f.name, allowed),
-                )
-            )
+        rules.append(_compile(rule, contract, at))
     return rules
 
 
-def between(name: str, low: float | None, high: float | None) -> Expectation:
-    def check() -> Column:
-        col = F.col(name)
+def _compile(rule: Rule, contract: Contract, at: str) -> Expectation:
+    description = rule.description or _describe(rule)
+    if rule.in_stream == "raw_json":
+        return json_parseable()
+    if rule.in_stream == "known_customer":
+        key = contract.customer_key or "customer_number"
+        return Expectation(rule.name, description, partial(_known, key))
+    check = partial(_row_check, rule, contract.field_names)
+    condition = rule.row_condition
+    if condition is not None:
+        _parse_sql(condition, at)
+        return Expectation(rule.name, description, partial(_where, condition, check))
+    if rule.type == UNEXPECTED_ROWS:
+        _parse_sql(rule.condition or "", at)
+    return Expectation(rule.name, description, check)
+
+
+def _describe(rule: Rule) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in rule.kwargs.items())
+    return f"{rule.type}({args})"
+
+
+def _parse_sql(condition: str, at: str) -> None:
+    """A condition Spark cannot parse is a configuration error at load, not a failed batch."""
+    from pyspark.errors import ParseException
+
+    try:
+        F.expr(condition)
+    except ParseException as exc:
+        raise ConfigError(f"{at}: Spark cannot parse {condition!r} ({first_line(exc)})") from None
+
+
+def _where(condition: str, check: Callable[[], Column]) -> Column:
+    # GX's row_condition: rows where the condition is false or null are not checked
+    return ~F.coalesce(F.expr(condition), F.lit(False)) | check()
+
+
+def _known(column: str, flag: str = KNOWN_CUSTOMER_FLAG) -> Column:
+    return F.col(column).isNull() | F.coalesce(F.col(flag), F.lit(False))
+
+
+def _row_check(rule: Rule, fields: Collection[str]) -> Column:
+    """True for a row that meets ``rule`` (a null value meets every check but not-null, as in GX)."""
+    kw = rule.kwargs
+    kind = rule.type
+    if kind == UNEXPECTED_ROWS:
+        return ~F.coalesce(F.expr(rule.condition or "false"), F.lit(False))
+    name = rule.column or ""
+    col = F.col(name)
+    # a contract field is checked on the line's own text: present but of the wrong type is
+    # wrong_type, not missing
+    raw = F.col(RAW_MAP)[name] if name in fields else col
+    if kind == NOT_NULL:
+        return raw.isNotNull()
+    if kind == "expect_column_values_to_be_null":
+        return raw.isNull()
+    if kind == OF_TYPE:  # absent, or parsed to the contract's type
+        return raw.isNull() | col.isNotNull()
+    if kind == IN_SET:
+        return col.isNull() | col.isin(list(kw["value_set"]))
+    if kind == "expect_column_values_to_not_be_in_set":
+        return col.isNull() | ~col.isin(list(kw["value_set"]))
+    if kind in ("expect_column_values_to_be_between", "expect_column_value_lengths_to_be_between"):
+        value = F.length(col) if kind == "expect_column_value_lengths_to_be_between" else col
         ok = F.lit(True)
+        low, high = kw.get("min_value"), kw.get("max_value")
         if low is not None:
-            ok = ok & (col >= low)
+            ok = ok & ((value > low) if kw.get("strict_min") else (value >= low))
         if high is not None:
-            ok = ok & (col <= high)
+            ok = ok & ((value < high) if kw.get("strict_max") else (value <= high))
         return col.isNull() | ok
-
-    return Expectation(
-        f"out_of_range:{name}",
-        f"expect_column_values_to_be_between({name}, {low}, {high})",
-        check,
-    )
-
-
-def known_customer(column: str = "customer_number", flag: str = "_known_customer") -> Expectation:
-    """The record's customer exists in core banking (``flag`` is set by a join before checking)."""
-    return Expectation(
-        "unknown_customer",
-        f"expect_column_values_to_exist_in(silver.customers.{column})",
-        lambda: F.col(column).isNull() | F.coalesce(F.col(flag), F.lit(False)),
-    )
-
-
-def not_in_future(time_column: str, tolerance: str = "1 day") -> Expectation:
-    return Expectation(
-        "event_time_in_future",
-        f"expect {time_column} <= ingest time + {tolerance}",
-        lambda: (
-            F.col(time_column).isNull()
-            | (F.col(time_column) <= F.col("_ingested_at") + F.expr(f"INTERVAL {tolerance}"))
-        ),
-    )
+    if kind == "expect_column_values_to_match_regex":
+        return col.isNull() | col.rlike(str(kw["regex"]))
+    if kind == "expect_column_values_to_not_match_regex":
+        return col.isNull() | ~col.rlike(str(kw["regex"]))
+    raise AssertionError(f"{kind} is in ROW_TYPES but has no compiled form")  # pragma: no cover
 
 
 def apply_expectations(df: DataFrame, rules: list[Expectation]) -> DataFrame:

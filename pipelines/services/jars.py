@@ -8,6 +8,8 @@
   - ``.cache/jars/derby/``  the Derby network server's classpath (the shared metastore);
 - ``conf/jvm/kafka-broker.pom.xml`` -> ``.cache/jars/kafka/``, the local Kafka broker's own
   classpath (a separate JVM, so nothing is filtered against pyspark);
+- ``conf/jvm/data-docs.pom.xml`` -> ``.cache/jars/webjars/``, the scripts and styles of Great
+  Expectations' Data Docs, served from the site itself (no CDN);
 - ``.cache/jars/manifest.json``  what was resolved, from which pom (by digest), for which pyspark.
 
 Any Spark-side jar whose artifact pyspark already bundles (in ``pyspark/jars``) is dropped, so
@@ -38,6 +40,7 @@ from pipelines.errors import SetupError
 
 POM = PROJECT_ROOT / "conf" / "jvm" / "pom.xml"
 KAFKA_POM = PROJECT_ROOT / "conf" / "jvm" / "kafka-broker.pom.xml"
+DOCS_POM = PROJECT_ROOT / "conf" / "jvm" / "data-docs.pom.xml"
 MANIFEST_VERSION = 1
 
 # jars of these artifacts also go on Spark's classpath; the other derby* jars are server-only
@@ -65,7 +68,10 @@ SPARK_SET = JarSet(
 KAFKA_SET = JarSet(
     KAFKA_POM, ("kafka",), "the Kafka broker", "kafka_pom_sha256", "mvn-kafka-broker.log", False
 )
-JAR_SETS = (SPARK_SET, KAFKA_SET)
+DOCS_SET = JarSet(
+    DOCS_POM, ("webjars",), "Data Docs' web assets", "docs_pom_sha256", "mvn-webjars.log", False
+)
+JAR_SETS = (SPARK_SET, KAFKA_SET, DOCS_SET)
 
 
 def _set_of(group: str) -> JarSet:
@@ -161,6 +167,11 @@ def kafka_broker_classpath() -> list[Path]:
     return _jars("kafka")
 
 
+def webjars() -> list[Path]:
+    """WebJars of the Data Docs' scripts and styles (pipelines/quality/data_docs.py)."""
+    return _jars("webjars")
+
+
 def _failed_artifacts(log: str) -> list[str]:
     """The artifacts Maven was fetching when it failed, as precisely as its log says."""
     listed = re.search(r"The following artifacts could not be resolved: (.+?): ", log)
@@ -240,13 +251,14 @@ def _sort_spark_set(resolved: Path, staging: Path, manifest: dict) -> None:
         manifest["spark"].append(jar.name)
 
 
-def _sort_kafka_set(resolved: Path, staging: Path, manifest: dict) -> None:
-    """Every jar of the broker's pom into kafka/ (its own JVM: nothing to filter)."""
-    (staging / "kafka").mkdir()
-    manifest["kafka"] = []
+def _sort_whole_set(group: str, resolved: Path, staging: Path, manifest: dict) -> None:
+    """Every jar of a pom into its one group (the broker's own JVM, the Data Docs' assets: nothing
+    to filter against pyspark)."""
+    (staging / group).mkdir()
+    manifest[group] = []
     for jar in sorted(resolved.glob("*.jar")):
-        shutil.copy2(jar, staging / "kafka" / jar.name)
-        manifest["kafka"].append(jar.name)
+        shutil.copy2(jar, staging / group / jar.name)
+        manifest[group].append(jar.name)
 
 
 def _write_manifest(target: Path, manifest: dict) -> None:
@@ -280,8 +292,10 @@ def resolve(force: bool = False, quiet: bool = False) -> Path:
             say(f"jars: resolving {jar_set.what} from {jar_set.pom.relative_to(PROJECT_ROOT)} with mvn ...")
             resolved = staging / "all"
             _run_maven(mvn, jar_set, resolved, target.parent / jar_set.log_name)
-            sort = _sort_spark_set if jar_set.for_spark else _sort_kafka_set
-            sort(resolved, staging, manifest)
+            if jar_set.for_spark:
+                _sort_spark_set(resolved, staging, manifest)
+            else:
+                _sort_whole_set(jar_set.groups[0], resolved, staging, manifest)
             manifest[jar_set.digest_key] = _pom_digest(jar_set.pom)
             shutil.rmtree(resolved)
 
@@ -302,7 +316,8 @@ def resolve(force: bool = False, quiet: bool = False) -> Path:
     size = sum(p.stat().st_size for p in target.rglob("*.jar")) / 1e6
     say(
         f"jars: {len(manifest.get('spark', []))} for Spark, {len(manifest.get('derby', []))} for the "
-        f"metastore, {len(manifest.get('kafka', []))} for the Kafka broker ({size:.0f} MB) in {target}"
+        f"metastore, {len(manifest.get('kafka', []))} for the Kafka broker, "
+        f"{len(manifest.get('webjars', []))} for Data Docs ({size:.0f} MB) in {target}"
     )
     return target
 

@@ -31,7 +31,17 @@ from pipelines.config import Config
 from pipelines.errors import SetupError, root_cause
 
 # the kinds of jobs that must not run twice on one home (a verb may take several: the demo)
-JOB_KINDS = ("ingest", "decide", "dbt", "train", "score", "online-store-sync", "export-segments", "erasure")
+JOB_KINDS = (
+    "ingest",
+    "decide",
+    "dbt",
+    "train",
+    "score",
+    "online-store-sync",
+    "export-segments",
+    "erasure",
+    "validate",
+)
 
 
 # verbs whose arguments name people: their lock files record the verb alone (an erasure's ids
