@@ -300,7 +300,12 @@ def _run_suite(
             },
         )
     )
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    try:
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+    finally:
+        # GX persists the frame and leaves it cached: the next validation in this session would
+        # be answered from the cache (a Delta table read again matches the cached plan)
+        frame.unpersist()
     by_name = {r.name: r for r in suite.rules}
     for validation in result.run_results.values():
         for er in validation.results:
