@@ -148,6 +148,8 @@ def validate(
     context = _context(cfg)
     # every suite goes into GX's store, so the Data Docs list them all, validated this time or not
     registered = {s.name: _register(context, cfg, s) for s in every.values()}
+    for stale in {s.name for s in context.suites.all()} - set(every):  # its file was removed
+        context.suites.delete(stale)
     run_id = uuid.uuid4().hex
     run_time = datetime.now(UTC).replace(tzinfo=None)
     since = _watermarks(spark, cfg, tables) if not full else {}

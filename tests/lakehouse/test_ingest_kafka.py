@@ -111,16 +111,6 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, poll
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _reconciled(spark, tables, truth: Path) -> bool:
-    """Whether every source's lines are in silver, quarantine or duplicates, exactly (no more)."""
-    from pipelines.lakehouse.audit import reconcile
-
-    try:
-        return bool(reconcile(spark, tables, truth)["ok"].all())
-    except Exception:  # a table the stream has not created yet  # noqa: BLE001
-        return False
-
-
 def _commits(checkpoint: Path) -> int:
     commits = checkpoint / "commits"
     return len([p for p in commits.iterdir() if p.name.isdigit()]) if commits.is_dir() else 0
@@ -252,20 +242,16 @@ def test_sigkill_and_a_broker_restart_lose_and_duplicate_nothing(spark, jl_confi
             proc=ingest,
         )
         assert ingest.poll() is None, "the stream must survive a broker restart"
-        # the same stream (no final batch run) takes everything in: once bronze has committed
-        # every published message, poll until silver reconciles
+        # the same stream (no final batch run) takes everything in. A batch's commit is written
+        # after both its bronze append and its silver write (one query per source), so once the
+        # commits cover every published message, silver, quarantine and duplicates hold all of
+        # it: the stream is stopped then, and the reconciliation below must hold as it is, with
+        # no later batch to fill a gap (polling one here as well only repeated it)
         _wait_for(
             lambda: all(_consumed(checkpoints / "ingest" / s) >= n for s, n in lines.items()),
             timeout=300,
             what="every published message to reach bronze and silver",
             proc=ingest,
-        )
-        _wait_for(
-            lambda: _reconciled(spark, by_path, truth),
-            timeout=300,
-            what="every published message to reach silver, quarantine or duplicates",
-            proc=ingest,
-            poll=2,
         )
         ingest.send_signal(signal.SIGINT)
         ingest.wait(timeout=120)
