@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # journeylake is imported once a benchmark's home and ports are set
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
     from pipelines.config import Config
     from pipelines.sources.simulator import SimConfig
@@ -54,3 +54,24 @@ def ensure_bank(spark: SparkSession, cfg: Config, tables: Tables, home: Path, si
     train_text_model(cfg, configure(cfg))  # silver reads what customers said with it
     ingest.run(spark, cfg, until_idle=True, tables=tables, progress=lambda _m: None)
     return time.perf_counter() - started
+
+
+def landing_lines(spark: SparkSession, cfg: Config, source: str) -> DataFrame:
+    """A source's landing lines as a bronze micro-batch presents them to silver (``raw``,
+    ``_source_file``, ``_ingested_at``), read as one batch job: what the benchmarks parse and
+    check outside the stream."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lakehouse import bronze
+
+    return (
+        spark.read.format("text")
+        .option("pathGlobFilter", "*.jsonl")
+        .option("recursiveFileLookup", "true")
+        .load(str(bronze.landing_dir(cfg, source)))
+        .select(
+            F.col("value").alias("raw"),
+            F.col("_metadata.file_path").alias("_source_file"),
+            F.current_timestamp().alias("_ingested_at"),
+        )
+    )

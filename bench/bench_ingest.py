@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _common import free_port
+from _common import free_port, landing_lines
 
 if TYPE_CHECKING:  # Spark is imported once the benchmark's environment is set
     from pyspark.sql import DataFrame
@@ -164,16 +164,7 @@ def main() -> None:
             spark.sql("CREATE SCHEMA IF NOT EXISTS floor_silver")
             seconds = {"text": 0.0, "parsed": 0.0, "bare": 0.0}
             for s in sources:
-                text = (
-                    spark.read.format("text")
-                    .option("pathGlobFilter", "*.jsonl")
-                    .load(str(bronze.landing_dir(cfg, s)))
-                    .select(
-                        F.col("value").alias("raw"),
-                        F.col("_metadata.file_path").alias("_source_file"),
-                        F.current_timestamp().alias("_ingested_at"),
-                    )
-                )
+                text = landing_lines(spark, cfg, s)
                 contract = silver.SILVER_TABLES[s].contract
                 bare = text.select(F.from_json("raw", contract.spark_schema()).alias("r")).select("r.*")
                 for kind, frame in (
@@ -210,12 +201,7 @@ def main() -> None:
             spoken = [s for s in sources if s in intents.SPOKEN]
             texts, timed = 0, {"with": 0.0, "without": 0.0}
             for s in spoken:
-                text = spark.read.format("text").option("pathGlobFilter", "*.jsonl")
-                lines = text.load(str(bronze.landing_dir(cfg, s))).select(
-                    F.col("value").alias("raw"),
-                    F.col("_metadata.file_path").alias("_source_file"),
-                    F.current_timestamp().alias("_ingested_at"),
-                )
+                lines = landing_lines(spark, cfg, s)
                 table = silver.SILVER_TABLES[s]
                 for kind, model in (("without", intents.NO_MODEL), ("with", scorer(s))):
                     frame = silver.checked_rows(spark, lines, table, tables, table.rules(cfg), model)

@@ -18,7 +18,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from _common import ensure_bank, own_home
+from _common import ensure_bank, landing_lines, own_home
 
 if TYPE_CHECKING:  # journeylake is imported once the benchmark's home and ports are set
     from pipelines.lakehouse.expectations import Expectation
@@ -34,10 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     home = own_home(args.home, "journeylake-bench-quality-")
 
-    from pyspark.sql import functions as F
-
     from pipelines.config import load_config
-    from pipelines.lakehouse import bronze, ingest, silver
+    from pipelines.lakehouse import ingest, silver
     from pipelines.lakehouse.intents import NO_MODEL
     from pipelines.quality.checkpoints import validate
     from pipelines.services.dbt_runner import run_dbt
@@ -57,19 +55,7 @@ def main() -> None:
     run_dbt(cfg, ["build", "--quiet"])
 
     sources = ingest.present_sources(cfg)
-    lines = {
-        s: spark.read.format("text")
-        .option("pathGlobFilter", "*.jsonl")
-        .option("recursiveFileLookup", "true")
-        .load(str(bronze.landing_dir(cfg, s)))
-        .select(
-            F.col("value").alias("raw"),
-            F.col("_metadata.file_path").alias("_source_file"),
-            F.current_timestamp().alias("_ingested_at"),
-        )
-        .cache()
-        for s in sources
-    }
+    lines = {s: landing_lines(spark, cfg, s).cache() for s in sources}
     events = sum(frame.count() for frame in lines.values())
     rule_sets = {
         "compiled from the GX suites": {s: silver.SILVER_TABLES[s].rules(cfg) for s in sources},
