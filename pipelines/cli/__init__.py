@@ -100,14 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args._run(args) or 0)
     except JourneylakeError as exc:
         trace = f" (full trace: {write_trace(args)})" if exc.__cause__ is not None else ""
-        print(f"journeylake {args.verb}: error: {exc}{trace}", file=sys.stderr)
+        print(f"journeylake {args.verb}: error: {_one_line(str(exc))}{trace}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"journeylake {args.verb}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for the user; the trace goes to the home's log
         print(
-            f"journeylake {args.verb}: error: {root_cause(exc)}{low_disk(args)} "
+            f"journeylake {args.verb}: error: {_one_line(root_cause(exc))}{low_disk(args)} "
             f"(full trace: {write_trace(args)})",
             file=sys.stderr,
         )
@@ -176,3 +176,9 @@ def write_trace(args: argparse.Namespace) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _one_line(message: str) -> str:
+    """A message as one line: a control character a user typed (a path or a target with a
+    newline in it) is shown escaped, not obeyed."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
