@@ -30,10 +30,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config, display_path
-from pipelines.contracts import CONTRACTS
 from pipelines.errors import ConfigError, InputError
 from pipelines.quality.data_docs import localize_site
-from pipelines.quality.suites import UNEXPECTED_ROWS, Rule, Suite, load_suites
+from pipelines.quality.suites import Rule, Suite, load_suites
 from pipelines.services.spark import ensure_schemas, one_row
 from pipelines.tables import Tables, schema_name
 
@@ -239,9 +238,16 @@ def _watermarks(spark: SparkSession, cfg: Config, tables: Tables) -> dict[str, d
     return {r["suite"]: r["until"] for r in rows}
 
 
+# Counts, percentages and observed values, but never a failing row's values: GX results and Data
+# Docs are files under the home that auditors read, and a failing value is often a person's id
+# (a duplicate customer_number). GX 1.x applies a checkpoint's result format to every expectation
+# over any expectation's own, so the rule is per run, not per column; those allowed can query the
+# table for the rows themselves.
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
+
+
 def _register(context: Any, cfg: Config, suite: Suite) -> Any:
-    """``suite`` as a GX ExpectationSuite in the project's store (each expectation's result
-    format set: see :func:`_result_format`)."""
+    """``suite`` as a GX ExpectationSuite in the project's store."""
     import great_expectations as gx
 
     schemas = {layer: schema_name(cfg, layer) for layer in ("silver", "gold")}
@@ -250,9 +256,6 @@ def _register(context: Any, cfg: Config, suite: Suite) -> Any:
     except Exception as exc:  # GX names the bad type or argument
         where = display_path(suite.path) if suite.path else suite.name
         raise ConfigError(f"{where}: Great Expectations refuses the suite: {exc}") from None
-    by_name = {r.name: r for r in suite.rules}
-    for expectation in gx_suite.expectations:
-        expectation.result_format = _result_format(cfg, by_name[(expectation.meta or {})["name"]])
     return context.suites.add_or_update(gx_suite)
 
 
@@ -296,10 +299,7 @@ def _run_suite(
             name=suite.name,
             validation_definitions=[definition],
             actions=[],  # the Data Docs are built once, after every suite of the run
-            result_format={
-                "result_format": "SUMMARY",
-                "partial_unexpected_count": cfg.quality.unexpected_examples,
-            },
+            result_format=RESULT_FORMAT,
         )
     )
     try:
@@ -317,16 +317,6 @@ def _run_suite(
     outcome.results.sort(key=lambda o: order[o.rule.name])
     outcome.seconds = time.perf_counter() - started
     return outcome
-
-
-def _result_format(cfg: Config, rule: Rule) -> dict[str, Any]:
-    """No failing values are kept for a column that names a person or for a query's rows: GX
-    results and Data Docs are files under the home, and erasure must not have to rewrite them."""
-    private = set(cfg.privacy.identifiers) | {f.name for c in CONTRACTS.values() for f in c.fields if f.pii}
-    names_a_person = any(c in private or c.endswith(("_token", "_id")) for c in rule.columns)
-    if rule.type == UNEXPECTED_ROWS or names_a_person:
-        return {"result_format": "BASIC", "partial_unexpected_count": 0}
-    return {"result_format": "SUMMARY", "partial_unexpected_count": cfg.quality.unexpected_examples}
 
 
 def _outcome(rule: Rule, er: Any) -> ExpectationOutcome:

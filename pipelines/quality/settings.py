@@ -25,8 +25,6 @@ class QualityConfig(ConfigSection):
     suites: Path = Path("gx/expectations")
     results_table: str = Field("dq_results", pattern=r"^[a-z][a-z0-9_]*$")  # in gold
     overrides_table: str = Field("dq_overrides", pattern=r"^[a-z][a-z0-9_]*$")  # --force, in gold
-    # how many failing values a result keeps (GX's partial_unexpected_count)
-    unexpected_examples: int = Field(5, ge=0, le=200)
     # command -> the suites (tables) whose last validation must not have failed a critical
     # expectation before the command runs
     gates: dict[GatedCommand, tuple[str, ...]] = Field(default_factory=dict)
