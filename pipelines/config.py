@@ -395,6 +395,7 @@ class PrivacyConfig(ConfigSection):
     raw_columns: list[str] = Field(default_factory=lambda: ["raw", "record"])  # a source record as JSON text
     record_id_column: str = "_record_id"  # silver's record key: names the person's rows in duplicates
     vacuum_retain_hours: float = Field(0.0, ge=0)  # files holding erased rows are deleted this soon
+    parallel_tables: int = Field(2, ge=1, le=16)  # tables an erasure works on at once
     records_table: str = "erasure_records"  # in gold: who, when, what, rows removed, hashed ids
 
 

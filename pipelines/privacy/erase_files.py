@@ -45,10 +45,11 @@ def _files(folder: Path, suffixes: Sequence[str]) -> Iterator[Path]:
 def erase_jsonl(folders: Sequence[Path], people: People, identifiers: Sequence[str]) -> FileErasure:
     """Every JSON-lines file under ``folders`` (landing, held-back files) without the people's lines."""
     files = rows = 0
+    needles = _needles(people)
     for folder in folders:
         for path in _files(folder, (".jsonl", ".json")):
             data = path.read_bytes()
-            if not any(v.encode() in data for v in people.values()):
+            if not any(n in data for n in needles):
                 continue
             kept, removed = [], 0
             for line in data.decode("utf-8", errors="surrogateescape").splitlines(keepends=True):
@@ -61,6 +62,12 @@ def erase_jsonl(folders: Sequence[Path], people: People, identifiers: Sequence[s
                 files += 1
                 rows += removed
     return FileErasure("landing", files, rows)
+
+
+def _needles(people: People) -> list[bytes]:
+    """What a file must hold to hold one of the people's records: their ids as sources send them
+    (silver's record keys, thousands for a long-standing customer, are in no file)."""
+    return [v.encode() for v in people.source_ids()]
 
 
 def _owned(row: dict[str, Any], people: People, identifiers: Sequence[str]) -> bool:
@@ -113,9 +120,10 @@ def erase_exports(folder: Path, people: People, identifiers: Sequence[str], requ
 def erase_spool(folder: Path, people: People, identifiers: Sequence[str]) -> FileErasure:
     """The API's spooled batches (decisions and responses not yet delivered) without the people's."""
     files = rows = 0
+    needles = _needles(people)
     for path in _files(folder, (".json",)):
         data = path.read_bytes()
-        if not any(v.encode() in data for v in people.values()):
+        if not any(n in data for n in needles):
             continue
         doc = json.loads(data)
         removed = 0

@@ -63,20 +63,22 @@ def erasable_tables(spark: SparkSession, cfg: Config) -> list[str]:
     schemas = [f"{prefix}{r[0]}" for r in spark.sql(listing).collect() if r[0] != "information_schema"]
     names = []
     for schema in schemas:
-        # SHOW rather than spark.catalog.listTables, whose row decoding fails on some tables here
-        views = {r["viewName"] for r in spark.sql(f"SHOW VIEWS IN {schema}").collect()}
-        for r in spark.sql(f"SHOW TABLES IN {schema}").collect():
-            name = f"{schema}.{r['tableName']}"
-            if not r["isTemporary"] and r["tableName"] not in views and _is_delta(spark, name):
-                names.append(name)
+        # one listing per schema that says each table's type and format (SHOW TABLES, then a
+        # DESCRIBE per table, took a query per table; spark.catalog.listTables fails to decode
+        # some tables here)
+        for r in spark.sql(f"SHOW TABLE EXTENDED IN {schema} LIKE '*'").collect():
+            about = _information(r["information"])
+            if r["isTemporary"] or about.get("Type", "").upper() == "VIEW":
+                continue
+            if about.get("Provider", "").lower() == "delta":
+                names.append(f"{schema}.{r['tableName']}")
     return sorted(names)
 
 
-def _is_delta(spark: SparkSession, table: str) -> bool:
-    """Delta tables only: another format (a CSV table someone registered) has no history to purge,
-    and erasing from it is not this module's to promise."""
-    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
-    return any(r["col_name"] == "Provider" and str(r["data_type"]).lower() == "delta" for r in rows)
+def _information(text: str | None) -> dict[str, str]:
+    """SHOW TABLE EXTENDED's ``information``: one ``Key: value`` per line."""
+    pairs = (line.split(": ", 1) for line in (text or "").splitlines() if ": " in line)
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def merge_conditions(cfg: Config, columns: list[str], people: People) -> list[tuple[str, str]]:
@@ -101,7 +103,7 @@ def merge_conditions(cfg: Config, columns: list[str], people: People) -> list[tu
         + ")"
     )
     conditions = [(IDS_VIEW, f"{owner} = s.key")]
-    if raws and people.values():
+    if raws and people.source_ids():
         unparsed = " OR ".join(f"t.`{raw}` RLIKE s.pattern" for raw in raws)
         conditions.append((PATTERN_VIEW, f"{owner} IS NULL AND ({unparsed})"))
     return conditions
@@ -111,7 +113,8 @@ def register_ids(spark: SparkSession, people: People) -> None:
     """The views the conditions join with: one row per (identifier, value) key, and one row with
     the people's ids as a pattern (Java's regex has no look-behind-free word boundary for ids, so
     the boundaries are spelt out)."""
-    pattern = "(^|[^0-9A-Za-z_])(" + "|".join(_java_quote(v) for v in people.values()) + ")([^0-9A-Za-z_]|$)"
+    alternatives = "|".join(_java_quote(v) for v in people.source_ids())
+    pattern = "(^|[^0-9A-Za-z_])(" + alternatives + ")([^0-9A-Za-z_]|$)"
     keys = [(f"{c}:{v}",) for c, v in people.keys()]
     spark.createDataFrame(keys, "key STRING").createOrReplaceTempView(IDS_VIEW)
     spark.createDataFrame([(pattern,)], "pattern STRING").createOrReplaceTempView(PATTERN_VIEW)
@@ -138,6 +141,33 @@ def record_ids(spark: SparkSession, cfg: Config, tables: list[str], people: Peop
     return found
 
 
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+def erase_tables(
+    spark: SparkSession,
+    cfg: Config,
+    tables: list[str],
+    people: People,
+    progress: Callable[[str], None],
+    resumed: bool = False,
+) -> list[TableErasure]:
+    """:func:`erase_table` on each of ``tables``, ``privacy.parallel_tables`` at a time: a small
+    table's MERGE, vacuum and log reads are mostly the driver's bookkeeping and waits, which
+    overlap. The views and the retention setting are shared by every thread, so they are set once
+    here, not per table."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    register_ids(spark, people)
+    previous = spark.conf.get(RETENTION_CHECK, "true")
+    spark.conf.set(RETENTION_CHECK, "false")  # a retention under the 7-day default is the point
+    try:
+        with ThreadPoolExecutor(cfg.privacy.parallel_tables, thread_name_prefix="erase") as pool:
+            return list(pool.map(lambda t: erase_table(spark, cfg, t, people, progress, resumed), tables))
+    finally:
+        spark.conf.set(RETENTION_CHECK, previous or "true")
+
+
 def erase_table(
     spark: SparkSession,
     cfg: Config,
@@ -146,28 +176,24 @@ def erase_table(
     progress: Callable[[str], None],
     resumed: bool = False,
 ) -> TableErasure:
-    """The people's rows out of ``table``, its files and its log (module docstring). ``resumed``:
-    a run that died may have deleted the rows but not yet their files, so every table is vacuumed
-    whether or not rows are found now."""
+    """The people's rows out of ``table``, its files and its log (module docstring), with the views
+    of :func:`register_ids` registered and VACUUM's retention check off (:func:`erase_tables`).
+    ``resumed``: a run that died may have deleted the rows but not yet their files, so every
+    table is vacuumed whether or not rows are found now."""
     columns = spark.table(table).columns
     conditions = merge_conditions(cfg, columns, people)
     if not conditions:
         return TableErasure(table, 0, 0, 0)
-    register_ids(spark, people)
-    found = {
-        (view, condition): spark.sql(f"SELECT t.* FROM {table} t JOIN {view} s ON {condition}").count()
-        for view, condition in conditions
-    }
     location = Path(_location(spark, table))
     scrubbed = scrub_log(location, people.values())  # a re-run after a crash finishes what was left
-    if not any(found.values()) and not resumed:
-        return TableErasure(table, 0, 0, scrubbed)
     rows = 0
-    for (view, condition), count in found.items():
-        if count:
-            merge = f"MERGE INTO {table} t USING {view} s ON {condition} WHEN MATCHED THEN DELETE"
-            result = spark.sql(merge).collect()
-            rows += int(result[0]["num_deleted_rows"]) if result else int(count)
+    for view, condition in conditions:
+        # a MERGE that matches nothing commits nothing: no count is needed to skip a table
+        merge = f"MERGE INTO {table} t USING {view} s ON {condition} WHEN MATCHED THEN DELETE"
+        result = spark.sql(merge).collect()
+        rows += int(result[0]["num_deleted_rows"]) if result else 0
+    if not rows and not resumed:
+        return TableErasure(table, 0, 0, scrubbed)
     properties = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
     if properties.get("delta.enableDeletionVectors", "false").lower() == "true":
         spark.sql(f"REORG TABLE {table} APPLY (PURGE)")
@@ -176,13 +202,7 @@ def erase_table(
         vacuumed = delete_unreferenced(spark, location)
     else:
         before = _data_files(location)
-        check = "spark.databricks.delta.retentionDurationCheck.enabled"
-        previous = spark.conf.get(check, "true")
-        spark.conf.set(check, "false")  # a retention under the 7-day default is the point here
-        try:
-            spark.sql(f"VACUUM {table} RETAIN {hours:g} HOURS")
-        finally:
-            spark.conf.set(check, previous or "true")
+        spark.sql(f"VACUUM {table} RETAIN {hours:g} HOURS")
         vacuumed = len(before - _data_files(location))
     scrubbed += scrub_log(location, people.values())
     if rows or vacuumed or scrubbed:

@@ -35,8 +35,8 @@ from pyspark.sql import SparkSession
 
 from pipelines.config import Config
 from pipelines.privacy.erase_files import FileErasure, erase_files
-from pipelines.privacy.erase_tables import TableErasure, erasable_tables, erase_table, record_ids
-from pipelines.privacy.people import People, id_hash, resolve
+from pipelines.privacy.erase_tables import TableErasure, erasable_tables, erase_tables, record_ids
+from pipelines.privacy.people import RECORD_KEYS, People, id_hash, resolve
 from pipelines.serving.delivery import spool_dir
 from pipelines.tables import Tables
 
@@ -123,7 +123,7 @@ def erase(
         outcomes.append(erasure)
         return outcomes
     keys = record_ids(spark, cfg, erasable_tables(spark, cfg), people)
-    for column in ("record_id", "duplicate_of"):
+    for column in RECORD_KEYS:
         if column in cfg.privacy.identifiers:
             people.add(column, keys)
     path = _write_journal(cfg, erasure, people, [a for a in fresh if a in people.resolved])
@@ -191,9 +191,8 @@ def _finish(
         f"{sum(len(v) for v in people.ids.values())} id(s)"
     )
     identifiers = cfg.privacy.identifiers
-    done: list[TableErasure] = [
-        erase_table(spark, cfg, table, people, progress, resumed) for table in erasable_tables(spark, cfg)
-    ]
+    tables = erasable_tables(spark, cfg)
+    done: list[TableErasure] = erase_tables(spark, cfg, tables, people, progress, resumed)
     erasure.rows_removed = {d.table: d.rows for d in done if d.rows}
     files: list[FileErasure] = erase_files(
         [cfg.paths.landing, cfg.paths.held],
@@ -210,7 +209,7 @@ def _finish(
     erasure.notes = _not_reached(cfg)
     if resumed:
         erasure.notes.append("resumed after an interrupted run: rows it removed before are not counted")
-    record_keys = people.ids.get("record_id", set()) | people.ids.get("duplicate_of", set())
+    record_keys = people.record_keys()
     people_ids = {v for column, values in people.ids.items() for v in values} - record_keys
     erasure.id_hashes = sorted(id_hash(cfg, v) for v in set(doc["asked"]) | people_ids)
     erasure.completed_at = time.time()
@@ -229,7 +228,7 @@ def _erase_store(cfg: Config, people: People, progress: Callable[[str], None]) -
     state, started = redis_server.up(cfg)
     try:
         writer = StoreWriter(connect(cfg), cfg.online_store.contact_history_days)
-        ids = [v for c, v in people.keys() if c not in ("record_id", "duplicate_of")]
+        ids = people.source_ids()
         removed = writer.erase(people.ids.get("customer_number", set()), ids)
         writer.rewrite_persistence()
     finally:

@@ -10,6 +10,7 @@ identifiers inside raw JSON records (bronze, quarantine, landing files).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -24,6 +25,9 @@ from pipelines.config import Config
 from pipelines.tables import Tables
 
 IDENTITY_MAP = "identity_map"  # gold's, dbt's model of the same name
+# identifier columns whose values silver makes (the keys of a person's rows, which name them in
+# silver.duplicates), not ids a source sends: no landing line, raw record or spooled batch holds one
+RECORD_KEYS = ("record_id", "duplicate_of")
 
 
 @dataclass
@@ -47,6 +51,14 @@ class People:
 
     def values(self) -> list[str]:
         return sorted({v for values in self.ids.values() for v in values})
+
+    def source_ids(self) -> list[str]:
+        """Their ids as sources and channels send them (:data:`RECORD_KEYS` left out): what a file,
+        or a raw record that is not JSON, can hold."""
+        return sorted({v for column, values in self.ids.items() if column not in RECORD_KEYS for v in values})
+
+    def record_keys(self) -> set[str]:
+        return {v for column in RECORD_KEYS for v in self.ids.get(column, ())}
 
     def empty(self) -> bool:
         return not any(self.ids.values())
@@ -78,9 +90,14 @@ def mentions(text: str, values: Sequence[str]) -> bool:
     return bool(values) and token_pattern(values).search(text) is not None
 
 
-def token_pattern(values: Sequence[str]) -> re.Pattern[str]:
+@functools.lru_cache(maxsize=8)
+def _token_pattern(values: tuple[str, ...]) -> re.Pattern[str]:
     alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
     return re.compile(rf"(?<![0-9A-Za-z_])(?:{alternatives})(?![0-9A-Za-z_])")
+
+
+def token_pattern(values: Sequence[str]) -> re.Pattern[str]:
+    return _token_pattern(tuple(values))
 
 
 def json_record(line: str | bytes) -> dict[str, Any] | None:
@@ -101,7 +118,7 @@ def owns_line(line: str, people: People, identifiers: Sequence[str]) -> bool:
         key = owner_key(record, identifiers)
         if key is not None:
             return value_in(key, people)
-    return mentions(line, people.values())
+    return mentions(line, people.source_ids())
 
 
 def value_in(key: tuple[str, str], people: People) -> bool:
