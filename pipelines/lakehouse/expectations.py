@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -193,6 +193,15 @@ def apply_expectations(df: DataFrame, rules: list[Expectation]) -> DataFrame:
     well-formed but nested deeper than Spark's parser reads): every other rule is implied by it
     and would just repeat the same cause.
     """
+    return df.withColumn("_failed_rules", failed_rules(tuple(rules)))
+
+
+@lru_cache(maxsize=64)
+def failed_rules(rules: tuple[Expectation, ...]) -> Column:
+    """The ``_failed_rules`` expression for ``rules``, built once for rules that do not change
+    (:meth:`silver.SilverTable.rules` returns the same objects while a suite is unchanged): a
+    micro-batch then spends no driver time on the Python calls that build its hundreds of
+    nodes. An expression names columns, not a DataFrame or a session, so it serves every batch."""
     parsed = F.col(RAW_MAP).isNotNull()
     failures = [
         F.when(~F.coalesce(rule.check(), F.lit(False)), rule.failure_name())
@@ -203,5 +212,4 @@ def apply_expectations(df: DataFrame, rules: list[Expectation]) -> DataFrame:
     # concat_ws skips nulls; no filter/array_compact, whose lambda is not code-generated and
     # would drag every rule expression into the slow interpreted path
     joined = F.concat_ws("|", *failures)
-    failed = F.when(joined == "", F.array().cast("array<string>")).otherwise(F.split(joined, r"\|"))
-    return df.withColumn("_failed_rules", failed)
+    return F.when(joined == "", F.array().cast("array<string>")).otherwise(F.split(joined, r"\|"))

@@ -76,11 +76,24 @@ class SilverTable:
         return get_contract(self.source)
 
     def rules(self, cfg: Config) -> list[Expectation]:
-        """The suite's critical expectations, compiled for the stream (a suite edited on disk is
-        read again at the next micro-batch; compiling takes milliseconds)."""
+        """The suite's critical expectations, compiled for the stream. A suite edited on disk is
+        read again at the next micro-batch; an unchanged one returns the rules compiled before,
+        so each micro-batch reuses their expressions (:func:`expectations.apply_expectations`)
+        instead of building them again on the driver."""
+        suite = silver_suite(cfg, self.source)
+        key = repr((suite.rules, suite.meta))
+        cached = _COMPILED.get(self.source)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         scored = SCORED_COLUMNS if self.source in SPOKEN else ()
         columns = {*self.contract.field_names, *self.derived, *scored, "raw", "_ingested_at", "_source_file"}
-        return ex.compile_suite(silver_suite(cfg, self.source), self.contract, columns)
+        rules = ex.compile_suite(suite, self.contract, columns)
+        _COMPILED[self.source] = (key, rules)
+        return rules
+
+
+# source -> (its suite as last compiled, the rules compiled from it)
+_COMPILED: dict[str, tuple[str, list[Expectation]]] = {}
 
 
 # The silver tables, and what each derives (its checks are its suite's)

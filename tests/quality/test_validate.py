@@ -91,6 +91,10 @@ def test_an_expectation_added_to_a_suite_quarantines_rows_under_its_name(
 
     land(edited, 0, "GXEDIT")
     land(jl_config, 1, "GXPLAIN")
+    # an unchanged suite is compiled once and its rules reused by every micro-batch; an edit
+    # compiles it again
+    assert table.rules(jl_config) is table.rules(jl_config)
+    assert [r.name for r in table.rules(edited)] != [r.name for r in table.rules(jl_config)]
     quarantined = {
         r["record_id"]: r["rule"]
         for r in spark.table(tables.quarantine).where("record_id LIKE 'GX%'").collect()
