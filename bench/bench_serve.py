@@ -34,7 +34,7 @@ on Ctrl-C or an error; the home (a temporary folder) is removed unless ``--keep`
     .venv/bin/python bench/bench_serve.py [--workers 2] [--server uvicorn|granian]
         [--customers 100000] [--seconds 20] [--rates 250,500,1000] [--search-seconds 10]
         [--search-steps 5] [--no-ingest] [--ingest-rate 200] [--sql-reads 50]
-        [--bank-customers 2000] [--days 6] [--keep]
+        [--bank-customers 2000] [--days 6] [--api-cpu N] [--keep]
 """
 
 from __future__ import annotations
@@ -707,6 +707,12 @@ def main() -> int:
         "--ingest-cpu", type=int, default=None, help="the CPU ingest runs on (default: the last)"
     )
     parser.add_argument(
+        "--api-cpu",
+        type=int,
+        default=None,
+        help="pin the API (workers, delivery) to this CPU and keep the generator off it (default: none)",
+    )
+    parser.add_argument(
         "--staleness-wait",
         type=float,
         default=180.0,
@@ -758,6 +764,7 @@ def main() -> int:
         client.delete(STALENESS)  # only this run's write-through counts
 
         api_log = logs / "serve.log"
+        api_cpu = args.api_cpu
         with api_log.open("wb") as out:
             api = subprocess.Popen(
                 [
@@ -767,7 +774,10 @@ def main() -> int:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # its own group (uvicorn and its workers), in this session
+                preexec_fn=None if api_cpu is None else (lambda: os.sched_setaffinity(0, {api_cpu})),
             )
+        if api_cpu is not None:  # the generator (this process) and ingest keep off the API's CPU
+            os.sched_setaffinity(0, (set(os.sched_getaffinity(0)) - {api_cpu}) or {api_cpu})
         started.add("the API", lambda: stop_group(api, signal.SIGTERM, 45))
         api_url = f"http://127.0.0.1:{api_port}"
         wait_for_api(api_url, api, api_log)
