@@ -77,8 +77,9 @@ fuzz: venv jars redis
 	JOURNEYLAKE_FUZZ=long $(VENV)/bin/pytest tests/fuzz $(PYTEST_ARGS)
 
 # "slow" = starts Spark (tests/conftest.py marks every test that uses the spark fixture) or a
-# long-running local service; the rest runs in seconds.
-test-fast: venv redis
+# long-running local service; the rest runs in seconds. jars: the Data Docs test copies the
+# WebJars' scripts into the site (resolved with the JVM jars, once).
+test-fast: venv jars redis
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: venv jars redis
