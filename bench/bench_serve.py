@@ -136,6 +136,21 @@ def group_cpu_seconds(pgid: int | None) -> float:
     return sum(group_cpu_by_pid(pgid).values())
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (/proc schedstat)."""
+    total = 0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            try:
+                with open(f"{task.path}/schedstat") as fh:
+                    total += int(fh.read().split()[1])
+            except OSError:
+                continue
+    except OSError:
+        return 0.0
+    return total / 1e9
+
+
 def pid_cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
@@ -398,6 +413,8 @@ class StepResult:
     send_span_s: float = 0.0  # first scheduled -> last written to a connection
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core over the step
     decided: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # customer -> (channel, action)
+    app_ms: list[float] = field(default_factory=list)  # the app's own time (its Server-Timing header)
+    due_s: list[float] = field(default_factory=list)  # each answered request's schedule, s from the start
 
     def pct(self, q: float) -> float:
         import numpy as np
@@ -419,6 +436,33 @@ class StepResult:
 
         return float(np.percentile(self.lags_ms, q)) if self.lags_ms else 0.0
 
+    def tail_line(self, slow_ms: float = TARGET_P99_MS, gap_s: float = 0.02) -> str:
+        """Where the slow answers came from: the app's own time against the rest (server queue,
+        kernel, generator), and whether they come in bursts (a stalled process: every request
+        scheduled during the stall is late) or one by one (per-request work)."""
+        import numpy as np
+
+        if not self.app_ms:
+            return "        tail: the API sent no Server-Timing"
+        app50, app99 = np.percentile(self.app_ms, [50, 99])
+        slow = sorted(d for d, ms in zip(self.due_s, self.latencies_ms, strict=True) if ms > slow_ms)
+        bursts: list[float] = []  # each burst's span, s
+        start = prev = None
+        for d in slow:
+            if prev is None or d - prev > gap_s:
+                if start is not None and prev is not None:
+                    bursts.append(prev - start)
+                start = d
+            prev = d
+        if start is not None and prev is not None:
+            bursts.append(prev - start)
+        spans = f", longest {1000 * max(bursts):.0f} ms" if bursts else ""
+        return (
+            f"        tail: app's own time (Server-Timing) p50 {app50:.1f} ms, p99 {app99:.1f} ms; "
+            f"{len(slow):,} answers over {slow_ms:g} ms in {len(bursts):,} burst(s) "
+            f"(requests scheduled within {1000 * gap_s:.0f} ms of each other){spans}"
+        )
+
     @property
     def passes(self) -> bool:
         return self.pct(99) <= P99_LIMIT_MS and not self.errors
@@ -436,12 +480,12 @@ class Connection:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
-    async def post(self, request: bytes) -> tuple[int, bytes, bool]:
-        """(status, body, whether the connection stays open)."""
+    async def post(self, request: bytes) -> tuple[int, bytes, bool, float | None]:
+        """(status, body, whether the connection stays open, the app's own ms from Server-Timing)."""
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
-        length, keep = None, True
+        length, keep, app_ms = None, True, None
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -449,9 +493,11 @@ class Connection:
                 length = int(value)
             elif name == b"connection" and value.strip().lower() == b"close":
                 keep = False
+            elif name == b"server-timing" and b"app;dur=" in value:
+                app_ms = float(value.split(b"app;dur=", 1)[1].split(b",", 1)[0])
         if length is None:
             raise ValueError("response without Content-Length")
-        return status, await self.reader.readexactly(length), keep
+        return status, await self.reader.readexactly(length), keep, app_ms
 
     def close(self) -> None:
         self.writer.close()
@@ -523,12 +569,14 @@ class LoadGenerator:
             keep = False
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                    status, body, keep = await conn.post(request)
+                    status, body, keep, app_ms = await conn.post(request)
             except TimeoutError:
                 result.errors["timeout"] += 1
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
                 result.errors[type(exc).__name__] += 1
             else:
+                if app_ms is not None:
+                    result.app_ms.append(app_ms)
                 if status != 200:
                     result.errors[f"HTTP {status}"] += 1
                 else:
@@ -539,6 +587,7 @@ class LoadGenerator:
                     if chosen:
                         result.decided.setdefault(cn, []).append((answer["channel"], chosen[0]))
             result.latencies_ms.append((clock() - due) * 1000)
+            result.due_s.append(due - t0)
             if not keep:
                 conn.close()
                 try:
@@ -832,6 +881,7 @@ def main() -> int:
         def step(rate: int, seconds: float) -> StepResult:
             events = store_events()
             per_pid = group_cpu_by_pid(api.pid)
+            waited = {pid: run_queue_seconds(pid) for pid in per_pid}
             before = (
                 group_cpu_seconds(api.pid),
                 pid_cpu_seconds(store_pid),
@@ -854,13 +904,15 @@ def main() -> int:
             print(list(table_lines([result]))[1], flush=True)
             now_pid = group_cpu_by_pid(api.pid)
             print(  # how the workers shared the load (and their delivery processes their batches)
-                "        api processes, cpu % of a core: "
+                "        api processes, cpu % of a core (run-queue wait, ms per s): "
                 + ", ".join(
-                    f"{pid}: {100 * (now_pid[pid] - per_pid.get(pid, 0.0)) / wall:.0f}"
+                    f"{pid}: {100 * (now_pid[pid] - per_pid.get(pid, 0.0)) / wall:.0f} "
+                    f"({1000 * (run_queue_seconds(pid) - waited.get(pid, 0.0)) / wall:.0f})"
                     for pid in sorted(now_pid)
                 ),
                 flush=True,
             )
+            print(result.tail_line(), flush=True)
             now_events = store_events()
             forks = now_events["total_forks"] - events["total_forks"]
             delayed = now_events["aof_delayed_fsync"] - events["aof_delayed_fsync"]

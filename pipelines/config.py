@@ -349,6 +349,8 @@ class ApiConfig(ConfigSection):
     max_body_bytes: int = Field(16_384, ge=256)
     max_actions: int = Field(3, ge=1)  # the most a request may ask for (max_actions)
     flush_ms: float = Field(500.0, gt=0)  # decisions and responses delivered to the lakehouse this often
+    # added to the delivery processes' niceness: their appends yield the CPU to the workers' requests
+    delivery_nice: int = Field(10, ge=0, le=19)
     publish_decisions: bool = False  # also publish decisions to <kafka.topic_prefix>decisions
     commit_attempts: int = Field(5, ge=1)  # reads and commits of one customer before a fallback
     bandit_refresh_seconds: float = Field(60.0, gt=0)  # the sampler's state re-read from the store

@@ -247,6 +247,11 @@ class Guard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # the app's own time (W3C Server-Timing): what a caller measures beyond it was
+                # spent in the network, the server's queue or its own client
+                took = (time.perf_counter() - started) * 1000
+                timing = (b"server-timing", b"app;dur=%.2f" % took)
+                message = {**message, "headers": [*message.get("headers", ()), timing]}
             await send(message)
 
         try:

@@ -433,7 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C reaches the whole group: finish first
-    Deliverer(load_config(os.environ.get(ENV_TARGET) or None), app_id).run(int(parent_pid), stop)
+    cfg = load_config(os.environ.get(ENV_TARGET) or None)
+    # Each append is a burst of CPU (frames, Parquet, a commit) that nothing waits for: at the
+    # workers' niceness it took cores from requests mid-flight (bench/README.md, "Decision API
+    # under load"); nicer, it runs when they do not need them, which the spool absorbs.
+    os.nice(cfg.decisioning.api.delivery_nice)
+    Deliverer(cfg, app_id).run(int(parent_pid), stop)
     return 0
 
 

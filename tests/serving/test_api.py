@@ -331,10 +331,14 @@ def test_the_next_best_action_read_is_the_store_s(api, jl_config):
     ]
 
 
-def test_openapi_health_and_metrics_describe_the_service(api, jl_config):
+def test_openapi_health_metrics_and_server_timing_describe_the_service(api, jl_config):
     cn = model_customer("OA")
     seed(jl_config, [customer_context(cn)])
-    assert post(api, "/v1/decisions", {"customer_id": cn, "channel": "app"}).status_code == 200
+    decided = post(api, "/v1/decisions", {"customer_id": cn, "channel": "app"})
+    assert decided.status_code == 200
+    # the app's own time, for a caller to tell it from the network's and the server's queue
+    timing = decided.headers["server-timing"]
+    assert timing.startswith("app;dur=") and 0 < float(timing.removeprefix("app;dur=")) < 10_000
     spec = httpx.get(f"{api}/openapi.json").json()
     assert {"/v1/decisions", "/v1/responses", "/v1/customers/{customer_id}/next-best-action"} <= set(
         spec["paths"]

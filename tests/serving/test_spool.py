@@ -79,3 +79,25 @@ def test_a_delivery_process_that_dies_is_started_again(jl_config) -> None:
         assert delivery._process is not first and delivery._process.poll() is None
     finally:
         delivery.close()
+
+
+def _niceness(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])  # field 19 of stat: nice
+
+
+def test_the_delivery_process_runs_nicer_than_its_worker_by_the_configured_step(jl_config) -> None:
+    step = jl_config.decisioning.api.delivery_nice
+    assert step > 0  # requests get the CPU before the appends nothing waits for
+    delivery = Delivery(jl_config)
+    delivery.start()
+    try:
+        process = delivery._process
+        assert process is not None
+        worker = _niceness(os.getpid())
+        deadline = time.monotonic() + 30  # it renices itself once its config is loaded
+        while _niceness(process.pid) == worker and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _niceness(process.pid) == min(19, worker + step)
+    finally:
+        delivery.close()
