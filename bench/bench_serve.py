@@ -12,7 +12,7 @@
 2. **The API**: ``journeylake serve --workers N`` as a real subprocess, on a port of its own.
 3. **Meanwhile, ingest**: ``journeylake ingest`` (continuous, writing through to the store) at
    ``nice -n 19`` on one CPU (``taskset -c``), fed the held-back day at ``--ingest-rate`` lines/s
-   (``--no-ingest``: none).
+   (``--no-ingest``: none; ``--ingest-idle``: in the SCHED_IDLE class instead of at nice 19).
 4. **Open-loop load**: requests are scheduled at ``t0 + i / rate`` whatever the answers, and each
    latency runs from its scheduled time, so queueing (in the generator, the kernel or the API)
    shows. ``POST /v1/decisions`` for random customers across the offer channels, over
@@ -34,7 +34,7 @@ on Ctrl-C or an error; the home (a temporary folder) is removed unless ``--keep`
     .venv/bin/python bench/bench_serve.py [--workers 2] [--server uvicorn|granian]
         [--customers 100000] [--seconds 20] [--rates 250,500,1000] [--search-seconds 10]
         [--search-steps 5] [--no-ingest] [--ingest-rate 200] [--sql-reads 50]
-        [--bank-customers 2000] [--days 6] [--api-cpu N] [--keep]
+        [--bank-customers 2000] [--days 6] [--api-cpu N] [--ingest-idle] [--keep]
 """
 
 from __future__ import annotations
@@ -341,15 +341,16 @@ def wait_for_api(url: str, process: subprocess.Popen[bytes], log: Path, timeout_
     raise SystemExit(f"journeylake serve did not answer /health within {timeout_s:.0f} s; see {log}")
 
 
-def ingest_command(cpu: int | None) -> tuple[list[str], str]:
-    """``journeylake ingest`` at nice 19, on one CPU when the machine has several."""
+def ingest_command(cpu: int | None, idle: bool = False) -> tuple[list[str], str]:
+    """``journeylake ingest`` at nice 19 (or, ``idle``, in the SCHED_IDLE class, which yields to
+    any other task at once), on one CPU when the machine has several."""
     base = [sys.executable, "-m", "pipelines.cli", "ingest"]
-    nice = ["nice", "-n", "19"]
+    nice, how = (["chrt", "--idle", "0"], "SCHED_IDLE") if idle else (["nice", "-n", "19"], "nice 19")
     if cpu is None:
-        return nice + base, "nice 19, any CPU (one CPU only)"
+        return nice + base, f"{how}, any CPU (one CPU only)"
     if shutil.which("taskset"):
-        return nice + ["taskset", "-c", str(cpu)] + base, f"nice 19, taskset -c {cpu}"
-    return nice + base, f"nice 19, CPU {cpu} (sched_setaffinity)"
+        return nice + ["taskset", "-c", str(cpu)] + base, f"{how}, taskset -c {cpu}"
+    return nice + base, f"{how}, CPU {cpu} (sched_setaffinity)"
 
 
 def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float) -> bool:
@@ -753,6 +754,11 @@ def main() -> int:
     parser.add_argument("--no-ingest", action="store_true", help="no ingest during the load (quick runs)")
     parser.add_argument("--ingest-rate", type=int, default=200, help="held-back lines landed per second")
     parser.add_argument(
+        "--ingest-idle",
+        action="store_true",
+        help="ingest in the SCHED_IDLE class (chrt --idle 0) instead of at nice 19",
+    )
+    parser.add_argument(
         "--ingest-cpu", type=int, default=None, help="the CPU ingest runs on (default: the last)"
     )
     parser.add_argument(
@@ -840,7 +846,7 @@ def main() -> int:
         if not args.no_ingest:
             cpus = sorted(os.sched_getaffinity(0))
             cpu = args.ingest_cpu if args.ingest_cpu is not None else (cpus[-1] if len(cpus) > 1 else None)
-            command, where = ingest_command(cpu)
+            command, where = ingest_command(cpu, idle=args.ingest_idle)
             ingest_log = logs / "ingest.log"
             with ingest_log.open("wb") as out:
                 ingest = subprocess.Popen(
@@ -955,7 +961,8 @@ def main() -> int:
         lines += [
             "ingest: none (--no-ingest)"
             if ingest is None
-            else f"ingest: running throughout, nice 19 on one CPU; {feeder.written if feeder else 0:,} "
+            else f"ingest: running throughout, {'SCHED_IDLE' if args.ingest_idle else 'nice 19'} on one CPU; "
+            f"{feeder.written if feeder else 0:,} "
             "held-back lines landed"
         ]
         lines += list(table_lines(results + search.probes))
